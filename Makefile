@@ -1,0 +1,54 @@
+# int8 NPU generator: the two everyday commands are `make sim` and `make test`.
+# Each bootstraps .venv with the pinned packages of requirements.lock on first use.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# Configuration knobs (see README "Configuration").
+ROWS   ?= 8
+COLS   ?= 8
+SIM    ?= verilator
+SEED   ?= 1
+JOBS   ?= auto
+# Number of random GEMMs in `make regress`.
+N      ?= 1000
+
+.PHONY: all sim test regress verilog clean distclean venv
+
+all: test
+
+$(STAMP): requirements.lock pyproject.toml
+	@echo "== bootstrapping $(VENV) with $(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: $(STAMP)
+
+# The main job: run random GEMMs on the generated RTL and print cycles and PE utilization.
+sim: $(STAMP)
+	$(PY) -m sim.main --rows $(ROWS) --cols $(COLS) --sim $(SIM) --seed $(SEED)
+
+# The test suite (fast subset of every regression); runs both simulators, Icarus tests skip
+# with a message when iverilog is missing.
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q tests
+
+# Long random sweep, in parallel across cores, JUnit XML in build/regress.xml.
+regress: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q -m regress --regress-seed $(SEED) --regress-count $(N) \
+	    --junitxml=build/regress.xml tests/test_regress.py
+	$(PY) -m sim.summary build/regress.xml
+
+# One Verilog file with a stable top-level name, for FPGA/ASIC toolchains.
+verilog: $(STAMP)
+	$(PY) -m hw.verilog gemm --rows $(ROWS) --cols $(COLS) -o build/npu_gemm_$(ROWS)x$(COLS).v
+
+clean:
+	rm -rf build .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

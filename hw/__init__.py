@@ -1,0 +1,1 @@
+"""Amaranth HDL components of the int8 inference accelerator."""

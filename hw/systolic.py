@@ -1,0 +1,218 @@
+"""Output-stationary R x C systolic MAC array with skew, deskew and streaming I/O.
+
+Dataflow and why
+----------------
+Output-stationary: PE (i, j) owns output element (i, j) of an R x C output tile and accumulates
+it over the whole reduction length K, so int32 partial sums never move until they are final
+and only int8 operands travel between PEs. Weight-stationary would instead move int32 partial
+sums every cycle and reload all R*C weights for each new weight tile; for the short reductions
+of CNNs (K = 9 for a 3x3 conv on one channel) that reload dominates. Output-stationary keeps
+every tile's cost at K beats plus an overlapped drain.
+
+Streams
+-------
+``operands`` (in): one beat per reduction step k of a tile, carrying column k of the A tile
+(``a[i] = A[m0+i, k]``, i < R) and row k of the B tile (``b[j] = B[k, n0+j]``, j < C).
+``last`` marks the final beat of a tile; the beat after it starts the next tile. A tile's beats
+may have gaps (``valid`` low) anywhere. Rows/columns beyond the matrix edge are fed as zeros.
+
+``bias`` (in): one beat per tile, C int32 values added to every row of that tile's result. It
+is consumed while the tile's result is emitted, so it may arrive late.
+
+``result`` (out): R beats per tile, row i of the tile (``C[m0+i, n0+j] + bias[j]``) in order;
+``last`` marks row R-1. Tiles come out in the order they went in.
+
+Throughput
+----------
+With no backpressure, one operand beat is accepted per cycle, so each PE does one MAC per
+cycle; the drain of a tile (R cycles through a per-column shift chain) overlaps the next tile.
+Two rules keep the pipeline correct without stalling the array itself:
+
+* a tile is admitted only when the output FIFO has room reserved for all R of its rows
+  (credit counter), so results never need backpressure inside the array;
+* consecutive ``last`` beats are at least R cycles apart (the per-column drain chain needs R
+  cycles), so tiles with K < R run at one tile per R cycles.
+
+Latency: the first row of a tile enters the output FIFO R + C + 3 cycles after its last beat.
+"""
+
+from math import ceil
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from .pe import ProcessingElement
+
+__all__ = ["SystolicArray", "MAX_DIM", "default_out_depth"]
+
+#: Largest supported rows/cols. Bigger arrays elaborate, but are not tested.
+MAX_DIM = 64
+
+
+def _check_dim(name, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not 1 <= value <= MAX_DIM:
+        raise ValueError(f"{name} must be between 1 and {MAX_DIM}, got {value}")
+
+
+def default_out_depth(rows, cols):
+    """Output FIFO rows needed for full throughput with K >= rows (see module docstring)."""
+    return rows * (ceil((3 * rows + cols + 6) / rows) + 1)
+
+
+def operand_layout(rows, cols):
+    return data.StructLayout({
+        "a": data.ArrayLayout(signed(8), rows),
+        "b": data.ArrayLayout(signed(8), cols),
+        "last": 1,
+    })
+
+
+def result_layout(cols):
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(32), cols),
+        "last": 1,
+    })
+
+
+class SystolicArray(wiring.Component):
+    """R x C output-stationary int8 MAC array. See the module docstring for the contract.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array size R x C, 1 .. ``MAX_DIM`` each.
+    out_depth : int or None
+        Output FIFO depth in rows (at least ``rows``); default :func:`default_out_depth`.
+    """
+
+    def __init__(self, rows=8, cols=8, out_depth=None):
+        _check_dim("rows", rows)
+        _check_dim("cols", cols)
+        if out_depth is None:
+            out_depth = default_out_depth(rows, cols)
+        if isinstance(out_depth, bool) or not isinstance(out_depth, int) or out_depth < rows:
+            raise ValueError(f"out_depth must be an integer >= rows ({rows}), got {out_depth!r}")
+        self.rows = rows
+        self.cols = cols
+        self.out_depth = out_depth
+        super().__init__({
+            "operands": In(stream.Signature(operand_layout(rows, cols))),
+            "bias": In(stream.Signature(data.ArrayLayout(signed(32), cols))),
+            "result": Out(stream.Signature(result_layout(cols))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C, D = self.rows, self.cols, self.out_depth
+        ops = self.operands
+
+        # ---- Admission control -------------------------------------------------------
+        in_tile = Signal()                      # a tile has started and not yet ended
+        reserved = Signal(range(D + 1))         # output FIFO rows promised to admitted tiles
+        since_last = Signal(range(R), init=R - 1)   # cycles since the last `last`, saturating
+        credit_ok = reserved <= D - R
+        spacing_ok = since_last == R - 1
+        m.d.comb += ops.ready.eq((in_tile | credit_ok) & (~ops.payload.last | spacing_ok))
+        accept = ops.valid & ops.ready
+
+        pop = Signal()                          # a result row leaves the output FIFO
+        starting = accept & ~in_tile
+        m.d.sync += reserved.eq(reserved + Mux(starting, R, 0) - pop)
+        with m.If(accept):
+            m.d.sync += in_tile.eq(~ops.payload.last)
+        with m.If(accept & ops.payload.last):
+            m.d.sync += since_last.eq(0)
+        with m.Elif(since_last != R - 1):
+            m.d.sync += since_last.eq(since_last + 1)
+
+        # ---- Input register and skew ------------------------------------------------
+        # Row i's operand passes through i+1 registers, column j's through j+1, so PE(i, j)
+        # sees beat t in cycle t + 1 + i + j from both directions.
+        beat_valid = Signal()
+        beat_first = Signal()
+        beat_last = Signal()
+        m.d.sync += [
+            beat_valid.eq(accept),
+            beat_first.eq(starting),
+            beat_last.eq(accept & ops.payload.last),
+        ]
+        a_skew = [self._delay(m, ops.payload.a[i], i + 1, f"a_skew{i}") for i in range(R)]
+        b_skew = [self._delay(m, ops.payload.b[j], j + 1, f"b_skew{j}") for j in range(C)]
+        ctl = Cat(beat_valid, beat_first, beat_last)
+        ctl_skew = [self._delay(m, ctl, i, f"ctl_skew{i}") for i in range(R)]
+
+        # ---- PE grid -------------------------------------------------------------------
+        pes = [[ProcessingElement() for _ in range(C)] for _ in range(R)]
+        for i in range(R):
+            for j in range(C):
+                pe = pes[i][j]
+                m.submodules[f"pe_{i}_{j}"] = pe
+                if j == 0:
+                    m.d.comb += [pe.a.eq(a_skew[i]),
+                                 Cat(pe.valid, pe.first, pe.last).eq(ctl_skew[i])]
+                else:
+                    left = pes[i][j - 1]
+                    m.d.comb += [pe.a.eq(left.a_out), pe.valid.eq(left.valid_out),
+                                 pe.first.eq(left.first_out), pe.last.eq(left.last_out)]
+                m.d.comb += pe.b.eq(b_skew[j] if i == 0 else pes[i - 1][j].b_out)
+
+        # ---- Drain: per-column shift chains, loaded when the bottom PE finishes ---------
+        # The bottom PE of column j finishes last; all R results of that column are final
+        # then, and leave upwards one per cycle, row 0 first.
+        col_out = []
+        col_valid = []
+        for j in range(C):
+            chain = [Signal(signed(32), name=f"chain_{i}_{j}") for i in range(R)]
+            chain_v = [Signal(name=f"chain_v_{i}_{j}") for i in range(R)]
+            load = pes[R - 1][j].done
+            for i in range(R):
+                with m.If(load):
+                    m.d.sync += [chain[i].eq(pes[i][j].result), chain_v[i].eq(1)]
+                with m.Else():
+                    if i + 1 < R:
+                        m.d.sync += [chain[i].eq(chain[i + 1]), chain_v[i].eq(chain_v[i + 1])]
+                    else:
+                        m.d.sync += chain_v[i].eq(0)
+            col_out.append(chain[0])
+            col_valid.append(chain_v[0])
+
+        # ---- Deskew: column j is delayed C-1-j cycles so a whole row lines up ----------
+        row = [self._delay(m, col_out[j], C - 1 - j, f"deskew{j}") for j in range(C)]
+        row_valid = col_valid[C - 1]
+
+        # ---- Output FIFO; bias is added on the way out --------------------------------
+        fifo = m.submodules.out_fifo = SyncFIFOBuffered(width=32 * C, depth=D)
+        m.d.comb += [fifo.w_data.eq(Cat(*row)), fifo.w_en.eq(row_valid)]
+        # fifo.w_rdy is guaranteed by the credit counter: `reserved` counts every row that is
+        # in flight or in the FIFO, and a tile is admitted only if all its rows fit.
+
+        row_in_tile = Signal(range(R))
+        is_last_row = row_in_tile == R - 1
+        fifo_rows = data.ArrayLayout(signed(32), C)(fifo.r_data)
+        out = self.result
+        for j in range(C):
+            m.d.comb += out.payload.data[j].eq(fifo_rows[j] + self.bias.payload[j])
+        m.d.comb += [
+            out.payload.last.eq(is_last_row),
+            out.valid.eq(fifo.r_rdy & self.bias.valid),
+            fifo.r_en.eq(out.ready & self.bias.valid),
+            self.bias.ready.eq(out.ready & fifo.r_rdy & is_last_row),
+            pop.eq(fifo.r_rdy & fifo.r_en),
+        ]
+        with m.If(pop):
+            m.d.sync += row_in_tile.eq(Mux(is_last_row, 0, row_in_tile + 1))
+        return m
+
+    @staticmethod
+    def _delay(m, value, cycles, name):
+        """``value`` delayed by ``cycles`` registers (0 = combinational pass-through)."""
+        for n in range(cycles):
+            reg = Signal(value.shape(), name=f"{name}_d{n}")
+            m.d.sync += reg.eq(value)
+            value = reg
+        return value
+

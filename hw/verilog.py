@@ -1,0 +1,90 @@
+"""Verilog generation for every top-level design, with a content-addressed cache.
+
+``python -m hw.verilog gemm --rows 16 --cols 16 -o build/npu_gemm_16x16.v`` writes one
+self-contained Verilog file whose top module is named after the design (``npu_gemm``).
+"""
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from amaranth.back import verilog
+
+__all__ = ["DESIGNS", "design", "generate", "cached_verilog"]
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "build" / "verilog"
+
+
+def _gemm(rows=8, cols=8, out_depth=None):
+    from .gemm_top import GemmTop
+    return GemmTop(rows, cols, out_depth)
+
+
+#: design name -> (factory, top module name)
+DESIGNS = {
+    "gemm": (_gemm, "npu_gemm"),
+}
+
+
+def design(name, **params):
+    if name not in DESIGNS:
+        raise ValueError(f"unknown design {name!r}; known: {', '.join(sorted(DESIGNS))}")
+    factory, top = DESIGNS[name]
+    return factory(**params), top
+
+
+def generate(name, **params):
+    """Return ``(verilog_text, top_module_name)``."""
+    component, top = design(name, **params)
+    return verilog.convert(component, name=top, emit_src=False), top
+
+
+def _source_hash():
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "hw").rglob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached_verilog(name, **params):
+    """Generate (or reuse) the Verilog of a design; returns ``(path, top_module_name)``.
+
+    The cache key covers the design, its parameters and the source of every file in hw/."""
+    key = json.dumps({"design": name, "params": params, "src": _source_hash()}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = CACHE / f"{name}-{digest}.v"
+    top = DESIGNS[name][1] if name in DESIGNS else None
+    if not path.exists():
+        text, top = generate(name, **params)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{id(text)}")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path, top
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("design", choices=sorted(DESIGNS))
+    ap.add_argument("--rows", type=int, default=8)
+    ap.add_argument("--cols", type=int, default=8)
+    ap.add_argument("-o", "--output", type=Path, required=True)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        text, top = generate(args.design, rows=args.rows, cols=args.cols)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(f"wrote {args.output} (top module {top}, {len(text.splitlines())} lines, "
+          f"{time.perf_counter() - t0:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

