@@ -6,6 +6,7 @@ self-contained Verilog file whose top module is named after the design (``npu_ge
 
 import argparse
 import hashlib
+import importlib
 import json
 import sys
 import time
@@ -19,22 +20,19 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "verilog"
 
 
-def _gemm(rows=8, cols=8, out_depth=None):
-    from .gemm_top import GemmTop
-    return GemmTop(rows, cols, out_depth)
-
-
-#: design name -> (factory, top module name)
+#: design name -> ("module:Class", top module name). The class is built with the design's
+#: parameters as keyword arguments. One line per top-level design.
 DESIGNS = {
-    "gemm": (_gemm, "npu_gemm"),
+    "gemm": ("hw.gemm_top:GemmTop", "npu_gemm"),
 }
 
 
 def design(name, **params):
     if name not in DESIGNS:
         raise ValueError(f"unknown design {name!r}; known: {', '.join(sorted(DESIGNS))}")
-    factory, top = DESIGNS[name]
-    return factory(**params), top
+    target, top = DESIGNS[name]
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(**params), top
 
 
 def generate(name, **params):

@@ -10,6 +10,7 @@
 """
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -92,7 +93,10 @@ def build(design, params, sim="verilator", waves=False):
     from cocotb_tools.runner import get_runner
 
     vpath, top = cached_verilog(design, **params)
-    build_dir = BUILD / sim / (vpath.stem + ("-waves" if waves else ""))
+    # Keyed by the Verilog text, so an edit elsewhere in hw/ that leaves this design's
+    # Verilog unchanged reuses the build.
+    digest = hashlib.sha256(vpath.read_bytes()).hexdigest()[:16]
+    build_dir = BUILD / sim / (f"{design}-{digest}" + ("-waves" if waves else ""))
     marker = build_dir / ".npu_built"
     _apply_env(sim)
     with _locked(BUILD / sim / (build_dir.name + ".lock")):
