@@ -12,7 +12,22 @@ import numpy as np
 
 from .quant import INT32_MAX, INT32_MIN
 
-__all__ = ["gemm", "check_operands"]
+__all__ = ["gemm", "check_operands", "check_shape", "MAX_K"]
+
+#: Longest reduction for which no int8 x int8 sum can leave int32: K * 2**14 <= 2**31 - 1.
+MAX_K = (1 << 17) - 1
+
+
+def check_shape(M, K, N):
+    """Validate a GEMM shape ``M x K x N``; ``ValueError`` names the offending dimension."""
+    for name, v in (("M", M), ("K", K), ("N", N)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    if K > MAX_K:
+        raise ValueError(f"K={K} exceeds MAX_K={MAX_K}: int32 accumulators could overflow")
+    return int(M), int(K), int(N)
 
 
 def check_operands(a, b, bias=None):

@@ -38,8 +38,9 @@ The integer path, for int32 ``x`` (all intermediate values are exact in int64)::
         threshold = (mask >> 1) + (1 if x < 0 else 0)
         return (x >> e) + (1 if remainder > threshold else 0)  # arithmetic shift
 
-RDBPOT rounds half away from zero; SRDHM rounds half away from zero too, on the doubled
-product. (*) TFLite computes ``x * (1 << left)`` in int32 and leaves overflow undefined; here it
+RDBPOT rounds to nearest with ties away from zero. SRDHM rounds ``a*b / 2**31`` to nearest
+with ties away from zero when the product is positive but ties toward zero when it is negative
+(gemmlowp's asymmetric nudge; e.g. ``SRDHM(-1, 2**30) == 0`` while ``SRDHM(1, 2**30) == 1``). (*) TFLite computes ``x * (1 << left)`` in int32 and leaves overflow undefined; here it
 saturates, which agrees wherever TFLite is defined.
 
 Requantization then adds the output zero point and saturates::

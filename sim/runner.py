@@ -136,8 +136,9 @@ def run(design, params, test_module, sim="verilator", testcase=None, env=None, s
         waves=False, tag="run"):
     """Build if needed, then run cocotb ``test_module`` against the design.
 
-    ``env`` is passed to the testbench (strings). Returns a :class:`RunResult`; it does not
-    raise on test failures (callers assert on ``ok``)."""
+    ``env`` is passed to the testbench (strings). The simulator's output goes to ``sim.log``
+    beside ``results.xml``; on failure its tail is printed to stderr. Returns a
+    :class:`RunResult`; it does not raise on test failures (callers assert on ``ok``)."""
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
@@ -145,6 +146,7 @@ def run(design, params, test_module, sim="verilator", testcase=None, env=None, s
     test_dir = build_dir.parent / f"{build_dir.name}.{tag}.{os.getpid()}"
     test_dir.mkdir(parents=True, exist_ok=True)
     results_xml = test_dir / "results.xml"
+    log_file = test_dir / "sim.log"
     if results_xml.exists():
         results_xml.unlink()
     runner = get_runner(sim)
@@ -155,7 +157,7 @@ def run(design, params, test_module, sim="verilator", testcase=None, env=None, s
                     testcase=testcase,
                     build_dir=build_dir, test_dir=test_dir, results_xml=str(results_xml),
                     extra_env={k: str(v) for k, v in (env or {}).items()}, seed=seed,
-                    waves=waves, timescale=TIMESCALE)
+                    waves=waves, timescale=TIMESCALE, log_file=log_file)
     except SystemExit:
         pass
     except Exception as e:  # under pytest, runner.test raises on failures; results.xml says which
@@ -164,6 +166,10 @@ def run(design, params, test_module, sim="verilator", testcase=None, env=None, s
         print(f"[runner] {type(e).__name__}: {e}", file=sys.stderr)
     run_s = time.perf_counter() - t0
     if not results_xml.exists():
-        return RunResult(0, 1, results_xml, build_s, run_s)
+        results_xml.write_text("<testsuites/>")
     tests, fails = get_results(results_xml)
-    return RunResult(tests, fails, results_xml, build_s, run_s)
+    result = RunResult(tests, fails, results_xml, build_s, run_s)
+    if not result.ok and log_file.exists():
+        tail = log_file.read_text(errors="replace").splitlines()[-80:]
+        print(f"[runner] last lines of {log_file}:", *tail, sep="\n", file=sys.stderr)
+    return result

@@ -10,12 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden.gemm import check_operands
+from golden.gemm import check_operands, check_shape
 
-__all__ = ["Tile", "tile_gemm", "untile", "MAX_K"]
-
-#: Longest reduction for which no int8 x int8 sum can leave int32: K * 2**14 < 2**31.
-MAX_K = (1 << 17) - 1
+__all__ = ["Tile", "tile_gemm", "untile"]
 
 
 @dataclass
@@ -31,8 +28,7 @@ def tile_gemm(a, b, bias, rows, cols):
     a, b, bias = check_operands(a, b, bias)
     M, K = a.shape
     N = b.shape[1]
-    if K > MAX_K:
-        raise ValueError(f"K={K} exceeds MAX_K={MAX_K}: int32 accumulators could overflow")
+    check_shape(M, K, N)
     if bias is None:
         bias = np.zeros(N, np.int32)
     Mp = -(-M // rows) * rows
