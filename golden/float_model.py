@@ -37,6 +37,7 @@ max pooling, flatten, softmax + cross-entropy).
 import numpy as np
 
 from .conv import conv_output_size, im2col
+from .pooling import check_pool_params
 
 __all__ = ["REFERENCE_ARCH", "PARAM_LAYERS", "LAYER_TYPES", "output_shapes", "init_params",
            "forward", "predict", "loss_and_grads", "save_float", "load_float"]
@@ -86,9 +87,13 @@ def output_shapes(arch):
             h, w, c = shape
             if t == "conv2d" and c != L["in_channels"]:
                 raise ValueError(f"{where}: in_channels {L['in_channels']} but input has {c}")
-            ho = conv_output_size(h, L["kernel"], L["stride"], L["padding"])
-            wo = conv_output_size(w, L["kernel"], L["stride"], L["padding"])
-            shape = (ho, wo, L["out_channels"] if t == "conv2d" else c)
+            if t == "conv2d":
+                ho = conv_output_size(h, L["kernel"], L["stride"], L["padding"])
+                wo = conv_output_size(w, L["kernel"], L["stride"], L["padding"])
+                shape = (ho, wo, L["out_channels"])
+            else:
+                ho, wo = check_pool_params(h, w, L["kernel"], L["stride"], L["padding"])
+                shape = (ho, wo, c)
         elif t == "dense":
             if len(shape) != 1 or shape[0] != L["in_features"]:
                 raise ValueError(f"{where}: in_features {L['in_features']} but input shape is "
