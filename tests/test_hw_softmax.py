@@ -1,0 +1,122 @@
+"""Amaranth-simulator checks of SoftmaxUnit against golden.softmax (no Verilog build needed).
+
+Small max_len keeps them fast; the cocotb testbench (sim/tb_softmax.py) covers L_max = 256."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+import golden.softmax as gs
+import hw.softmax as hs
+from golden.softmax import random_logits, softmax, softmax_params
+from hw.softmax import SoftmaxUnit
+
+
+def run_unit(vectors, params, max_len, seed, stall_in=0.0, stall_out=0.0, banks=4,
+             extra_cycles=0):
+    """Stream ``vectors`` through the unit; returns (outputs, cycle of every output tlast)."""
+    dut = SoftmaxUnit(max_len, banks)
+    rng = np.random.default_rng(seed)
+    outputs, cur, done_cycles, flags = [], [], [], {}
+    expected = sum(1 for v in vectors if len(v) <= max_len)
+    cycle = [0]
+
+    async def clock_count(ctx):
+        async for _ in ctx.tick():
+            cycle[0] += 1
+
+    async def feed(ctx):
+        ctx.set(dut.multiplier, params.multiplier)
+        ctx.set(dut.right_shift, params.right_shift)
+        for vec in vectors:
+            for i, x in enumerate(vec):
+                while rng.random() < stall_in:
+                    ctx.set(dut.logits.valid, 0)
+                    await ctx.tick()
+                ctx.set(dut.logits.payload, {"data": int(x), "last": int(i == len(vec) - 1)})
+                ctx.set(dut.logits.valid, 1)
+                await ctx.tick().until(dut.logits.ready)
+        ctx.set(dut.logits.valid, 0)
+
+    async def collect(ctx):
+        while len(outputs) < expected:
+            while rng.random() < stall_out:
+                ctx.set(dut.probs.ready, 0)
+                await ctx.tick()
+            ctx.set(dut.probs.ready, 1)
+            payload, = await ctx.tick().sample(dut.probs.payload).until(dut.probs.valid)
+            cur.append(int(payload.data))
+            if payload.last:
+                outputs.append(np.array(cur, np.int8))
+                done_cycles.append(cycle[0])
+                cur.clear()
+        ctx.set(dut.probs.ready, 0)
+        flags.update(overflow=ctx.get(dut.overflow), dropped=ctx.get(dut.dropped))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_process(clock_count)
+    sim.add_testbench(feed)
+    sim.add_testbench(collect)
+    total = sum(len(v) for v in vectors)
+    slow = 1 + 4 * max(stall_in, stall_out)
+    sim.run_until(1e-8 * ((3 * total + 60 * len(vectors)) * slow + 200 + extra_cycles))
+    assert len(outputs) == expected, f"unit produced {len(outputs)} of {expected} vectors"
+    return outputs, done_cycles, flags
+
+
+def test_constants_match_golden():
+    assert hs.exp_table() == list(gs.EXP_TABLE)
+    assert (hs.EXP_FRAC_BITS, hs.EXP_ONE_BITS, hs.RECIP_BITS, hs.OUT_SHIFT) == (
+        gs.EXP_FRAC_BITS, gs.EXP_ONE_BITS, gs.RECIP_BITS, gs.OUT_SHIFT)
+    assert SoftmaxUnit(256).sum_width == gs.sum_bits(256)
+
+
+@pytest.mark.parametrize("max_len,banks,scale,seed", [
+    (16, 4, 0.1, 1), (7, 2, 0.5, 2), (1, 2, 0.05, 3), (32, 3, 1 / 64, 4)])
+def test_pysim_random(max_len, banks, scale, seed):
+    rng = np.random.default_rng(seed)
+    params = softmax_params(scale)
+    vectors = [np.full(max_len, -128, np.int8), np.array([100], np.int8),
+               np.full(max_len, 7, np.int8)]
+    vectors += [random_logits(rng, int(rng.integers(1, max_len + 1))) for _ in range(12)]
+    got, _, _ = run_unit(vectors, params, max_len, seed, stall_in=0.3, stall_out=0.3,
+                         banks=banks)
+    for n, (v, g) in enumerate(zip(vectors, got)):
+        np.testing.assert_array_equal(g, softmax(v, params), err_msg=f"seed={seed} vector {n}")
+
+
+def test_pysim_overlong_dropped():
+    """A frame longer than max_len is consumed and dropped; its neighbours come out intact."""
+    seed = 9
+    rng = np.random.default_rng(seed)
+    params = softmax_params(0.1)
+    vectors = [random_logits(rng, 8), random_logits(rng, 9), random_logits(rng, 20),
+               random_logits(rng, 3)]
+    got, _, flags = run_unit(vectors, params, 8, seed, stall_in=0.2, stall_out=0.2)
+    assert flags == {"overflow": 1, "dropped": 2}
+    kept = [v for v in vectors if len(v) <= 8]
+    for v, g in zip(kept, got):
+        np.testing.assert_array_equal(g, softmax(v, params), err_msg=f"seed={seed}")
+
+
+def test_pysim_throughput():
+    """Back-to-back vectors, no backpressure: steady state L + 1 cycles per vector."""
+    L, count = 32, 8
+    rng = np.random.default_rng(3)
+    params = softmax_params(0.1)
+    vectors = [random_logits(rng, L) for _ in range(count)]
+    got, done, _ = run_unit(vectors, params, L, seed=3)
+    for v, g in zip(vectors, got):
+        np.testing.assert_array_equal(g, softmax(v, params))
+    per_vector = (done[-1] - done[1]) / (count - 2)
+    assert per_vector <= L + 2, f"{per_vector} cycles per vector"
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("kwargs,name", [
+    ({"max_len": 0}, "max_len"), ({"max_len": 1 << 17}, "max_len"), ({"max_len": 2.0}, "max_len"),
+    ({"banks": 1}, "banks"), ({"banks": 9}, "banks")])
+def test_bad_config(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        SoftmaxUnit(**kwargs)
