@@ -1,0 +1,326 @@
+"""Model file format: round trip, random topologies through PTQ + golden inference, and the
+refusal of malformed files with a message naming the layer and the problem.
+
+The random topologies are checked layer by layer against an independent float computation:
+the int8 input of each layer is dequantized, the layer is evaluated in float64 with the
+*dequantized* int8 parameters (``Wq * S_w``, ``bq * S_x * S_w``), and the result is quantized
+with the layer's output quantization. The integer path (im2col with zero-point padding, bias
+folding, fixed-point requantization, tables, pooling, softmax) must agree to 1 LSB.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from golden import float_model
+from golden.activation import ACTIVATIONS
+from golden.inference import run
+from golden.model import (ModelFormatError, load_model, model_from_arrays, model_to_arrays,
+                          save_model)
+from golden.ptq import INT8_FILE, activation_qparams, quantize_model, round_half_away
+
+RANDOM_SEEDS = [11, 22, 33, 44]
+
+
+# ----------------------------------------------------------------------------- random models
+
+def random_arch(rng):
+    """A random sequential CNN made of every supported layer type."""
+    while True:
+        h, w = int(rng.integers(6, 13)), int(rng.integers(6, 13))
+        c = int(rng.integers(1, 4))
+        layers = []
+        cin = c
+        n_conv = int(rng.integers(2, 4))
+        for i in range(n_conv):
+            k = int(rng.choice([1, 2, 3, 5]))
+            cout = int(rng.integers(2, 13))
+            layers.append({"type": "conv2d", "name": f"conv{i}", "kernel": k,
+                           "stride": int(rng.integers(1, 3)), "padding": int(rng.integers(0, k)),
+                           "in_channels": cin, "out_channels": cout,
+                           "activation": str(rng.choice(["none", "relu", "relu6"]))})
+            cin = cout
+            if rng.random() < 0.5:
+                layers.append({"type": "activation", "name": f"act{i}",
+                               "function": str(rng.choice(sorted(ACTIVATIONS)))})
+            if rng.random() < 0.6:
+                k = int(rng.integers(2, 4))
+                layers.append({"type": str(rng.choice(["maxpool2d", "avgpool2d"])),
+                               "name": f"pool{i}", "kernel": k,
+                               "stride": int(rng.integers(1, 3)),
+                               "padding": int(rng.integers(0, k // 2 + 1))})
+        layers.append({"type": "flatten", "name": "flatten"})
+        arch = {"name": "random", "input_shape": [h, w, c], "layers": layers}
+        try:
+            feat = float_model.output_shapes(arch)[-1][0]
+        except ValueError:
+            continue     # the random geometry does not fit; draw again
+        if feat > 2000 or not any(L["type"] == "conv2d" and L["in_channels"] > 1
+                                  for L in layers):
+            continue
+        hidden = int(rng.integers(4, 24))
+        layers.append({"type": "dense", "name": "fc0", "in_features": feat,
+                       "out_features": hidden,
+                       "activation": str(rng.choice(["none", "relu"]))})
+        if rng.random() < 0.5:
+            layers.append({"type": "activation", "name": "act_fc",
+                           "function": str(rng.choice(sorted(ACTIVATIONS)))})
+        layers.append({"type": "dense", "name": "fc1", "in_features": hidden,
+                       "out_features": int(rng.integers(2, 12)), "activation": "none"})
+        layers.append({"type": "softmax", "name": "softmax"})
+        float_model.output_shapes(arch)
+        return arch
+
+
+def random_model(seed):
+    rng = np.random.default_rng(seed)
+    arch = random_arch(rng)
+    params = float_model.init_params(arch, rng)
+    for p in params.values():
+        p["bias"] = (0.1 * rng.standard_normal(p["bias"].shape)).astype(np.float32)
+    calib = rng.uniform(-1, 1, (64, *arch["input_shape"])).astype(np.float32)
+    s_in, z_in = activation_qparams(calib.min(), calib.max())
+    return arch, quantize_model(arch, params, calib, s_in, z_in), rng
+
+
+def dequant(q, scale, zp):
+    return scale * (q.astype(np.float64) - zp)
+
+
+def float_reference(L, x):
+    """Layer ``L`` of a validated model on int8 ``x``, computed in float64 (independent of the
+    integer path), then quantized to the layer's output quantization."""
+    a = L.attrs
+    s_x, z_x = a["input"]["scale"], a["input"]["zero_point"]
+    s_y, z_y = a["output"]["scale"], a["output"]["zero_point"]
+    xf = dequant(x, s_x, z_x)
+    t = L.type
+    if t in ("conv2d", "dense"):
+        w = L.tensors["weights"].astype(np.float64) * L.tensors["weight_scale"]
+        b = L.tensors["bias"].astype(np.float64) * s_x * L.tensors["weight_scale"]
+        if t == "dense":
+            yf = xf @ w + b
+        else:
+            k, s, p = a["kernel"], a["stride"], a["padding"]
+            n, hh, ww, c = xf.shape
+            xp = np.pad(xf, ((0, 0), (p, p), (p, p), (0, 0)))
+            ho, wo = (hh + 2 * p - k) // s + 1, (ww + 2 * p - k) // s + 1
+            wk = w.reshape(k, k, c, -1)
+            yf = np.zeros((n, ho, wo, wk.shape[-1]))
+            for i in range(ho):          # direct convolution, no im2col
+                for j in range(wo):
+                    patch = xp[:, i * s:i * s + k, j * s:j * s + k, :]
+                    yf[:, i, j, :] = np.einsum("nabc,abcd->nd", patch, wk)
+            yf += b
+        q = round_half_away(yf / s_y) + z_y
+        return np.clip(q, a["qmin"], a["qmax"])
+    if t in ("maxpool2d", "avgpool2d"):
+        k, s, p = a["kernel"], a["stride"], a["padding"]
+        n, hh, ww, c = xf.shape
+        ho, wo = (hh + 2 * p - k) // s + 1, (ww + 2 * p - k) // s + 1
+        fill = -np.inf if t == "maxpool2d" else 0.0
+        xp = np.pad(xf, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=fill)
+        yf = np.zeros((n, ho, wo, c))
+        for i in range(ho):
+            for j in range(wo):
+                win = xp[:, i * s:i * s + k, j * s:j * s + k, :]
+                yf[:, i, j, :] = win.max(axis=(1, 2)) if t == "maxpool2d" else win.mean(axis=(1, 2))
+        return np.clip(round_half_away(yf / s_y) + z_y, -128, 127)
+    if t == "flatten":
+        return x.reshape(len(x), -1).astype(np.float64)
+    if t == "activation":
+        yf = ACTIVATIONS[a["function"]](xf)
+        return np.clip(round_half_away(yf / s_y) + z_y, -128, 127)
+    if t == "softmax":
+        e = np.exp(xf - xf.max(axis=-1, keepdims=True))
+        return np.clip(round_half_away(e / e.sum(axis=-1, keepdims=True) / s_y) + z_y,
+                       -128, 127)
+    raise AssertionError(t)
+
+
+@pytest.mark.parametrize("seed", RANDOM_SEEDS)
+def test_random_topology_loads_and_matches_float(seed, tmp_path):
+    arch, model, rng = random_model(seed)
+    path = tmp_path / f"random{seed}.npz"
+    save_model(path, model)
+    loaded = load_model(path)
+    types = [L.type for L in loaded.layers]
+    assert [L["type"] for L in arch["layers"]] == types, f"seed {seed}"
+    x = rng.integers(-128, 128, (16, *loaded.input_shape)).astype(np.int8)
+    outs = run(loaded, x, keep=True)
+    assert outs[-1].shape == (16, *loaded.output_shape), f"seed {seed}"
+    assert all(o.dtype == np.int8 for o in outs), f"seed {seed}"
+    prev = x
+    for L, out in zip(loaded.layers, outs):
+        ref = float_reference(L, prev)
+        err = np.abs(out.astype(np.int64) - ref).max()
+        tol = 0 if L.type in ("maxpool2d", "flatten") else 1
+        assert err <= tol, (f"seed {seed}: layer {L.index} {L.name} ({L.type}, "
+                            f"{L.attrs}) differs from float by {err} LSB")
+        prev = out
+    # the same file gives the same result as the in-memory model
+    assert np.array_equal(run(model, x), outs[-1]), f"seed {seed}"
+
+
+def test_random_topologies_cover_every_layer_type():
+    seen = set()
+    for seed in RANDOM_SEEDS:
+        arch, _, _ = random_model(seed)
+        seen |= {L["type"] for L in arch["layers"]}
+        seen |= {L.get("activation") for L in arch["layers"]} - {None}
+    assert seen >= {"conv2d", "dense", "maxpool2d", "avgpool2d", "flatten", "activation",
+                    "softmax", "relu", "none"}, seen
+
+
+def test_round_trip(tmp_path):
+    m = load_model(INT8_FILE)
+    p = tmp_path / "copy.npz"
+    save_model(p, m)
+    m2 = load_model(p)
+    assert m2.header() == m.header()
+    a1, a2 = model_to_arrays(m), model_to_arrays(m2)
+    assert a1.keys() == a2.keys()
+    for k in a1:
+        assert a1[k].dtype == a2[k].dtype and np.array_equal(a1[k], a2[k]), k
+
+
+def test_inference_uses_no_float_parameter():
+    """Remove every float from the model: the integer inference gives the same result."""
+    m = load_model(INT8_FILE)
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (8, *m.input_shape)).astype(np.int8)
+    want = run(m, x)
+    for L in m.layers:
+        for q in ("input", "output"):
+            L.attrs[q] = {"scale": None, "zero_point": L.attrs[q]["zero_point"]}
+        L.tensors.pop("weight_scale", None)
+        for a in L.tensors.values():
+            assert a.dtype.kind == "i", (L.name, a.dtype)
+        if L.gemm_bias is not None:
+            assert L.gemm_bias.dtype == np.int32
+    assert np.array_equal(run(m, x), want)
+
+
+# ----------------------------------------------------------------------------- malformed files
+
+def _ref_parts():
+    m = load_model(INT8_FILE)
+    arrays = model_to_arrays(m)
+    header = json.loads(arrays.pop("header").tobytes().decode())
+    return header, arrays
+
+
+def _write(tmp_path, header, arrays, name="bad.npz"):
+    p = tmp_path / name
+    np.savez(p, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+    return p
+
+
+def _refused(path, *needles):
+    with pytest.raises(ModelFormatError) as e:
+        load_model(path)
+    msg = str(e.value)
+    assert msg.startswith(str(path)), msg
+    for n in needles:
+        assert n in msg, f"{n!r} not in {msg!r}"
+    return msg
+
+
+def test_missing_tensor(tmp_path):
+    h, a = _ref_parts()
+    del a["conv2/bias"]
+    _refused(_write(tmp_path, h, a), "'conv2'", "missing tensor 'conv2/bias'")
+
+
+def test_shape_mismatch(tmp_path):
+    h, a = _ref_parts()
+    a["fc1/weights"] = a["fc1/weights"][:, :16]
+    _refused(_write(tmp_path, h, a), "'fc1'", "shape (256, 16), expected (256, 32)")
+
+
+def test_dtype_mismatch(tmp_path):
+    h, a = _ref_parts()
+    a["conv1/m0"] = a["conv1/m0"].astype(np.int64)
+    _refused(_write(tmp_path, h, a), "'conv1'", "dtype int64, expected int32")
+
+
+def test_unknown_layer_type(tmp_path):
+    h, a = _ref_parts()
+    h["layers"][2]["type"] = "lstm"
+    _refused(_write(tmp_path, h, a), "layer 2 'pool'", "unknown layer type 'lstm'")
+
+
+def test_wrong_version(tmp_path):
+    h, a = _ref_parts()
+    h["version"] = 99
+    _refused(_write(tmp_path, h, a), "unsupported format version 99")
+
+
+def test_channel_mismatch_between_layers(tmp_path):
+    h, a = _ref_parts()
+    h["layers"][1]["in_channels"] = 4
+    _refused(_write(tmp_path, h, a), "layer 1 'conv2'", "in_channels is 4")
+
+
+def test_dense_needs_flatten(tmp_path):
+    h, a = _ref_parts()
+    del h["layers"][3]
+    _refused(_write(tmp_path, h, a), "'fc1'", "flatten")
+
+
+def test_requantization_mismatch(tmp_path):
+    h, a = _ref_parts()
+    a["fc2/m0"] = a["fc2/m0"].copy()
+    a["fc2/m0"][3] += 1
+    _refused(_write(tmp_path, h, a), "'fc2'", "channel 3")
+
+
+def test_weight_out_of_range(tmp_path):
+    h, a = _ref_parts()
+    a["conv1/weights"] = a["conv1/weights"].copy()
+    a["conv1/weights"][0, 0] = -128
+    _refused(_write(tmp_path, h, a), "'conv1'", "[-127, 127]")
+
+
+def test_quantization_chain_broken(tmp_path):
+    h, a = _ref_parts()
+    h["layers"][4]["input"]["zero_point"] = 0
+    _refused(_write(tmp_path, h, a), "'fc1'", "previous layer's output")
+
+
+def test_missing_attribute(tmp_path):
+    h, a = _ref_parts()
+    del h["layers"][0]["stride"]
+    _refused(_write(tmp_path, h, a), "'conv1'", "missing attribute 'stride'")
+
+
+def test_extra_tensor(tmp_path):
+    h, a = _ref_parts()
+    a["ghost/weights"] = np.zeros((2, 2), np.int8)
+    _refused(_write(tmp_path, h, a), "ghost/weights")
+
+
+def test_softmax_params_mismatch(tmp_path):
+    h, a = _ref_parts()
+    h["layers"][-1]["params"]["multiplier"] += 1
+    _refused(_write(tmp_path, h, a), "'softmax'", "multiplier")
+
+
+def test_not_an_npz_and_pickle(tmp_path):
+    p = tmp_path / "junk.npz"
+    p.write_bytes(b"not a zip file at all")
+    _refused(p, "cannot read")
+    q = tmp_path / "pickled.npz"
+    np.savez(q, header=np.array([{"a": 1}], dtype=object))
+    _refused(q, "cannot read")
+    r = tmp_path / "badjson.npz"
+    np.savez(r, header=np.frombuffer(b"{not json", np.uint8))
+    _refused(r, "header is not valid")
+
+
+def test_validation_of_in_memory_header():
+    h, a = _ref_parts()
+    h["layers"][0]["kernel"] = 20
+    with pytest.raises(ModelFormatError, match="layer 0 'conv1'"):
+        model_from_arrays(h, a)
