@@ -445,9 +445,10 @@ def load_model(path):
     """Read and validate a model file; :class:`ModelFormatError` on any problem."""
     source = str(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise ModelFormatError(f"{source}: not an .npz archive")
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ModelFormatError(f"{source}: a single .npy array, not an .npz archive")
+        with f:
             arrays = {k: f[k] for k in f.files}
     except ModelFormatError:
         raise

@@ -317,6 +317,10 @@ def test_not_an_npz_and_pickle(tmp_path):
     r = tmp_path / "badjson.npz"
     np.savez(r, header=np.frombuffer(b"{not json", np.uint8))
     _refused(r, "header is not valid")
+    npy = tmp_path / "single.npy"
+    np.save(npy, np.zeros(3))
+    _refused(npy, "not an .npz")
+    _refused(tmp_path / "does_not_exist.npz", "cannot read")
 
 
 def test_validation_of_in_memory_header():
