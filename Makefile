@@ -15,7 +15,7 @@ JOBS   ?= auto
 # Number of random GEMMs in `make regress`.
 N      ?= 1000
 
-.PHONY: all sim test regress verilog clean distclean venv
+.PHONY: all sim test regress verilog stat clean distclean venv
 
 all: test
 
@@ -47,8 +47,16 @@ regress: $(STAMP)
 verilog: $(STAMP)
 	$(PY) -m hw.verilog gemm --rows $(ROWS) --cols $(COLS) -o build/npu_gemm_$(ROWS)x$(COLS).v
 
+# Yosys generic synthesis statistics of the GEMM top.
+stat: $(STAMP)
+	$(PY) -m hw.synth gemm --rows $(ROWS) --cols $(COLS)
+
 clean:
 	rm -rf build .pytest_cache
 
-distclean: clean
+dist# Yosys generic synthesis statistics of the GEMM top.
+stat: $(STAMP)
+	$(PY) -m hw.synth gemm --rows $(ROWS) --cols $(COLS)
+
+clean: clean
 	rm -rf $(VENV) *.egg-info
