@@ -54,9 +54,5 @@ stat: $(STAMP)
 clean:
 	rm -rf build .pytest_cache
 
-dist# Yosys generic synthesis statistics of the GEMM top.
-stat: $(STAMP)
-	$(PY) -m hw.synth gemm --rows $(ROWS) --cols $(COLS)
-
-clean: clean
+distclean: clean
 	rm -rf $(VENV) *.egg-info
