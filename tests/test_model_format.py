@@ -328,3 +328,56 @@ def test_validation_of_in_memory_header():
     h["layers"][0]["kernel"] = 20
     with pytest.raises(ModelFormatError, match="layer 0 'conv1'"):
         model_from_arrays(h, a)
+
+
+FUZZ_VALUES = [None, "x", -1, 0, 1.5, True, [], {}, 10 ** 9, -(10 ** 12)]
+
+
+@pytest.mark.parametrize("seed", [101, 202])
+def test_fuzzed_headers_and_tensors_are_refused_cleanly(seed, tmp_path):
+    """Random corruption of any header field or tensor either still loads (the value was
+    valid) or raises ModelFormatError; never another exception from inside NumPy."""
+    rng = np.random.default_rng(seed)
+    refused = 0
+    for trial in range(60):
+        h, a = _ref_parts()
+        what = rng.integers(0, 3)
+        if what == 0:                           # a layer attribute
+            L = h["layers"][rng.integers(len(h["layers"]))]
+            key = sorted(L)[rng.integers(len(L))]
+            L[key] = FUZZ_VALUES[rng.integers(len(FUZZ_VALUES))]
+            desc = f"layer {L.get('name')!r} attribute {key!r} = {L[key]!r}"
+        elif what == 1:                         # a quantization field or a top-level field
+            target = h if rng.random() < 0.3 else h["layers"][rng.integers(len(h["layers"]))]
+            if target is h:
+                key = ["format", "version", "input", "layers", "name"][rng.integers(5)]
+                h[key] = FUZZ_VALUES[rng.integers(len(FUZZ_VALUES))]
+                desc = f"header {key!r} = {h[key]!r}"
+            else:
+                q = target[["input", "output"][rng.integers(2)]]
+                key = ["scale", "zero_point"][rng.integers(2)]
+                q[key] = FUZZ_VALUES[rng.integers(len(FUZZ_VALUES))]
+                desc = f"layer {target['name']!r} quantization {key!r} = {q[key]!r}"
+        else:                                   # a tensor: wrong dtype, shape or values
+            key = sorted(a)[rng.integers(len(a))]
+            t = a[key]
+            kind = rng.integers(0, 4)
+            if kind == 0:
+                a[key] = t.astype([np.float32, np.int16, np.uint8, np.int64][rng.integers(4)])
+            elif kind == 1:
+                a[key] = t.reshape(-1)[: max(0, t.size - 1)]
+            elif kind == 2:
+                a[key] = np.full(t.shape, np.iinfo(t.dtype).max if t.dtype.kind == "i"
+                                 else -1.0, t.dtype)
+            else:
+                del a[key]
+            desc = f"tensor {key!r} corruption {kind}"
+        p = _write(tmp_path, h, a, name=f"fuzz{trial}.npz")
+        try:
+            load_model(p)
+        except ModelFormatError as e:
+            refused += 1
+            assert str(e).startswith(str(p)), f"seed {seed}: {desc}: {e}"
+        except Exception as e:  # noqa: BLE001 - the point of the test
+            pytest.fail(f"seed {seed}: {desc}: {type(e).__name__}: {e}")
+    assert refused >= 30, f"seed {seed}: only {refused} corruptions refused"
