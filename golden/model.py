@@ -46,8 +46,9 @@ must be 1-D (put a ``flatten`` first); the same five tensors with ``K = in_featu
 ``N = out_features``.
 
 ``maxpool2d`` / ``avgpool2d``: ``kernel``, ``stride``, ``padding`` (``0 <= padding <=
-kernel // 2``, golden.pooling's rule; average pooling ``kernel <= 53``); no tensors; output quantization equals the input's. Max pooling ignores padded taps; average
-pooling pads with the zero point and divides by ``kernel*kernel`` (see golden.pooling).
+kernel // 2``, golden.pooling's rule; average pooling ``kernel <= 53``); no tensors; output
+quantization equals the input's. Max pooling ignores padded taps; average pooling pads with
+the zero point and divides by ``kernel*kernel``, rounding half away from zero (golden.pooling).
 
 ``flatten``: HWC -> ``H*W*C`` in ``(h, w, c)`` order; no tensors; output quantization = input.
 
@@ -69,6 +70,18 @@ Integer semantics of conv2d/dense (golden.inference)::
 ReLU after a conv or dense layer is fused into the requantizer's clamp (TFLite): ``qmin =
 max(-128, z_y)`` (``relu6`` also ``qmax = min(127, z_y + round(6 / S_y))``); other
 activations are ``activation`` layers (a 256-entry table).
+
+Floats in the file (the scales, ``weight_scale``) are metadata for checks and dequantization;
+integer inference reads only the int8/int32 tensors, zero points, ``qmin``/``qmax``, tables and
+softmax integers.
+
+Example layer object (conv2 of the reference model; the tensors are ``conv2/weights`` int8
+(72, 16), ``conv2/bias``, ``conv2/weight_scale``, ``conv2/m0``, ``conv2/shift`` (16,))::
+
+    {"name": "conv2", "type": "conv2d", "kernel": 3, "stride": 1, "padding": 1,
+     "in_channels": 8, "out_channels": 16, "fused_activation": "relu", "qmin": -128,
+     "qmax": 127, "input": {"scale": 0.01171..., "zero_point": -128},
+     "output": {"scale": 0.02063..., "zero_point": -128}}
 
 Loading validates everything above and the accumulator bound
 ``128 * sum_k |weights[k, n]| + |gemm_bias[n]| <= 2**31 - 1``, so no int32 accumulator can
@@ -391,13 +404,12 @@ def model_from_arrays(header, arrays, source="model"):
             except ValueError as e:
                 ctx.fail(f"no softmax parameters for input scale {s_x!r}: {e}", where)
             want_ints, want_tensors = softmax_to_file(want, lname)
-            got = {}
             for f in fields:
                 key = f"{lname}/{f}"
                 if key in want_tensors:
                     w = want_tensors[key]
-                    got[f] = _tensor(ctx, arrays, used, lname, f, w.dtype, w.shape, where)
-                    if not np.array_equal(got[f], w):
+                    got = _tensor(ctx, arrays, used, lname, f, w.dtype, w.shape, where)
+                    if not np.array_equal(got, w):
                         ctx.fail(f"tensor {key!r} does not match softmax_params(input scale)",
                                  where)
                 else:
@@ -408,7 +420,6 @@ def model_from_arrays(header, arrays, source="model"):
                     if p[f] != want_ints[f]:
                         ctx.fail(f"softmax param {f!r} is {p[f]}, but softmax_params(input "
                                  f"scale) gives {want_ints[f]}", where)
-                    got[f] = p[f]
             extra = set(p) - set(fields)
             if extra:
                 ctx.fail(f"unknown softmax params {sorted(extra)}", where)

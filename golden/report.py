@@ -16,8 +16,6 @@ images; no scikit-learn, no training. Prints
 import argparse
 import time
 
-import numpy as np
-
 from . import digits
 from .float_model import load_float, predict as float_predict
 from .inference import run
