@@ -15,6 +15,7 @@ images; no scikit-learn, no training. Prints
 
 import argparse
 import time
+from pathlib import Path
 
 from . import digits
 from .float_model import load_float, predict as float_predict
@@ -59,6 +60,7 @@ def main(argv=None):
     print(f"top-1 agreement     : {100 * r['agreement']:6.2f} %  "
           f"({int(round(r['agreement'] * n))}/{n})")
     print(f"int8 golden inference of {n} images: {r['seconds']:.3f} s")
+    print(f"model file: {Path(args.model).stat().st_size} bytes")
     print()
     print(f"{'layer':<10} {'type':<10} {'output':<12} {'params':>7} {'w bytes':>8} "
           f"{'MACs/image':>11} {'GEMM M x K x N / image':>24}")

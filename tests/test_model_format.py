@@ -163,6 +163,18 @@ def test_random_topology_loads_and_matches_float(seed, tmp_path):
     assert np.array_equal(run(model, x), outs[-1]), f"seed {seed}"
 
 
+def test_reference_model_layers_match_float():
+    """The same layer-by-layer check on the committed reference model and test images."""
+    from golden import digits
+    m = load_model(INT8_FILE)
+    images, _ = digits.load_test()
+    prev = digits.to_int8(images[:64])
+    for L, out in zip(m.layers, run(m, prev, keep=True)):
+        err = np.abs(out.astype(np.int64) - float_reference(L, prev)).max()
+        assert err <= (0 if L.type in ("maxpool2d", "flatten") else 1), (L.name, err)
+        prev = out
+
+
 def test_random_topologies_cover_every_layer_type():
     seen = set()
     for seed in RANDOM_SEEDS:
