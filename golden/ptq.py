@@ -103,7 +103,10 @@ def quantize_model(arch, params, calib_x, input_scale, input_zero_point):
         if t in ("conv2d", "dense"):
             p = params[L["name"]]
             wq, s_w = quantize_weights(p["weights"])
-            m0, shift = quantize_multipliers(s_x * s_w / s_y)
+            try:
+                m0, shift = quantize_multipliers(s_x * s_w / s_y)
+            except ValueError as e:
+                raise ValueError(f"layer {name!r}: requantization multiplier: {e}") from None
             act = L.get("activation", "none")
             qmin, qmax = -128, 127
             if act in ("relu", "relu6"):
