@@ -214,6 +214,9 @@ class SoftmaxUnit(wiring.Component):
         new_max = Mux((wcount == 0) | (x_in > wmax), x_in, wmax)
         too_long = dropping | (wcount == L)
         a_desc = Signal(desc)
+        # Strobes are plain expressions, not assignments under `m.If`: Icarus never evaluates
+        # an `always @*` block whose inputs do not change after time 0 (they would stay X).
+        m.d.comb += take.eq(accept & inp.payload.last & ~too_long)
         m.d.comb += [
             wr.addr.eq(Cat(wcount[:IB], wbank)),
             wr.data.eq(x_in),
@@ -222,6 +225,7 @@ class SoftmaxUnit(wiring.Component):
             a_desc.last.eq(wcount),
             a_desc.max.eq(new_max),
             fifo_ab.w_data.eq(a_desc),
+            fifo_ab.w_en.eq(take),
         ]
         with m.If(accept):
             with m.If(inp.payload.last):
@@ -229,7 +233,6 @@ class SoftmaxUnit(wiring.Component):
                 with m.If(too_long):
                     m.d.sync += [self.overflow.eq(1), self.dropped.eq(self.dropped + 1)]
                 with m.Else():
-                    m.d.comb += [fifo_ab.w_en.eq(1), take.eq(1)]
                     m.d.sync += wbank.eq(Mux(wbank == NB - 1, 0, wbank + 1))
             with m.Elif(too_long):
                 m.d.sync += dropping.eq(1)
@@ -241,8 +244,10 @@ class SoftmaxUnit(wiring.Component):
         b_desc = Signal(desc)
         b_idx = Signal(IB)
         b_is_last = b_idx == b_desc.last
-        with m.If(~b_active & fifo_ab.r_rdy):
-            m.d.comb += [fifo_ab.r_en.eq(1), fifo_bc.w_en.eq(1)]
+        b_load = Signal()
+        m.d.comb += [b_load.eq(~b_active & fifo_ab.r_rdy), fifo_ab.r_en.eq(b_load),
+                     fifo_bc.w_en.eq(b_load)]
+        with m.If(b_load):
             m.d.sync += [b_active.eq(1), b_desc.eq(fifo_ab.r_data), b_idx.eq(0)]
         m.d.comb += fifo_bc.w_data.eq(fifo_ab.r_data)
         m.d.comb += rd_b.addr.eq(Cat(b_idx, b_desc.bank))
@@ -282,14 +287,15 @@ class SoftmaxUnit(wiring.Component):
         d_q = Signal(qbits)
         d_step = Signal(range(qbits))
         d_take = Signal()                             # C takes the quotient
-        with m.If(~d_busy & ~d_done & fifo_bd.r_rdy):
-            m.d.comb += fifo_bd.r_en.eq(1)
+        d_load = Signal()
+        m.d.comb += [d_load.eq(~d_busy & ~d_done & fifo_bd.r_rdy), fifo_bd.r_en.eq(d_load)]
+        trial = Signal(SW + 2)
+        m.d.comb += trial.eq(Cat(0, d_rem) - d_div)
+        fits = ~trial[-1]
+        with m.If(d_load):
             m.d.sync += [d_busy.eq(1), d_div.eq(fifo_bd.r_data),
                          d_rem.eq(1 << (RECIP_BITS - qbits)), d_q.eq(0), d_step.eq(0)]
         with m.If(d_busy):
-            trial = Signal(SW + 2)
-            m.d.comb += trial.eq(Cat(0, d_rem) - d_div)
-            fits = ~trial[-1]
             m.d.sync += [d_rem.eq(Mux(fits, trial, Cat(0, d_rem))), d_q.eq(Cat(fits, d_q)),
                          d_step.eq(d_step + 1)]
             with m.If(d_step == qbits - 1):
@@ -308,8 +314,10 @@ class SoftmaxUnit(wiring.Component):
         c_recip = Signal(qbits)
         c_idx = Signal(IB)
         c_is_last = c_idx == c_desc.last
-        with m.If(~c_active & fifo_bc.r_rdy & d_done):
-            m.d.comb += [fifo_bc.r_en.eq(1), d_take.eq(1)]
+        c_load = Signal()
+        m.d.comb += [c_load.eq(~c_active & fifo_bc.r_rdy & d_done), fifo_bc.r_en.eq(c_load),
+                     d_take.eq(c_load), give.eq(adv & c_active & c_is_last)]
+        with m.If(c_load):
             m.d.sync += [c_active.eq(1), c_desc.eq(fifo_bc.r_data), c_recip.eq(d_q),
                          c_idx.eq(0)]
         m.d.comb += [rd_c.addr.eq(Cat(c_idx, c_desc.bank)), rd_c.en.eq(adv)]
@@ -324,7 +332,6 @@ class SoftmaxUnit(wiring.Component):
                 m.d.sync += c_idx.eq(c_idx + 1)
                 with m.If(c_is_last):
                     m.d.sync += c_active.eq(0)
-                    m.d.comb += give.eq(1)
 
         exp_c = m.submodules.exp_c = ExpUnit(tag_width=1 + qbits)
         m.d.comb += [
