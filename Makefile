@@ -15,15 +15,16 @@ JOBS   ?= auto
 # Number of random GEMMs in `make regress`.
 N      ?= 1000
 
-.PHONY: all sim test regress verilog stat clean distclean venv
+.PHONY: all sim test regress verilog stat report model clean distclean venv
 
 all: test
 
 $(STAMP): requirements.lock pyproject.toml
 	@echo "== bootstrapping $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.lock
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@($(PY) -m pip install -r requirements.lock && \
+	  $(PY) -m pip install --no-deps --no-build-isolation -e .) > $(VENV)/install.log 2>&1 \
+	  || (tail -40 $(VENV)/install.log; echo "pip install failed; see $(VENV)/install.log"; exit 1)
 	@touch $@
 
 venv: $(STAMP)
@@ -50,6 +51,18 @@ verilog: $(STAMP)
 # Yosys generic synthesis statistics of the GEMM top.
 stat: $(STAMP)
 	$(PY) -m hw.synth gemm --rows $(ROWS) --cols $(COLS)
+
+# Accuracy of the reference CNN (float vs int8 golden) and its size / MACs per layer.
+report: $(STAMP)
+	$(PY) -m golden.report
+
+# Re-create the committed data split, float weights and int8 model (needs scikit-learn,
+# installed on demand into .venv; the tests and `make sim` never train).
+model: $(STAMP)
+	$(PY) -m pip install --quiet "scikit-learn==1.9.1"
+	$(PY) -m golden.digits
+	$(PY) -m golden.train
+	$(PY) -m golden.ptq
 
 clean:
 	rm -rf build .pytest_cache
