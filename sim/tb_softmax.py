@@ -156,3 +156,44 @@ async def throughput(dut):
     if path:
         with open(path, "w") as f:
             json.dump({"max_len": tb.max_len, "seed": tb.seed, "records": records}, f)
+
+
+def main(argv=None):
+    """``python -m sim.tb_softmax``: build npu_softmax, run the throughput test, print a table."""
+    import argparse
+    import tempfile
+    from pathlib import Path
+
+    from sim.runner import missing_simulator, run
+
+    ap = argparse.ArgumentParser(description="Steady-state throughput of npu_softmax.")
+    ap.add_argument("--max-len", type=int, default=256)
+    ap.add_argument("--lens", default=None, help="comma-separated vector lengths "
+                    "(default: L_max,64,16,1)")
+    ap.add_argument("--sim", default="verilator")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    problem = missing_simulator(args.sim)
+    if problem:
+        raise SystemExit(f"error: {problem}")
+    lens = args.lens or f"{args.max_len},64,16,1"
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "perf.json"
+        r = run("softmax", {"max_len": args.max_len}, "sim.tb_softmax", sim=args.sim,
+                testcase="throughput", tag="cli",
+                env={"NPU_MAXLEN": args.max_len, "NPU_SEED": args.seed, "NPU_LENS": lens,
+                     "NPU_REPORT": report})
+        if not r.ok:
+            raise SystemExit(f"error: throughput run failed (seed={args.seed}); log in "
+                             f"{r.results_xml.parent}")
+        records = json.loads(report.read_text())["records"]
+    print(f"npu_softmax L_max={args.max_len} on {args.sim} (build {r.build_seconds:.1f} s, "
+          f"run {r.run_seconds:.1f} s), 8 back-to-back vectors per length, no backpressure")
+    print(f"{'length':>6} {'cycles/vector':>13} {'elements/cycle':>14}")
+    for rec in records:
+        print(f"{rec['length']:>6} {rec['cycles_per_vector']:>13.1f} "
+              f"{rec['elements_per_cycle']:>14.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -58,3 +58,11 @@ def test_icarus_random_vectors(sim_seed):
 def test_icarus_overlong(sim_seed):
     seed = sim_seed(42)
     run_tb("icarus", 32, "overlong_frames", seed, f"overlong{seed}")
+
+
+@pytest.mark.regress
+def test_verilator_regress_vectors(request):
+    """Long sweep: --regress-count vectors (at least 1000) from --regress-seed, L_max = 256."""
+    seed = request.config.getoption("--regress-seed")
+    count = max(1000, request.config.getoption("--regress-count"))
+    run_tb("verilator", MAXLEN, "random_vectors", seed, f"regress{seed}", NPU_COUNT=count)
