@@ -24,6 +24,7 @@ CACHE = ROOT / "build" / "verilog"
 #: parameters as keyword arguments. One line per top-level design.
 DESIGNS = {
     "gemm": ("hw.gemm_top:GemmTop", "npu_gemm"),
+    "pooling": ("hw.pooling_top:PoolingTop", "npu_pooling"),
     "activation": ("hw.activation_top:ActivationTop", "npu_activation"),
     "requant": ("hw.requant_top:RequantTop", "npu_requant"),
     "softmax": ("hw.softmax_top:SoftmaxTop", "npu_softmax"),

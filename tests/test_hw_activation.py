@@ -8,6 +8,14 @@ from golden.activation import DEFAULT_QPARAMS, activation_table, apply_table
 from hw.activation import ActivationLUT
 
 
+
+def run_bounded(sim, cycles):
+    """Run until every testbench has finished, failing after ``cycles`` clock cycles."""
+    steps = 0
+    while sim.advance():
+        steps += 1
+        assert steps < 2 * cycles + 10, f"simulation still running after {cycles} cycles"
+
 def run_lut(lanes, jobs, seed, stall=0.3, init=None):
     """jobs: list of (table or None, x (M, lanes) int8). Returns list of outputs."""
     dut = ActivationLUT(lanes, init)
@@ -53,7 +61,7 @@ def run_lut(lanes, jobs, seed, stall=0.3, init=None):
     sim.add_testbench(feed)
     sim.add_testbench(collect)
     cycles = sum(300 + 10 * len(x) for _, x in jobs)
-    sim.run_until(1e-8 * cycles)
+    run_bounded(sim, cycles)
     assert len(out) == len(jobs)
     return out
 

@@ -9,6 +9,14 @@ from golden.quant import (INT32_MAX, INT32_MIN, MAX_SHIFT, MIN_SHIFT, requantize
 from hw.requantizer import Requantizer
 
 
+
+def run_bounded(sim, cycles):
+    """Run until every testbench has finished, failing after ``cycles`` clock cycles."""
+    steps = 0
+    while sim.advance():
+        steps += 1
+        assert steps < 2 * cycles + 10, f"simulation still running after {cycles} cycles"
+
 def run_requant(lanes, frames, seed, stall=0.3):
     """frames: list of (acc (M, lanes) int32, params dict). Returns list of (M, lanes) int8."""
     dut = Requantizer(lanes)
@@ -53,7 +61,7 @@ def run_requant(lanes, frames, seed, stall=0.3):
     sim.add_testbench(feed_params)
     sim.add_testbench(collect)
     beats = sum(a.shape[0] for a, _ in frames)
-    sim.run_until(1e-8 * (beats * 10 + 100))
+    run_bounded(sim, (beats * 10 + 100))
     assert len(out) == len(frames), "requantizer did not produce every frame"
     return out
 

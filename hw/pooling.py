@@ -1,0 +1,397 @@
+"""Streaming N-lane max / average pooling of NHWC int8 feature maps with line buffers.
+
+Bit-exact with :func:`golden.pooling.max_pool2d` and :func:`golden.pooling.avg_pool2d`
+(padding never wins a max; in an average it counts as the zero point, divisor ``k*k``, rounded
+half away from zero by the multiplier and shift of :func:`golden.pooling.avg_pool_multiplier`).
+
+Streams and order
+-----------------
+``input`` (in): one image per frame in NHWC raster order with channels grouped by lanes: for
+``y`` in ``0..H-1``, for ``x`` in ``0..W-1``, for channel group ``g`` in ``0..G-1``
+(``G = ceil(C / lanes)``), one beat carries channels ``g*lanes .. g*lanes + lanes - 1`` of pixel
+``(y, x)``. Lanes past ``C`` in the last group are don't-care. ``last`` is not needed (the unit
+counts ``H*W*G`` beats); it only ends a frame that is being dropped (see ``error``).
+
+``result`` (out): the ``Ho x Wo x C`` output in the same order (``G`` beats per output pixel),
+``last`` on the final beat of the image. Lanes past ``C`` are don't-care.
+
+``config`` (in, held stable while a frame streams; sampled when its first beat arrives):
+``h, w, c, k, stride, pad, mode`` (0 max, 1 average) and ``zero_point`` (average padding).
+
+``error`` (out): the last frame's configuration was refused: ``h``, ``w``, ``c`` outside
+``1..max_h/max_w/max_c``, ``k`` outside ``1..max_k``, ``stride`` 0, ``pad > k // 2``,
+``k > h + 2*pad`` or ``k > w + 2*pad``, or ``ceil(k / stride) > slots``. A refused frame is
+consumed up to its ``last`` beat and produces no output, so nothing hangs. The Python-side
+check :meth:`Pooling.check_config` raises ``ValueError`` naming the parameter for the same
+cases.
+
+Architecture
+------------
+The unit walks the *padded* image (``H + 2*pad`` rows of ``W + 2*pad`` columns, ``G`` beats
+each); a position inside the image consumes an input beat, a padding position makes a beat of
+the padding value (max: -128, which never wins; average: the zero point) without consuming one.
+Pooling is separable (both max and sum):
+
+1. horizontal stage: window ``ox`` of the current row is reduced in a running accumulator; up
+   to ``slots`` windows overlap (``stride < k``), each in its own slot memory of ``G`` entries
+   (one per channel group). When a window's last column arrives its row result leaves;
+2. vertical stage: row results are reduced into line buffers, one per slot, of ``Wo*G``
+   entries each (``Wo <= max_w + 1``); when an output row's last input row arrives, each
+   finished ``(ox, g)`` leaves;
+3. finalize: max passes through; average computes ``sign(S) * ((2|S| + k*k) * M >> 32)``
+   in three pipeline stages.
+
+Every input beat is read-modify-written into at most ``slots`` accumulators at one address per
+stage, so the unit accepts one beat (one element per lane) per cycle; a read that follows a write
+of the same address one cycle later gets the new value through a transparent read port. Padding
+positions cost one cycle each (``2*pad`` per row and ``2*pad`` rows per image), so with
+``pad = 0`` a whole frame streams at one beat per cycle. The whole pipeline advances when its
+output register is empty or ``result.ready`` is high.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from golden.pooling import AVG_SHIFT, MAX_POOL_K, avg_pool_multiplier
+
+from .requantizer import check_lanes
+
+__all__ = ["Pooling", "config_layout", "lanes_layout", "MAX_SIZE", "MODE_MAX", "MODE_AVG"]
+
+MODE_MAX = 0
+MODE_AVG = 1
+#: Largest max_h / max_w / max_c accepted at elaboration.
+MAX_SIZE = 4096
+
+
+def lanes_layout(lanes):
+    return data.StructLayout({"data": data.ArrayLayout(signed(8), lanes), "last": 1})
+
+
+def config_layout():
+    return data.StructLayout({
+        "h": unsigned(16), "w": unsigned(16), "c": unsigned(16),
+        "k": unsigned(8), "stride": unsigned(8), "pad": unsigned(8),
+        "mode": unsigned(1), "zero_point": signed(8),
+    })
+
+
+def _check_int(name, v, lo, hi):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{name} must be an integer, got {v!r}")
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {v}")
+    return v
+
+
+class Pooling(wiring.Component):
+    """See the module docstring.
+
+    Parameters
+    ----------
+    lanes : int
+        Channels per beat, 1 .. 64.
+    max_h, max_w, max_c : int
+        Largest image accepted at run time (line buffers are sized for them).
+    max_k : int
+        Largest kernel, 1 .. ``golden.pooling.MAX_POOL_K`` (global pooling of an ``H x W``
+        image needs ``max_k >= H``).
+    slots : int
+        Overlapping windows held at once, 1 .. max_k: run-time configurations need
+        ``ceil(k / stride) <= slots`` (global pooling: use ``stride = k``).
+    """
+
+    def __init__(self, lanes=4, max_h=32, max_w=32, max_c=64, max_k=32, slots=3):
+        check_lanes(lanes)
+        _check_int("max_h", max_h, 1, MAX_SIZE)
+        _check_int("max_w", max_w, 1, MAX_SIZE)
+        _check_int("max_c", max_c, 1, MAX_SIZE)
+        _check_int("max_k", max_k, 1, MAX_POOL_K)
+        _check_int("slots", slots, 1, max_k)
+        self.lanes, self.max_h, self.max_w, self.max_c = lanes, max_h, max_w, max_c
+        self.max_k, self.slots = max_k, slots
+        self.groups = -(-max_c // lanes)
+        super().__init__({
+            "config": In(config_layout()),
+            "input": In(stream.Signature(lanes_layout(lanes))),
+            "result": Out(stream.Signature(lanes_layout(lanes))),
+            "error": Out(1),
+        })
+
+    def check_config(self, h, w, c, k, stride, pad):
+        """Raise ``ValueError`` naming the parameter if the hardware would refuse this
+        configuration (it would set ``error``); returns ``(Ho, Wo)``."""
+        _check_int("h", h, 1, self.max_h)
+        _check_int("w", w, 1, self.max_w)
+        _check_int("c", c, 1, self.max_c)
+        _check_int("k", k, 1, self.max_k)
+        _check_int("stride", stride, 1, 255)
+        _check_int("pad", pad, 0, k // 2)
+        if k > h + 2 * pad or k > w + 2 * pad:
+            raise ValueError(f"k={k} is larger than the padded image {h + 2 * pad} x "
+                             f"{w + 2 * pad}")
+        if -(-k // stride) > self.slots:
+            raise ValueError(f"stride={stride} too small for k={k}: ceil(k / stride) must be "
+                             f"<= slots={self.slots}")
+        return (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+
+    # ------------------------------------------------------------------------------------
+    def _tracker(self, m, name, pos, length, k, s, step, reset):
+        """Windows along one dimension of the padded image.
+
+        Window ``o`` covers positions ``o*s .. o*s + k - 1`` and lives in slot ``o % slots``.
+        Returns per-slot ``use``/``first``/``close`` for position ``pos``, plus whether the
+        closing window is the last one (``last``) and whether any closes (``close_any``)."""
+        A = self.slots
+        pw = len(pos)
+        next_start = Signal(pw + 9, name=f"{name}_next")
+        slot_next = Signal(range(A), name=f"{name}_slot")
+        active = [Signal(name=f"{name}_act{j}") for j in range(A)]
+        end = [Signal(pw + 1, name=f"{name}_end{j}") for j in range(A)]
+        lastwin = [Signal(name=f"{name}_lastwin{j}") for j in range(A)]
+
+        opening = Signal(name=f"{name}_opening")
+        m.d.comb += opening.eq((next_start + k <= length) & (pos == next_start))
+        new_last = Signal(name=f"{name}_newlast")
+        m.d.comb += new_last.eq(next_start + s + k > length)
+        use, first, close, last_eff = [], [], [], []
+        for j in range(A):
+            new = Signal(name=f"{name}_new{j}")
+            m.d.comb += new.eq(opening & (slot_next == j))
+            act = Signal(name=f"{name}_use{j}")
+            end_eff = Signal(pw + 1, name=f"{name}_endeff{j}")
+            lw = Signal(name=f"{name}_lweff{j}")
+            cl = Signal(name=f"{name}_close{j}")
+            m.d.comb += [
+                act.eq(active[j] | new),
+                end_eff.eq(Mux(new, pos + k - 1, end[j])),
+                lw.eq(Mux(new, new_last, lastwin[j])),
+                cl.eq(act & (end_eff == pos)),
+            ]
+            with m.If(reset):
+                m.d.sync += active[j].eq(0)
+            with m.Elif(step):
+                m.d.sync += [active[j].eq(act & ~cl), end[j].eq(end_eff), lastwin[j].eq(lw)]
+            use.append(act)
+            first.append(new)
+            close.append(cl)
+            last_eff.append(lw)
+        with m.If(reset):
+            m.d.sync += [next_start.eq(0), slot_next.eq(0)]
+        with m.Elif(step & opening):
+            m.d.sync += [next_start.eq(next_start + s),
+                         slot_next.eq(Mux(slot_next == A - 1, 0, slot_next + 1))]
+        close_any = Signal(name=f"{name}_close_any")
+        closing_last = Signal(name=f"{name}_closing_last")
+        m.d.comb += [close_any.eq(Cat(*close).any()),
+                     closing_last.eq(Cat(*[c & lw for c, lw in zip(close, last_eff)]).any())]
+        return Cat(*use), Cat(*first), Cat(*close), close_any, closing_last
+
+    def _accumulate(self, m, name, depth, rd_addr, wr_addr, en, valid, value, use, first, close,
+                    is_max):
+        """Slot memories with read-modify-write: ``slots`` memories of ``depth`` entries of
+        ``lanes`` accumulators. The read for the next beat is issued at ``rd_addr`` while the
+        current beat (``valid``, ``value`` at ``wr_addr``) writes. Returns the value of the
+        closing slot."""
+        L, A, AW = self.lanes, self.slots, self.acc_width
+        row = data.ArrayLayout(signed(AW), L)
+        result = Signal(row, name=f"{name}_result")
+        results = []
+        for j in range(A):
+            mem = m.submodules[f"{name}_mem{j}"] = Memory(shape=row, depth=depth, init=[])
+            wp = mem.write_port()
+            rp = mem.read_port(domain="sync", transparent_for=(wp,))
+            new = Signal(row, name=f"{name}_new{j}")
+            for lane in range(L):
+                old, v = rp.data[lane], value[lane]
+                comb = Mux(is_max, Mux(old > v, old, v), old + v)
+                m.d.comb += new[lane].eq(Mux(first[j], v, comb))
+            m.d.comb += [
+                rp.en.eq(en), rp.addr.eq(rd_addr),
+                wp.en.eq(en & valid & use[j]), wp.addr.eq(wr_addr), wp.data.eq(new),
+            ]
+            results.append(new)
+        m.d.comb += result.eq(results[0])
+        for j in range(1, A):
+            with m.If(close[j]):
+                m.d.comb += result.eq(results[j])
+        return result
+
+    def elaborate(self, platform):
+        m = Module()
+        L, A = self.lanes, self.slots
+        G = self.groups
+        K = self.max_k
+        self.acc_width = AW = 8 + 2 * max(1, (K - 1).bit_length()) + 1
+        cfg_in = self.config
+        inp, res = self.input, self.result
+
+        # ---- configuration check and latch ---------------------------------------------
+        pos_w = (max(self.max_h, self.max_w) + 2 * (K // 2)).bit_length()
+        ch = cfg_in
+        ok = Signal()
+        m.d.comb += ok.eq(
+            (ch.h >= 1) & (ch.h <= self.max_h) & (ch.w >= 1) & (ch.w <= self.max_w)
+            & (ch.c >= 1) & (ch.c <= self.max_c) & (ch.k >= 1) & (ch.k <= K)
+            & (ch.stride >= 1) & ((ch.pad << 1) <= ch.k)
+            & (ch.k <= ch.h + (ch.pad << 1)) & (ch.k <= ch.w + (ch.pad << 1))
+            & (ch.k <= ch.stride * A))
+        hp = Signal(pos_w, name="hp")            # padded height / width
+        wp_ = Signal(pos_w, name="wp")
+        k = Signal(range(K + 1), name="k")
+        s = Signal(8, name="stride")
+        pad = Signal(range(K // 2 + 1), name="pad")
+        h = Signal(pos_w, name="h")
+        w = Signal(pos_w, name="w")
+        c = Signal(16, name="c")
+        is_max = Signal(name="is_max")
+        padval = Signal(signed(8), name="padval")
+        mult = Signal(32, name="avg_mult")
+        dsq = Signal(range(K * K + 1), name="kk")
+        mults = Array([Const(avg_pool_multiplier(i)[0] if i else 0, 32) for i in range(K + 1)])
+
+        IDLE, RUN, DROP = 0, 1, 2
+        state = Signal(2, name="state")
+        yp = Signal(pos_w, name="yp")
+        xp = Signal(pos_w, name="xp")
+        g = Signal(range(G), name="g")
+        gbase = Signal(range(G * L + 1), name="gbase")
+        hr_count = Signal(range((self.max_w + 1) * G + 1), name="hr_count")
+
+        # ---- pipeline enable -----------------------------------------------------------
+        s1_valid, s2_valid, s3_valid, s4_valid, s5_valid = (Signal(name=f"s{i}_valid")
+                                                            for i in range(1, 6))
+        en = Signal()
+        m.d.comb += en.eq(~s5_valid | res.ready)
+
+        # ---- front: walk the padded image ----------------------------------------------
+        real = Signal()
+        m.d.comb += real.eq((yp >= pad) & (yp < pad + h) & (xp >= pad) & (xp < pad + w))
+        front_valid = Signal()
+        m.d.comb += front_valid.eq((state == RUN) & (~real | inp.valid))
+        advance = Signal()
+        m.d.comb += advance.eq(en & front_valid)
+        m.d.comb += inp.ready.eq(((state == RUN) & en & real) | (state == DROP))
+
+        g_last = gbase + L >= c
+        x_last = xp == wp_ - 1
+        y_last = yp == hp - 1
+        starting = Signal()
+        m.d.comb += starting.eq((state == IDLE) & inp.valid)
+
+        h_step = advance & g_last & ~x_last
+        h_reset = starting | (advance & g_last & x_last)
+        v_step = advance & g_last & x_last & ~y_last
+        v_reset = starting
+        h_use, h_first, h_close, h_any, h_lastwin = self._tracker(
+            m, "htr", xp, wp_, k, s, h_step, h_reset)
+        v_use, v_first, v_close, v_any, v_lastwin = self._tracker(
+            m, "vtr", yp, hp, k, s, v_step, v_reset)
+
+        with m.Switch(state):
+            with m.Case(IDLE):
+                with m.If(starting):
+                    m.d.sync += [
+                        self.error.eq(~ok),
+                        state.eq(Mux(ok, RUN, DROP)),
+                        hp.eq(ch.h + (ch.pad << 1)), wp_.eq(ch.w + (ch.pad << 1)),
+                        h.eq(ch.h), w.eq(ch.w), c.eq(ch.c), k.eq(ch.k), s.eq(ch.stride),
+                        pad.eq(ch.pad), is_max.eq(ch.mode == MODE_MAX),
+                        padval.eq(Mux(ch.mode == MODE_MAX, -128, ch.zero_point)),
+                        mult.eq(mults[ch.k]), dsq.eq(ch.k * ch.k),
+                        yp.eq(0), xp.eq(0), g.eq(0), gbase.eq(0), hr_count.eq(0),
+                    ]
+            with m.Case(DROP):
+                with m.If(inp.valid & inp.payload.last):
+                    m.d.sync += state.eq(IDLE)
+            with m.Case(RUN):
+                with m.If(advance):
+                    with m.If(h_any):
+                        m.d.sync += hr_count.eq(hr_count + 1)
+                    with m.If(~g_last):
+                        m.d.sync += [g.eq(g + 1), gbase.eq(gbase + L)]
+                    with m.Else():
+                        m.d.sync += [g.eq(0), gbase.eq(0)]
+                        with m.If(~x_last):
+                            m.d.sync += xp.eq(xp + 1)
+                        with m.Else():
+                            m.d.sync += [xp.eq(0), hr_count.eq(0)]
+                            with m.If(~y_last):
+                                m.d.sync += yp.eq(yp + 1)
+                            with m.Else():
+                                m.d.sync += state.eq(IDLE)
+
+        # ---- S1: horizontal accumulation -------------------------------------------------
+        row = data.ArrayLayout(signed(AW), L)
+        s1_value = Signal(row)
+        s1_g = Signal(range(G))
+        s1_h = [Signal(A, name=f"s1_h{n}") for n in ("use", "first", "close")]
+        s1_hany = Signal()
+        s1_v = [Signal(A, name=f"s1_v{n}") for n in ("use", "first", "close")]
+        s1_vany = Signal()
+        s1_addr = Signal.like(hr_count)
+        s1_last = Signal()
+        with m.If(en):
+            m.d.sync += [
+                s1_valid.eq(advance), s1_g.eq(g),
+                s1_h[0].eq(h_use), s1_h[1].eq(h_first), s1_h[2].eq(h_close), s1_hany.eq(h_any),
+                s1_v[0].eq(v_use), s1_v[1].eq(v_first), s1_v[2].eq(v_close), s1_vany.eq(v_any),
+                s1_addr.eq(hr_count),
+                s1_last.eq(v_any & v_lastwin & h_any & h_lastwin & g_last),
+            ]
+            for lane in range(L):
+                m.d.sync += s1_value[lane].eq(Mux(real, inp.payload.data[lane], padval))
+        hr = self._accumulate(m, "hacc", G, g, s1_g, en, s1_valid, s1_value,
+                              s1_h[0], s1_h[1], s1_h[2], is_max)
+
+        # ---- S2: vertical accumulation (line buffers) ----------------------------------
+        s2_value = Signal(row)
+        s2_v = [Signal(A, name=f"s2_v{n}") for n in ("use", "first", "close")]
+        s2_vany = Signal()
+        s2_addr = Signal.like(hr_count)
+        s2_last = Signal()
+        with m.If(en):
+            m.d.sync += [
+                s2_valid.eq(s1_valid & s1_hany), s2_value.eq(hr),
+                s2_v[0].eq(s1_v[0]), s2_v[1].eq(s1_v[1]), s2_v[2].eq(s1_v[2]),
+                s2_vany.eq(s1_vany), s2_addr.eq(s1_addr), s2_last.eq(s1_last),
+            ]
+        vr = self._accumulate(m, "vacc", (self.max_w + 1) * G, s1_addr, s2_addr, en, s2_valid,
+                              s2_value, s2_v[0], s2_v[1], s2_v[2], is_max)
+
+        # ---- S3..S5: finalize (average: multiplier and shift) -------------------------
+        nw = (2 * 128 * K * K + K * K).bit_length()
+        s3_n = [Signal(nw, name=f"s3_n{lane}") for lane in range(L)]
+        s3_neg = Signal(L)
+        s3_val = Signal(row)
+        s3_last = Signal()
+        s4_p = [Signal(nw + 32, name=f"s4_p{lane}") for lane in range(L)]
+        s4_neg = Signal(L)
+        s4_val = Signal(row)
+        s4_last = Signal()
+        out = Signal(data.ArrayLayout(signed(8), L))
+        out_last = Signal()
+        with m.If(en):
+            m.d.sync += [s3_valid.eq(s2_valid & s2_vany), s3_val.eq(vr), s3_last.eq(s2_last),
+                         s4_valid.eq(s3_valid), s4_val.eq(s3_val), s4_last.eq(s3_last),
+                         s4_neg.eq(s3_neg),
+                         s5_valid.eq(s4_valid), out_last.eq(s4_last)]
+            for lane in range(L):
+                v = vr[lane]
+                mag = Mux(v < 0, -v, v)
+                q = (s4_p[lane] >> AVG_SHIFT)[:8]
+                m.d.sync += [
+                    s3_n[lane].eq((mag << 1) + dsq),
+                    s3_neg[lane].eq(v < 0),
+                    s4_p[lane].eq(s3_n[lane] * mult),
+                    out[lane].eq(Mux(is_max, s4_val[lane][:8],
+                                     Mux(s4_neg[lane], -q, q))),
+                ]
+        m.d.comb += [
+            res.valid.eq(s5_valid),
+            res.payload.last.eq(out_last),
+            res.payload.data.as_value().eq(out.as_value()),
+        ]
+        return m

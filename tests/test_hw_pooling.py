@@ -1,0 +1,106 @@
+"""Amaranth-simulator checks of Pooling against golden.pooling (small configurations)."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from golden.pooling import avg_pool2d, max_pool2d
+from hw.pooling import MODE_AVG, MODE_MAX, Pooling
+
+
+
+def run_bounded(sim, cycles):
+    """Run until every testbench has finished, failing after ``cycles`` clock cycles."""
+    steps = 0
+    while sim.advance():
+        steps += 1
+        assert steps < 2 * cycles + 10, f"simulation still running after {cycles} cycles"
+
+def run_pool(dut, x, k, s, p, mode, zp, seed, stall=0.3, limit=20000):
+    """Pool NHWC ``x`` (N images) on ``dut``; returns (N, Ho, Wo, C) int8 and the error flag."""
+    n, h, w, c = x.shape
+    L = dut.lanes
+    G = -(-c // L)
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    rng = np.random.default_rng(seed)
+    xp = np.zeros((n, h, w, G * L), np.int8)
+    xp[..., :c] = x
+    beats = xp.reshape(n, h * w * G, L)
+    out = []
+
+    async def feed(ctx):
+        ctx.set(dut.config, {"h": h, "w": w, "c": c, "k": k, "stride": s, "pad": p,
+                             "mode": mode, "zero_point": zp})
+        for img in beats:
+            for i, b in enumerate(img):
+                while rng.random() < stall:
+                    ctx.set(dut.input.valid, 0)
+                    await ctx.tick()
+                ctx.set(dut.input.payload, {"data": b.tolist(), "last": int(i == len(img) - 1)})
+                ctx.set(dut.input.valid, 1)
+                await ctx.tick().until(dut.input.ready)
+        ctx.set(dut.input.valid, 0)
+
+    async def collect(ctx):
+        for _ in range(n):
+            rows = []
+            for i in range(ho * wo * G):
+                while rng.random() < stall:
+                    ctx.set(dut.result.ready, 0)
+                    await ctx.tick()
+                ctx.set(dut.result.ready, 1)
+                payload, = await ctx.tick().sample(dut.result.payload).until(dut.result.valid)
+                assert payload.last == (i == ho * wo * G - 1), f"last at beat {i}"
+                rows.append([int(v) for v in payload.data])
+            out.append(np.array(rows, np.int8).reshape(ho, wo, G * L)[..., :c])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(feed)
+    sim.add_testbench(collect)
+    run_bounded(sim, limit)
+    assert len(out) == n, f"only {len(out)} of {n} images came out"
+    return np.stack(out)
+
+
+CASES = [  # h, w, c, k, s, p
+    (5, 6, 3, 3, 1, 1), (4, 4, 5, 2, 2, 0), (6, 5, 2, 1, 1, 0), (7, 6, 4, 2, 3, 1),
+    (4, 4, 6, 4, 4, 0), (5, 7, 1, 3, 2, 1),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_pysim_random(case):
+    h, w, c, k, s, p = CASES[case]
+    dut = Pooling(lanes=4, max_h=8, max_w=8, max_c=8, max_k=4, slots=3)
+    rng = np.random.default_rng(case)
+    x = rng.integers(-128, 128, (2, h, w, c), dtype=np.int8)
+    x[1, 0] = -128
+    zp = int(rng.integers(-128, 128))
+    got = run_pool(dut, x, k, s, p, MODE_MAX, 0, seed=case)
+    np.testing.assert_array_equal(got, max_pool2d(x, k, s, p), err_msg=f"max case {case}")
+    dut = Pooling(lanes=4, max_h=8, max_w=8, max_c=8, max_k=4, slots=3)
+    got = run_pool(dut, x, k, s, p, MODE_AVG, zp, seed=case + 100)
+    np.testing.assert_array_equal(got, avg_pool2d(x, k, s, p, zp), err_msg=f"avg case {case}")
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("kwargs,name", [
+    ({"lanes": 0}, "lanes"), ({"max_h": 0}, "max_h"), ({"max_w": 5000}, "max_w"),
+    ({"max_c": 2.5}, "max_c"), ({"max_k": 0}, "max_k"), ({"max_k": 3, "slots": 4}, "slots"),
+])
+def test_bad_elaboration(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        Pooling(**kwargs)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("cfg,name", [
+    ((4, 4, 2, 0, 1, 0), "k"), ((4, 4, 2, 2, 0, 0), "stride"), ((9, 4, 2, 2, 1, 0), "h"),
+    ((4, 9, 2, 2, 1, 0), "w"), ((4, 4, 9, 2, 1, 0), "c"), ((4, 4, 2, 5, 1, 0), "k"),
+    ((4, 4, 2, 3, 1, 2), "pad"), ((4, 4, 2, 4, 1, 0), "stride"),
+])
+def test_bad_runtime_config(cfg, name):
+    dut = Pooling(lanes=4, max_h=8, max_w=8, max_c=8, max_k=4, slots=3)
+    with pytest.raises(ValueError, match=name):
+        dut.check_config(*cfg)
