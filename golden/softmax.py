@@ -123,7 +123,7 @@ def softmax_params(in_scale):
     return SoftmaxParams(int(m0), int(shift))
 
 
-def _check(x, params):
+def _check(x, params, max_len=None):
     if not isinstance(params, SoftmaxParams):
         raise ValueError(f"params must be SoftmaxParams (from softmax_params), got {params!r}")
     x = np.asarray(x)
@@ -131,12 +131,14 @@ def _check(x, params):
         raise ValueError(f"x must be int8, got {x.dtype}")
     if x.ndim < 1 or x.shape[-1] < 1:
         raise ValueError(f"x needs a non-empty last axis, got shape {x.shape}")
+    if max_len is not None and x.shape[-1] > max_len:
+        raise ValueError(f"vector length {x.shape[-1]} is over L_max = {max_len} (max_len)")
     return x
 
 
-def exp_values(x, params):
+def exp_values(x, params, max_len=None):
     """Steps 1-3: ``e_i`` (int64, 0 .. 2**15) for each element, over the last axis."""
-    x = _check(x, params).astype(np.int64)
+    x = _check(x, params, max_len).astype(np.int64)
     a = x.max(axis=-1, keepdims=True) - x
     u = multiply_by_quantized_multiplier(a << IN_PRESHIFT, params.multiplier,
                                          params.shift).astype(np.int64)
@@ -145,9 +147,12 @@ def exp_values(x, params):
     return rounding_divide_by_pot(_EXP_TABLE[r], n).astype(np.int64)
 
 
-def softmax(x, params):
-    """int8 softmax over the last axis: int8 with scale 1/256, zero point -128."""
-    e = exp_values(x, params)
+def softmax(x, params, max_len=None):
+    """int8 softmax over the last axis: int8 with scale 1/256, zero point -128.
+
+    ``max_len``: optional L_max of the hardware; a longer vector raises ``ValueError`` (the
+    arithmetic itself works for any length)."""
+    e = exp_values(x, params, max_len)
     s = e.sum(axis=-1, keepdims=True)
     recip = (1 << RECIP_BITS) // s
     v = (e * recip + (1 << (OUT_SHIFT - 1))) >> OUT_SHIFT

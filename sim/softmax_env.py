@@ -25,8 +25,9 @@ __all__ = ["SoftmaxDriver", "ProbMonitor", "SoftmaxScoreboard"]
 
 
 class SoftmaxDriver:
-    def __init__(self, dut):
+    def __init__(self, dut, max_len):
         self.dut = dut
+        self.max_len = max_len
         _quiet(dut, "s_axis_x")
         self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis_x"), dut.clk, dut.rst)
 
@@ -38,7 +39,14 @@ class SoftmaxDriver:
     def set_backpressure(self, rng, probability):
         set_pause(self.src, rng, probability)
 
-    def send(self, vec):
+    def send(self, vec, allow_overlong=False):
+        """Queue one vector as one frame; a vector over L_max is a ``ValueError`` unless the
+        test means to check that the unit drops it (``allow_overlong``)."""
+        vec = np.asarray(vec, np.int8)
+        if vec.ndim != 1 or vec.size == 0:
+            raise ValueError(f"a vector must be 1-D and non-empty, got shape {vec.shape}")
+        if vec.size > self.max_len and not allow_overlong:
+            raise ValueError(f"vector length {vec.size} is over L_max = {self.max_len}")
         self.src.send_nowait(AxiStreamFrame(np.asarray(vec, np.int8).view(np.uint8).tobytes()))
 
 

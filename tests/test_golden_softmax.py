@@ -49,7 +49,7 @@ def test_table():
 def test_matches_scalar_reimplementation(seed):
     rng = np.random.default_rng(seed)
     for case in range(60):
-        scale = float(2.0 ** rng.uniform(-12, 4))
+        scale = float(2.0 ** rng.uniform(-20, 11.4))      # right shift 31 .. 0
         p = softmax_params(scale)
         x = random_logits(rng, int(rng.integers(1, 257)))
         want = scalar_softmax([int(v) for v in x], p.multiplier, p.shift)
@@ -117,3 +117,6 @@ def test_bad_input():
         softmax(np.zeros((2, 0), np.int8), p)
     with pytest.raises(ValueError, match="params"):
         softmax(np.zeros(4, np.int8), (1, 0))
+    with pytest.raises(ValueError, match="L_max"):
+        softmax(np.zeros(257, np.int8), p, max_len=256)
+    assert softmax(np.zeros(256, np.int8), p, max_len=256).shape == (256,)

@@ -73,7 +73,8 @@ def test_constants_match_golden():
 
 
 @pytest.mark.parametrize("max_len,banks,scale,seed", [
-    (16, 4, 0.1, 1), (7, 2, 0.5, 2), (1, 2, 0.05, 3), (32, 3, 1 / 64, 4)])
+    (16, 4, 0.1, 1), (7, 2, 0.5, 2), (1, 2, 0.05, 3), (32, 3, 1 / 64, 4), (9, 4, 2000.0, 5),
+    (12, 4, 1e-6, 6)])
 def test_pysim_random(max_len, banks, scale, seed):
     rng = np.random.default_rng(seed)
     params = softmax_params(scale)
