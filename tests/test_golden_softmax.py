@@ -39,10 +39,12 @@ def round_half_up_exp(r):
 
 
 def test_table():
+    """Exact check in integers: t = round(2**15 * 2**(-r/1024)) iff
+    (t - 1/2)**1024 < 2**(15*1024 - r) < (t + 1/2)**1024 (no ties: the middle is irrational)."""
     assert len(EXP_TABLE) == 1024 and EXP_TABLE[0] == 1 << 15
     for r, t in enumerate(EXP_TABLE):
-        exact = 32768 * math.exp(-r / 1024 * math.log(2))
-        assert abs(t - exact) <= 0.5 and abs(abs(t - exact) - 0.5) > 1e-6, r
+        target = 1 << (16 * 1024 - r)           # times 2**1024 on both sides
+        assert (2 * t - 1) ** 1024 < target < (2 * t + 1) ** 1024, r
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
