@@ -10,7 +10,7 @@ from cocotb.triggers import ClockCycles, with_timeout
 
 from golden.activation import ACTIVATIONS, DEFAULT_QPARAMS, activation_table, output_qparams
 from sim.activation_env import ActivationDriver, ActivationMonitor, ActivationScoreboard
-from sim.vector_env import HandshakeLog, env_int, reset, steady_throughput
+from sim.vector_env import HandshakeLog, env_int, report, reset, steady_throughput
 
 
 class Bench:
@@ -100,4 +100,6 @@ async def throughput(dut):
                   "cycle (= elements per lane per cycle), latency %d cycle(s) (seed=%d)",
                   beats, tb.lanes, tin, tout, tb.out_log.cycles[0] - tb.in_log.cycles[0],
                   tb.seed)
+    report({"unit": "activation", "lanes": tb.lanes, "beats": beats, "in": tin, "out": tout,
+            "latency": tb.out_log.cycles[0] - tb.in_log.cycles[0]})
     assert tin == 1.0 and tout == 1.0, f"steady-state throughput below 1 (seed={tb.seed})"

@@ -13,7 +13,8 @@ from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
 from hw.pooling import MODE_AVG, MODE_MAX, Pooling
 from sim.pooling_env import PoolCase, PoolDriver, PoolMonitor, PoolScoreboard
-from sim.vector_env import HandshakeLog, env_int, reset, steady_throughput
+from sim.vector_env import (HandshakeLog, env_int, longest_burst, report, reset,
+                             steady_throughput)
 
 
 class Bench:
@@ -140,7 +141,10 @@ async def throughput(dut):
     await tb.start()
     h, w, c = (int(v) for v in os.environ.get("NPU_PERF", "").split("x")) \
         if os.environ.get("NPU_PERF") else (tb.max_h, tb.max_w, tb.max_c)
-    for k, s, p, mode in [(3, 1, 0, MODE_MAX), (2, 2, 0, MODE_AVG), (3, 1, 1, MODE_AVG)]:
+    plan = [(3, 1, 0, MODE_MAX), (2, 2, 0, MODE_AVG), (3, 1, 1, MODE_AVG)]
+    if h == w:
+        plan.append((h, h, 0, MODE_AVG))           # global average pooling
+    for k, s, p, mode in plan:
         if -(-k // s) > tb.slots or k > tb.max_k:
             continue
         x = tb.rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
@@ -150,11 +154,16 @@ async def throughput(dut):
         await tb.run_case(f"throughput {case.describe()}", case, 0.0)
         beats = len(tb.in_log.cycles)
         tin = steady_throughput(tb.in_log.cycles)
+        burst = longest_burst(tb.in_log.cycles)
         span = tb.out_log.cycles[-1] - tb.in_log.cycles[0] + 1
-        dut._log.info("pooling throughput %s: %d input beats x %d lanes, %.3f beats per cycle "
-                      "while streaming (= elements per lane per cycle), %d cycles first input "
-                      "to last output (seed=%d)", case.describe(), beats, tb.lanes, tin, span,
-                      tb.seed)
+        dut._log.info("pooling throughput %s: %d input beats x %d lanes; whole image %.3f beats "
+                      "per cycle, longest burst %d beats at 1 beat per cycle (a row is %d beats), "
+                      "%d cycles first input to last output (seed=%d)", case.describe(), beats,
+                      tb.lanes, tin, burst, w * -(-c // tb.lanes), span, tb.seed)
+        report({"unit": "pooling", "case": case.describe(), "lanes": tb.lanes, "beats": beats,
+                "in": tin, "burst": burst, "row_beats": w * -(-c // tb.lanes), "span": span})
+        assert burst >= min(beats, w * -(-c // tb.lanes)), \
+            f"a row did not stream at 1 beat per cycle (seed={tb.seed})"
         if p == 0:
             assert tin == 1.0, f"steady-state throughput {tin} below 1 (seed={tb.seed})"
         await RisingEdge(dut.clk)

@@ -10,7 +10,7 @@ from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
 from golden.quant import INT32_MAX, INT32_MIN, MAX_SHIFT, MIN_SHIFT
 from sim.requant_env import RequantCase, RequantDriver, RequantMonitor, RequantScoreboard
-from sim.vector_env import HandshakeLog, env_int, reset, steady_throughput
+from sim.vector_env import HandshakeLog, env_int, report, reset, steady_throughput
 
 
 class Bench:
@@ -101,6 +101,8 @@ async def throughput(dut):
     dut._log.info("requant throughput: %d beats x %d lanes, in %.3f / out %.3f beats per cycle "
                   "(= elements per lane per cycle), latency %d cycles (seed=%d)",
                   beats, tb.lanes, tin, tout, latency, tb.seed)
+    report({"unit": "requant", "lanes": tb.lanes, "beats": beats, "in": tin, "out": tout,
+            "latency": latency})
     assert tin == 1.0 and tout == 1.0, f"steady-state throughput below 1 (seed={tb.seed})"
 
 

@@ -10,6 +10,7 @@
 Backpressure uses the seeded pause generators of :mod:`sim.gemm_env`.
 """
 
+import json
 import os
 
 import cocotb
@@ -20,8 +21,8 @@ from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
 
 from sim.gemm_env import _quiet, set_pause
 
-__all__ = ["env_int", "source", "sink", "reset", "HandshakeLog", "steady_throughput",
-           "Scoreboard", "pack", "unpack", "set_pause"]
+__all__ = ["env_int", "source", "sink", "reset", "HandshakeLog", "steady_throughput", "longest_burst",
+           "Scoreboard", "pack", "unpack", "set_pause", "report"]
 
 
 def env_int(name, default):
@@ -82,6 +83,15 @@ def steady_throughput(cycles):
     return (len(cycles) - 1) / (cycles[-1] - cycles[0])
 
 
+def longest_burst(cycles):
+    """Longest run of handshakes in consecutive cycles (one beat per cycle)."""
+    best = run = 1 if cycles else 0
+    for a, b in zip(cycles, cycles[1:]):
+        run = run + 1 if b == a + 1 else 1
+        best = max(best, run)
+    return best
+
+
 class Scoreboard:
     def __init__(self, unit, seed):
         self.unit = unit
@@ -112,3 +122,11 @@ def pack(rows, dtype):
 
 def unpack(data, dtype, lanes):
     return np.frombuffer(bytes(data), dtype=dtype).reshape(-1, lanes)
+
+
+def report(record):
+    """Append one JSON record (throughput figures) to the file named by ``NPU_REPORT``."""
+    path = os.environ.get("NPU_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
