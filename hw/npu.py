@@ -1,0 +1,290 @@
+"""``npu_top``: the accelerator. One component an FPGA design drops in.
+
+It holds the systolic array, requantizer and activation table (in :class:`ConvEngine`), the
+scratchpads (ACT replicated per array row, WGT, PARAM), an instruction memory and the
+sequencer that runs the instruction set of :mod:`hw.isa`, the LOAD/STORE engines
+(:mod:`hw.dma`), and an AXI4-Lite register block (:mod:`hw.axil`).
+
+Ports
+-----
+* ``s_axil_*``: AXI4-Lite slave, 32-bit data, register map :class:`hw.isa.CSR`.
+* ``s_axis_tdata`` (8*C bits), ``s_axis_tvalid/tready/tlast``: data for LOAD instructions
+  (``tlast`` is ignored: LOAD's count says how many beats it takes).
+* ``m_axis_tdata`` (8*C bits), ``m_axis_tvalid/tready/tlast``: data of STORE instructions,
+  ``tlast`` on each STORE's last word.
+* ``irq``: level, high while DONE or ERROR is set and IRQ_EN bit 0 is 1.
+
+Execution
+---------
+The host writes a program into IMEM (AXI4-Lite), writes CTRL.START and streams the data that
+the program's LOADs take. The sequencer runs one instruction at a time from instruction 0:
+FETCH (1 cycle), DECODE (1 cycle; SET and NOP finish here), EXEC (the engine's cycles), NEXT
+(1 cycle: the instruction's cycle count is stored in COUNTERS[pc]). DONE or an error ends the
+run and the accelerator is idle again; a reset at any time leaves it idle with cleared status.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .axil import AxiLiteSlave
+from .conv_engine import ConvEngine, cfg_layout
+from .dma import LoadEngine, StoreEngine
+from .isa import CSR, ID_MAGIC, ISA_VERSION, Error, Mem, Op, Reg
+from .systolic import _check_dim
+
+__all__ = ["NpuTop", "NpuConfig"]
+
+MAX_IMEM = 512          # the AXI4-Lite map has room for 512 instructions
+
+
+class NpuConfig:
+    """Hardware configuration, validated: every bad value raises ``ValueError`` naming it."""
+
+    def __init__(self, rows=8, cols=8, act_depth=2048, wgt_depth=2048, param_depth=64,
+                 imem_depth=256):
+        _check_dim("rows", rows)
+        _check_dim("cols", cols)
+        for name, v, lo, hi in (("act_depth", act_depth, 16, 1 << 20),
+                                ("wgt_depth", wgt_depth, 16, 1 << 20),
+                                ("param_depth", param_depth, 1, 1 << 16),
+                                ("imem_depth", imem_depth, 4, MAX_IMEM)):
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer between {lo} and {hi}, got {v!r}")
+        self.rows, self.cols = rows, cols
+        self.act_depth, self.wgt_depth = act_depth, wgt_depth
+        self.param_depth, self.imem_depth = param_depth, imem_depth
+
+    def as_dict(self):
+        return dict(rows=self.rows, cols=self.cols, act_depth=self.act_depth,
+                    wgt_depth=self.wgt_depth, param_depth=self.param_depth,
+                    imem_depth=self.imem_depth)
+
+    def __repr__(self):
+        return "NpuConfig(" + ", ".join(f"{k}={v}" for k, v in self.as_dict().items()) + ")"
+
+
+class NpuTop(wiring.Component):
+    def __init__(self, **config):
+        self.config = cfg = NpuConfig(**config)
+        C = cfg.cols
+        self.axil = AxiLiteSlave(addr_width=14)
+        self.conv = ConvEngine(cfg.rows, cfg.cols, cfg.act_depth, cfg.wgt_depth, cfg.param_depth)
+        self.load = LoadEngine(C, cfg.act_depth, cfg.wgt_depth, cfg.param_depth)
+        self.store = StoreEngine(C, cfg.act_depth)
+        members = {name: (In if flow == wiring.In else Out)(shape)
+                   for name, flow, shape in _axil_members(self.axil)}
+        members.update({
+            "s_axis_tdata": In(8 * C), "s_axis_tvalid": In(1), "s_axis_tready": Out(1),
+            "s_axis_tlast": In(1),
+            "m_axis_tdata": Out(8 * C), "m_axis_tvalid": Out(1), "m_axis_tready": In(1),
+            "m_axis_tlast": Out(1),
+            "irq": Out(1),
+        })
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        axil = m.submodules.axil = self.axil
+        conv = m.submodules.conv = self.conv
+        load = m.submodules.load = self.load
+        store = m.submodules.store = self.store
+        for name, flow, _ in _axil_members(axil):
+            if flow == wiring.In:
+                m.d.comb += getattr(axil, name).eq(getattr(self, name))
+            else:
+                m.d.comb += getattr(self, name).eq(getattr(axil, name))
+
+        # ---- Memories ------------------------------------------------------------------
+        imem_lo = m.submodules.imem_lo = Memory(shape=32, depth=cfg.imem_depth, init=[])
+        imem_hi = m.submodules.imem_hi = Memory(shape=32, depth=cfg.imem_depth, init=[])
+        counters = m.submodules.counters = Memory(shape=32, depth=cfg.imem_depth, init=[])
+        acts = []
+        for i in range(R):
+            mem = Memory(shape=8 * C, depth=cfg.act_depth, init=[])
+            m.submodules[f"act{i}"] = mem
+            acts.append(mem)
+        wgt = m.submodules.wgt = Memory(shape=8 * C, depth=cfg.wgt_depth, init=[])
+        prm = m.submodules.prm = Memory(shape=72 * C, depth=cfg.param_depth, init=[])
+
+        # ACT: one write port per copy (all written alike), one read port per copy.
+        act_we = load.act_we | conv.act_wr_en
+        act_wa = Mux(load.act_we, load.act_addr, conv.act_wr_addr)
+        act_wd = Mux(load.act_we, load.act_data, conv.act_wr_data)
+        for i, mem in enumerate(acts):
+            wp = mem.write_port()
+            rp = mem.read_port()
+            m.d.comb += [wp.en.eq(act_we), wp.addr.eq(act_wa), wp.data.eq(act_wd),
+                         conv.act_rd_data[i].eq(rp.data)]
+            if i == 0:
+                m.d.comb += [rp.addr.eq(Mux(store.busy, store.act_addr, conv.act_rd_addr[0])),
+                             store.act_data.eq(rp.data)]
+            else:
+                m.d.comb += rp.addr.eq(conv.act_rd_addr[i])
+        wgt_wp, wgt_rp = wgt.write_port(), wgt.read_port()
+        m.d.comb += [wgt_wp.en.eq(load.wgt_we), wgt_wp.addr.eq(load.wgt_addr),
+                     wgt_wp.data.eq(load.wgt_data),
+                     wgt_rp.addr.eq(conv.wgt_rd_addr), conv.wgt_rd_data.eq(wgt_rp.data)]
+        prm_wp, prm_rp = prm.write_port(), prm.read_port()
+        m.d.comb += [prm_wp.en.eq(load.prm_we), prm_wp.addr.eq(load.prm_addr),
+                     prm_wp.data.eq(load.prm_data),
+                     prm_rp.addr.eq(conv.prm_rd_addr), conv.prm_rd_data.eq(prm_rp.data)]
+        wiring.connect(m, load.lut_table, conv.lut_table)
+
+        # ---- Streams -------------------------------------------------------------------
+        m.d.comb += [
+            load.data.payload.data.eq(self.s_axis_tdata),
+            load.data.payload.last.eq(self.s_axis_tlast),
+            load.data.valid.eq(self.s_axis_tvalid),
+            self.s_axis_tready.eq(load.data.ready),
+            self.m_axis_tdata.eq(store.data.payload.data),
+            self.m_axis_tlast.eq(store.data.payload.last),
+            self.m_axis_tvalid.eq(store.data.valid),
+            store.data.ready.eq(self.m_axis_tready),
+        ]
+
+        # ---- Sequencer state and status ---------------------------------------------------
+        regs = Signal(cfg_layout())
+        m.d.comb += conv.cfg.eq(regs)
+        busy = Signal()
+        done_flag = Signal()
+        err_flag = Signal()
+        err_code = Signal(4)
+        err_pc = Signal(range(cfg.imem_depth))
+        pc = Signal(range(cfg.imem_depth))
+        run_cycles = Signal(32)
+        instr_cycles = Signal(32)
+        irq_en = Signal()
+        instr = Signal(64)
+        m.d.comb += self.irq.eq(irq_en & (done_flag | err_flag))
+
+        imem_rp_lo, imem_rp_hi = imem_lo.read_port(), imem_hi.read_port()
+        m.d.comb += [imem_rp_lo.addr.eq(pc), imem_rp_hi.addr.eq(pc),
+                     instr.eq(Cat(imem_rp_lo.data, imem_rp_hi.data))]
+        cnt_wp = counters.write_port()
+        m.d.comb += [cnt_wp.addr.eq(pc), cnt_wp.data.eq(instr_cycles)]
+
+        op = instr[0:8]
+        f_reg = instr[8:16]
+        f_value = instr[32:64]
+        f_mem = instr[8:12]
+        f_addr = instr[12:36]
+        f_count = instr[40:64]
+        m.d.comb += [load.mem.eq(f_mem), load.addr.eq(f_addr), load.count.eq(f_count),
+                     store.addr.eq(f_addr), store.count.eq(f_count)]
+
+        # ---- AXI4-Lite register bus -------------------------------------------------------
+        start_req = axil.wr_en & (axil.wr_addr == CSR.CTRL) & axil.wr_data[0]
+        clear_req = axil.wr_en & (axil.wr_addr == CSR.CTRL) & axil.wr_data[1]
+        with m.If(axil.wr_en & (axil.wr_addr == CSR.IRQ_EN)):
+            m.d.sync += irq_en.eq(axil.wr_data[0])
+        imem_sel = (axil.wr_addr >= CSR.IMEM) & (axil.wr_addr < CSR.IMEM + 8 * cfg.imem_depth)
+        imem_idx = (axil.wr_addr - CSR.IMEM)[3:]
+        wp_lo, wp_hi = imem_lo.write_port(), imem_hi.write_port()
+        imem_we = axil.wr_en & imem_sel & ~busy     # the program cannot change while it runs
+        m.d.comb += [wp_lo.addr.eq(imem_idx), wp_hi.addr.eq(imem_idx),
+                     wp_lo.data.eq(axil.wr_data), wp_hi.data.eq(axil.wr_data),
+                     wp_lo.en.eq(imem_we & ~axil.wr_addr[2]),
+                     wp_hi.en.eq(imem_we & axil.wr_addr[2])]
+
+        cnt_rp = counters.read_port()
+        m.d.comb += cnt_rp.addr.eq((axil.rd_addr - CSR.COUNTERS)[2:])
+        rd_value = Signal(32)
+        rd_from_counters = Signal()
+        status = Cat(busy, done_flag, err_flag)
+        with m.If(axil.rd_en):
+            m.d.sync += rd_from_counters.eq(axil.rd_addr >= CSR.COUNTERS)
+            with m.Switch(axil.rd_addr):
+                for addr, value in ((CSR.ID, ID_MAGIC),
+                                    (CSR.CONFIG, R | (C << 8) | (ISA_VERSION << 24)),
+                                    (CSR.ACT_DEPTH, cfg.act_depth),
+                                    (CSR.WGT_DEPTH, cfg.wgt_depth),
+                                    (CSR.PARAM_DEPTH, cfg.param_depth),
+                                    (CSR.IMEM_DEPTH, cfg.imem_depth),
+                                    (CSR.STATUS, status), (CSR.ERROR, err_code),
+                                    (CSR.ERROR_PC, err_pc), (CSR.PC, pc),
+                                    (CSR.CYCLES, run_cycles), (CSR.IRQ_EN, irq_en)):
+                    with m.Case(addr):
+                        m.d.sync += rd_value.eq(value)
+                with m.Default():
+                    m.d.sync += rd_value.eq(0)
+        m.d.comb += axil.rd_data.eq(Mux(rd_from_counters, cnt_rp.data, rd_value))
+
+        # ---- Sequencer ----------------------------------------------------------------------
+        with m.If(clear_req & ~busy):
+            m.d.sync += [done_flag.eq(0), err_flag.eq(0)]
+        with m.If(busy):
+            m.d.sync += [run_cycles.eq(run_cycles + 1), instr_cycles.eq(instr_cycles + 1)]
+
+        engine_done = Signal()
+        engine_error = Signal(4)
+        m.d.comb += [engine_done.eq(conv.done | load.done | store.done),
+                     engine_error.eq(conv.error | load.error | store.error)]
+
+        def fail(code):
+            m.d.sync += [busy.eq(0), err_flag.eq(1), err_code.eq(code), err_pc.eq(pc)]
+            m.next = "IDLE"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                start_pc = axil.wr_data[16:32]
+                with m.If(start_req & (start_pc >= cfg.imem_depth)):
+                    m.d.sync += [done_flag.eq(0), err_flag.eq(1), err_code.eq(Error.PC_OVERFLOW),
+                                 err_pc.eq(0), run_cycles.eq(0)]
+                with m.Elif(start_req):
+                    m.d.sync += [busy.eq(1), done_flag.eq(0), err_flag.eq(0),
+                                 err_code.eq(Error.NONE), err_pc.eq(start_pc), pc.eq(start_pc),
+                                 run_cycles.eq(1), instr_cycles.eq(1)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                with m.Switch(op):
+                    with m.Case(Op.NOP):
+                        m.next = "NEXT"
+                    with m.Case(Op.SET):
+                        with m.If(f_reg < len(Reg)):
+                            m.d.sync += regs[f_reg].eq(f_value)
+                            m.next = "NEXT"
+                        with m.Else():
+                            fail(Error.CONFIG)
+                    with m.Case(Op.LOAD):
+                        m.d.comb += load.start.eq(1)
+                        m.next = "EXEC"
+                    with m.Case(Op.STORE):
+                        m.d.comb += store.start.eq(1)
+                        m.next = "EXEC"
+                    with m.Case(Op.CONV):
+                        m.d.comb += conv.start.eq(1)
+                        m.next = "EXEC"
+                    with m.Case(Op.DONE):
+                        m.d.comb += cnt_wp.en.eq(1)
+                        m.d.sync += [busy.eq(0), done_flag.eq(1)]
+                        m.next = "IDLE"
+                    with m.Default():
+                        fail(Error.ILLEGAL_OPCODE)
+            with m.State("EXEC"):
+                with m.If(engine_done):
+                    with m.If(engine_error != Error.NONE):
+                        fail(engine_error)
+                    with m.Else():
+                        m.next = "NEXT"
+            with m.State("NEXT"):
+                m.d.comb += cnt_wp.en.eq(1)
+                m.d.sync += instr_cycles.eq(1)
+                with m.If(pc == cfg.imem_depth - 1):
+                    m.d.sync += pc.eq(pc)
+                    fail(Error.PC_OVERFLOW)
+                with m.Else():
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+        return m
+
+
+def _axil_members(axil):
+    for name, member in axil.signature.members.items():
+        if name.startswith("s_axil_"):
+            yield name, member.flow, member.shape

@@ -1,0 +1,1 @@
+"""Host-side tools of the accelerator: compiler, cycle model, command-line interface."""

@@ -1,0 +1,257 @@
+"""Compiler: a model in the project's format (:mod:`golden.model`) -> a program for ``npu_top``.
+
+The result is a :class:`Program`:
+
+* ``setup``: instructions that LOAD every layer's weights (WGT), per-channel parameters
+  (PARAM) and end with DONE; run once, with ``setup_stream`` on ``s_axis``;
+* ``infer``: instructions for one batch of B images: LOAD the images into ACT, one CONV per
+  conv/dense layer (the hardware tiles it into R x C output tiles and generates the im2col
+  addresses itself), STORE the output, DONE; run per batch (START at ``infer_pc``), with
+  ``infer_stream(images)`` on ``s_axis``.
+
+Memory plan: activations ping-pong between two ACT regions of ``region_words`` each (the
+largest tensor of the batch); all weights stay resident in WGT, all parameters in PARAM.
+Anything that does not fit is refused with :class:`CompileError` naming the layer and the
+limit. ``flatten`` costs nothing (NHWC is already the dense layers' order); an ``activation``
+layer right after a conv/dense layer is fused into it (its table is loaded just before).
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from golden.gemm import MAX_K
+from hw.dma import LUT_BEATS
+from hw.isa import (Mem, Op, Reg, encode, encode_load, encode_set, encode_store)
+from hw.npu import NpuConfig
+
+__all__ = ["CompileError", "Program", "LayerPlan", "compile_model"]
+
+SUPPORTED = ("conv2d", "dense", "flatten", "activation")
+
+
+class CompileError(ValueError):
+    """A model that cannot run on the given hardware configuration."""
+
+
+@dataclass
+class LayerPlan:
+    name: str
+    type: str
+    gemm: tuple            # (M, K, N) for the whole batch
+    conv_pc: int           # index of its CONV instruction in IMEM
+    regs: dict             # the CONV registers
+    macs: int
+
+
+@dataclass
+class Program:
+    config: NpuConfig
+    batch: int
+    setup: list
+    infer: list
+    setup_stream: np.ndarray          # uint8, beats x C
+    infer_chunks: list                # "input" or a uint8 beats x C array, in LOAD order
+    input_shape: tuple
+    input_addr: int
+    output_shape: tuple
+    output_addr: int
+    output_words: int                 # per image
+    layers: list = field(default_factory=list)
+    region_words: int = 0
+
+    @property
+    def infer_pc(self):
+        return len(self.setup)
+
+    @property
+    def instructions(self):
+        return self.setup + self.infer
+
+    def words(self, channels):
+        return -(-channels // self.config.cols)
+
+    def input_beats(self, images):
+        """int8 images (B, H, W, C) -> uint8 beats (ACT words) for the input LOAD."""
+        x = np.asarray(images)
+        if x.dtype != np.int8 or x.shape != (self.batch, *self.input_shape):
+            raise ValueError(f"images must be int8 of shape {(self.batch, *self.input_shape)}, "
+                             f"got {x.dtype} {x.shape}")
+        C = self.config.cols
+        ch = self.input_shape[-1]
+        padded = np.zeros((*x.shape[:-1], self.words(ch) * C), np.int8)
+        padded[..., :ch] = x
+        return padded.reshape(-1, C).view(np.uint8)
+
+    def infer_stream(self, images):
+        beats = [self.input_beats(images) if c is None else c for c in self.infer_chunks]
+        return np.concatenate(beats, axis=0)
+
+    def decode_output(self, beats):
+        """uint8 beats of the output STORE -> int8 (B, *output_shape)."""
+        C = self.config.cols
+        ch = self.output_shape[-1]
+        w = np.asarray(beats, np.uint8).reshape(self.batch, -1, self.words(ch) * C)
+        return w[..., :ch].view(np.int8).reshape(self.batch, *self.output_shape)
+
+
+def _s8(v):
+    return int(v) & 0xFFFFFFFF
+
+
+def compile_model(model, config=None, batch=1):
+    """Lower a validated :class:`golden.model.Model` to a :class:`Program`."""
+    cfg = config if isinstance(config, NpuConfig) else NpuConfig(**(config or {}))
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise CompileError(f"batch must be an integer >= 1, got {batch!r}")
+    C = cfg.cols
+    words = lambda ch: -(-ch // C)  # noqa: E731
+
+    layers = list(model.layers)
+    for L in layers:
+        if L.type not in SUPPORTED:
+            raise CompileError(
+                f"layer {L.index} {L.name!r}: type {L.type!r} is not supported by npu_top yet "
+                f"(supported: {', '.join(SUPPORTED)})")
+
+    # ---- Shapes and memory plan -------------------------------------------------------
+    shape = tuple(model.input_shape)                  # (H, W, C) or (F,)
+    tensors = [shape]
+    for L in layers:
+        tensors.append(tuple(L.out_shape))
+
+    def tensor_words(s):
+        if len(s) == 1:
+            return batch * words(s[0])
+        return batch * s[0] * s[1] * words(s[2])
+
+    region = max(tensor_words(s) for s in tensors)
+    if 2 * region > cfg.act_depth:
+        big = max(range(len(tensors)), key=lambda i: tensor_words(tensors[i]))
+        where = "the input" if big == 0 else f"layer {layers[big - 1].name!r}"
+        raise CompileError(
+            f"{where}: activations of a batch of {batch} need 2 x {region} ACT words "
+            f"(ping-pong), the hardware has act_depth={cfg.act_depth}; use a smaller batch "
+            f"or a larger act_depth")
+
+    setup, infer = [], []
+    setup_beats, infer_chunks = [], []
+    wgt_words = 0
+    prm_entries = 0
+    regs_known = {}
+    plans = []
+    addr = 0
+    other = region
+
+    def set_reg(reg, value):
+        value = _s8(value)
+        if regs_known.get(reg) != value:
+            infer.append(encode_set(reg, value))
+            regs_known[reg] = value
+
+    infer.append(encode_load(Mem.ACT, 0, tensor_words(shape)))
+    infer_chunks.append(None)
+
+    geometry = shape if len(shape) == 3 else (1, 1, shape[0])   # (H, W, C) of the tensor
+    i = 0
+    while i < len(layers):
+        L = layers[i]
+        if L.type == "flatten":
+            i += 1
+            continue          # NHWC words are already in the dense layers' (h, w, c) order
+        if L.type == "activation":
+            raise CompileError(f"layer {L.index} {L.name!r}: a standalone activation is only "
+                               f"supported right after a conv2d or dense layer")
+        H, W, Cin = geometry
+        a = L.attrs
+        if L.type == "conv2d":
+            k, s, p = a["kernel"], a["stride"], a["padding"]
+            KH = KW = k
+            Ho, Wo, Cout = L.out_shape
+        else:                                           # dense over the whole input map
+            KH, KW, s, p = H, W, 1, 0
+            Ho, Wo, Cout = 1, 1, L.out_shape[-1]
+        K = KH * KW * Cin
+        if K > MAX_K:
+            raise CompileError(f"layer {L.index} {L.name!r}: reduction K={K} exceeds "
+                               f"MAX_K={MAX_K} (int32 accumulators could overflow)")
+        wq = L.tensors["weights"]
+        nb = words(Cout)
+        wpad = np.zeros((K, nb * C), np.int8)
+        wpad[:, :Cout] = wq
+        blocks = wpad.reshape(K, nb, C).transpose(1, 0, 2).reshape(nb * K, C)
+        setup_beats.append(blocks.view(np.uint8))
+        w_addr = wgt_words
+        wgt_words += nb * K
+        if wgt_words > cfg.wgt_depth:
+            raise CompileError(f"layer {L.index} {L.name!r}: weights need {wgt_words} WGT words "
+                               f"in total, the hardware has wgt_depth={cfg.wgt_depth}")
+        bias = np.zeros(nb * C, np.int32)
+        m0 = np.zeros(nb * C, np.int32)
+        sh = np.zeros(nb * C, np.int8)
+        bias[:Cout] = L.gemm_bias
+        m0[:Cout] = L.tensors["m0"]
+        sh[:Cout] = L.tensors["shift"]
+        entries = [np.concatenate([bias[b * C:(b + 1) * C].astype("<i4").view(np.uint8),
+                                   m0[b * C:(b + 1) * C].astype("<i4").view(np.uint8),
+                                   sh[b * C:(b + 1) * C].view(np.uint8)]) for b in range(nb)]
+        setup_beats.append(np.concatenate(entries).reshape(-1, C))
+        p_addr = prm_entries
+        prm_entries += nb
+        if prm_entries > cfg.param_depth:
+            raise CompileError(f"layer {L.index} {L.name!r}: needs {prm_entries} PARAM entries "
+                               f"in total, the hardware has param_depth={cfg.param_depth}")
+
+        use_lut = i + 1 < len(layers) and layers[i + 1].type == "activation"
+        if use_lut:
+            table = layers[i + 1].tensors["table"]
+            lut = np.zeros(LUT_BEATS(C) * C, np.int8)
+            lut[:256] = table
+            infer.append(encode_load(Mem.LUT, 0, 1))
+            infer_chunks.append(lut.view(np.uint8).reshape(-1, C))
+        regs = {
+            Reg.IN_ADDR: addr, Reg.IN_H: H, Reg.IN_W: W, Reg.IN_CW: words(Cin), Reg.CIN: Cin,
+            Reg.KH: KH, Reg.KW: KW, Reg.STRIDE: s, Reg.PAD: p, Reg.IN_ZP: L.in_zero_point,
+            Reg.OUT_ADDR: other, Reg.OUT_H: Ho, Reg.OUT_W: Wo, Reg.OUT_CW: nb,
+            Reg.W_ADDR: w_addr, Reg.P_ADDR: p_addr, Reg.BATCH: batch,
+            Reg.OUT_ZP: L.out_zero_point, Reg.QMIN: a["qmin"], Reg.QMAX: a["qmax"],
+            Reg.USE_LUT: int(use_lut),
+        }
+        if use_lut:        # the table's output quantization is the block's output
+            nxt = layers[i + 1]
+            if nxt.in_zero_point != L.out_zero_point:
+                raise CompileError(f"layer {nxt.name!r}: input zero point differs from "
+                                   f"{L.name!r}'s output")
+        for reg, value in regs.items():
+            set_reg(reg, value)
+        plans.append(LayerPlan(L.name, L.type, (batch * Ho * Wo, K, Cout),
+                               len(infer), {r.name: int(v) for r, v in regs.items()},
+                               batch * Ho * Wo * K * Cout))
+        infer.append(encode(Op.CONV))
+        geometry = (Ho, Wo, Cout)
+        addr, other = other, addr
+        i += 2 if use_lut else 1
+
+    out_shape = tuple(layers[-1].out_shape) if layers else shape
+    out_words = tensor_words(out_shape) // batch
+    infer.append(encode_store(addr, batch * out_words))
+    infer.append(encode(Op.DONE))
+
+    if wgt_words:
+        setup.append(encode_load(Mem.WGT, 0, wgt_words))
+    if prm_entries:
+        setup.append(encode_load(Mem.PARAM, 0, prm_entries))
+    setup.append(encode(Op.DONE))
+    # the two WGT/PARAM loads take the beats in this order
+    wgt = [b for n, b in enumerate(setup_beats) if n % 2 == 0]
+    prm = [b for n, b in enumerate(setup_beats) if n % 2 == 1]
+    stream = np.concatenate(wgt + prm, axis=0) if setup_beats else np.zeros((0, C), np.uint8)
+
+    total = len(setup) + len(infer)
+    if total > cfg.imem_depth:
+        raise CompileError(f"model {model.name!r}: program of {total} instructions exceeds "
+                           f"imem_depth={cfg.imem_depth}")
+    for plan in plans:
+        plan.conv_pc += len(setup)
+    return Program(cfg, batch, setup, infer, stream, infer_chunks, tuple(model.input_shape), 0,
+                   out_shape, addr, out_words, plans, region)

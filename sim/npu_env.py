@@ -1,0 +1,97 @@
+"""Host model of ``npu_top`` for cocotb: the AXI4-Lite and AXI4-Stream sides are driven by
+cocotbext-axi (``AxiLiteMaster``, ``AxiStreamSource``, ``AxiStreamSink``); nothing here
+wiggles a bus pin by hand.
+
+:class:`NpuHost` writes programs, starts them, streams their LOAD data, collects STORE data
+and waits for the interrupt; it also reads the status and the per-instruction cycle counters.
+"""
+
+import logging
+
+import numpy as np
+from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
+                           AxiStreamSink, AxiStreamSource)
+
+from hw.isa import CSR
+from sim.gemm_env import set_pause
+
+__all__ = ["NpuHost", "RunStatus"]
+
+
+class RunStatus:
+    def __init__(self, status, error, error_pc, cycles):
+        self.busy = bool(status & 1)
+        self.done = bool(status & 2)
+        self.failed = bool(status & 4)
+        self.error = error
+        self.error_pc = error_pc
+        self.cycles = cycles
+
+    def __repr__(self):
+        return (f"RunStatus(busy={self.busy}, done={self.done}, failed={self.failed}, "
+                f"error={self.error}, error_pc={self.error_pc}, cycles={self.cycles})")
+
+
+class NpuHost:
+    def __init__(self, dut):
+        self.dut = dut
+        for p in ("s_axil", "s_axis", "m_axis"):
+            logging.getLogger(f"cocotb.{dut._name}.{p}").setLevel(logging.WARNING)
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
+        self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.clk, dut.rst)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis"), dut.clk, dut.rst)
+        self.cols = len(dut.s_axis_tdata) // 8
+
+    def set_backpressure(self, rng, probability):
+        set_pause(self.source, rng, probability)
+        set_pause(self.sink, rng, probability)
+
+    async def read(self, addr):
+        return await self.axil.read_dword(int(addr))
+
+    async def write(self, addr, value):
+        await self.axil.write_dword(int(addr), int(value) & 0xFFFFFFFF)
+
+    async def load_program(self, instructions, base=0):
+        words = []
+        for ins in instructions:
+            words += [ins & 0xFFFFFFFF, ins >> 32]
+        await self.axil.write_dwords(int(CSR.IMEM) + 8 * base, words)
+
+    async def status(self):
+        return RunStatus(await self.read(CSR.STATUS), await self.read(CSR.ERROR),
+                         await self.read(CSR.ERROR_PC), await self.read(CSR.CYCLES))
+
+    async def counters(self, first, count):
+        return list(await self.axil.read_dwords(int(CSR.COUNTERS) + 4 * first, count))
+
+    def send(self, beats):
+        """Queue uint8 beats (n x C) on s_axis as one frame."""
+        beats = np.ascontiguousarray(beats, np.uint8)
+        if beats.size:
+            self.source.send_nowait(AxiStreamFrame(beats.tobytes()))
+
+    async def run(self, pc, beats=None, timeout_cycles=2_000_000):
+        """Start at ``pc`` with ``beats`` queued on s_axis; wait for the interrupt."""
+        await self.write(CSR.IRQ_EN, 1)
+        if beats is not None:
+            self.send(beats)
+        await self.write(CSR.CTRL, 1 | (pc << 16))
+        if not self.dut.irq.value:
+            await with_timeout(RisingEdge(self.dut.irq), timeout_cycles * 10, "ns")
+        return await self.status()
+
+    async def receive(self, words, timeout_cycles=100_000):
+        """Collect ``words`` ACT words (one STORE frame) from m_axis as uint8 (words x C)."""
+        frame = await with_timeout(self.sink.recv(), timeout_cycles * 10, "ns")
+        data = np.frombuffer(bytes(frame.tdata), np.uint8)
+        assert data.size == words * self.cols, (
+            f"STORE frame has {data.size} bytes, expected {words * self.cols}")
+        return data.reshape(words, self.cols)
+
+    async def reset(self, cycles=3):
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, cycles)
+        self.dut.rst.value = 0
+        await RisingEdge(self.dut.clk)
