@@ -24,6 +24,7 @@ CACHE = ROOT / "build" / "verilog"
 #: parameters as keyword arguments. One line per top-level design.
 DESIGNS = {
     "gemm": ("hw.gemm_top:GemmTop", "npu_gemm"),
+    "npu": ("hw.npu:NpuTop", "npu_top"),
     "pooling": ("hw.pooling_top:PoolingTop", "npu_pooling"),
     "activation": ("hw.activation_top:ActivationTop", "npu_activation"),
     "requant": ("hw.requant_top:RequantTop", "npu_requant"),
@@ -70,18 +71,34 @@ def cached_verilog(name, **params):
     return path, top
 
 
+def _param(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return key, int(value, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{key}: {value!r} is not an integer") from None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("design", choices=sorted(DESIGNS))
-    ap.add_argument("--rows", type=int, default=8)
-    ap.add_argument("--cols", type=int, default=8)
+    ap.add_argument("--rows", type=int, help="array rows (gemm, npu)")
+    ap.add_argument("--cols", type=int, help="array columns (gemm, npu)")
+    ap.add_argument("--param", "-p", type=_param, action="append", default=[],
+                    metavar="NAME=VALUE", help="any constructor parameter, e.g. max_len=256")
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args(argv)
+    params = dict(args.param)
+    for name in ("rows", "cols"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
     t0 = time.perf_counter()
     try:
-        text, top = generate(args.design, rows=args.rows, cols=args.cols)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+        text, top = generate(args.design, **params)
+    except (ValueError, TypeError) as e:
+        sys.exit(f"error: {args.design}: {e}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(f"wrote {args.output} (top module {top}, {len(text.splitlines())} lines, "
