@@ -20,7 +20,8 @@ counts ``H*W*G`` beats); it only ends a frame that is being dropped (see ``error
 
 ``error`` (out): the last frame's configuration was refused: ``h``, ``w``, ``c`` outside
 ``1..max_h/max_w/max_c``, ``k`` outside ``1..max_k``, ``stride`` 0, ``pad > k // 2``,
-``k > h + 2*pad`` or ``k > w + 2*pad``, or ``ceil(k / stride) > slots``. A refused frame is
+``k > h + 2*pad`` or ``k > w + 2*pad``, or more than ``slots`` overlapping windows (see
+``slots`` in :class:`Pooling`). A refused frame is
 consumed up to its ``last`` beat and produces no output, so nothing hangs. The Python-side
 check :meth:`Pooling.check_config` raises ``ValueError`` naming the parameter for the same
 cases.
@@ -100,7 +101,9 @@ class Pooling(wiring.Component):
         image needs ``max_k >= H``).
     slots : int
         Overlapping windows held at once, 1 .. max_k: run-time configurations need
-        ``ceil(k / stride) <= slots`` (global pooling: use ``stride = k``).
+        ``ceil(k / stride) <= slots``, unless the image is so small that at most ``slots``
+        windows fit along that dimension (``slots*stride + k > size + 2*pad``; e.g. global
+        pooling, ``k = H = W``, works with any stride).
     """
 
     def __init__(self, lanes=4, max_h=32, max_w=32, max_c=64, max_k=32, slots=3):
@@ -132,9 +135,10 @@ class Pooling(wiring.Component):
         if k > h + 2 * pad or k > w + 2 * pad:
             raise ValueError(f"k={k} is larger than the padded image {h + 2 * pad} x "
                              f"{w + 2 * pad}")
-        if -(-k // stride) > self.slots:
-            raise ValueError(f"stride={stride} too small for k={k}: ceil(k / stride) must be "
-                             f"<= slots={self.slots}")
+        for size in (h, w):
+            if -(-k // stride) > self.slots and self.slots * stride + k <= size + 2 * pad:
+                raise ValueError(f"stride={stride} too small for k={k}: more than slots="
+                                 f"{self.slots} windows overlap (ceil(k / stride) > slots)")
         return (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
 
     # ------------------------------------------------------------------------------------
@@ -237,7 +241,8 @@ class Pooling(wiring.Component):
             & (ch.c >= 1) & (ch.c <= self.max_c) & (ch.k >= 1) & (ch.k <= K)
             & (ch.stride >= 1) & ((ch.pad << 1) <= ch.k)
             & (ch.k <= ch.h + (ch.pad << 1)) & (ch.k <= ch.w + (ch.pad << 1))
-            & (ch.k <= ch.stride * A))
+            & ((ch.k <= ch.stride * A) | (ch.stride * A + ch.k > ch.h + (ch.pad << 1)))
+            & ((ch.k <= ch.stride * A) | (ch.stride * A + ch.k > ch.w + (ch.pad << 1))))
         hp = Signal(pos_w, name="hp")            # padded height / width
         wp_ = Signal(pos_w, name="wp")
         k = Signal(range(K + 1), name="k")

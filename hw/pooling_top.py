@@ -8,7 +8,8 @@ port                   dir  width     meaning
 clk, rst               in   1         clock, synchronous active-high reset
 cfg_h, cfg_w, cfg_c    in   16 each   image height, width, channels (1..max_h/max_w/max_c)
 cfg_k                  in   8         kernel size k (k x k window), 1..max_k
-cfg_stride             in   8         stride, >= 1 and ceil(k / stride) <= slots
+cfg_stride             in   8         stride >= 1; ceil(k / stride) <= slots unless at most
+                                      ``slots`` windows fit (e.g. global pooling)
 cfg_pad                in   8         padding on every side, 0..k//2
 cfg_mode               in   1         0: max pooling, 1: average pooling
 cfg_zero_point         in   8         int8 zero point (the value of average padding)

@@ -65,7 +65,7 @@ def random_case(tb, rng, kind):
     n = int(rng.integers(1, 3))
     if kind == "global":
         h = w = int(rng.integers(1, min(tb.max_h, tb.max_w, tb.max_k) + 1))
-        k, s, p = h, h, 0
+        k, s, p = h, int(rng.integers(1, h + 2)), 0
     else:
         k = 1 if kind == "k1" else int(rng.integers(1, min(tb.max_k, 5) + 1))
         p = int(rng.integers(0, k // 2 + 1))
@@ -114,7 +114,8 @@ async def bad_config_sets_error(dut):
     bad = [  # (h, w, c, k, stride, pad), parameter named
         ((4, 4, 2, 0, 1, 0), "k"), ((4, 4, 2, 2, 0, 0), "stride"),
         ((tb.max_h + 1, 4, 2, 2, 1, 0), "h"), ((4, 4, tb.max_c + 1, 2, 1, 0), "c"),
-        ((4, 4, 2, 3, 1, 2), "pad"), ((4, 4, 2, tb.slots + 1, 1, 0), "stride"),
+        ((4, 4, 2, 3, 1, 2), "pad"),
+        ((tb.max_h, tb.max_w, 2, tb.slots + 1, 1, 0), "stride"),
     ]
     for cfg, name in bad:
         try:
@@ -143,9 +144,11 @@ async def throughput(dut):
         if os.environ.get("NPU_PERF") else (tb.max_h, tb.max_w, tb.max_c)
     plan = [(3, 1, 0, MODE_MAX), (2, 2, 0, MODE_AVG), (3, 1, 1, MODE_AVG)]
     if h == w:
-        plan.append((h, h, 0, MODE_AVG))           # global average pooling
+        plan.append((h, 1, 0, MODE_AVG))           # global average pooling
     for k, s, p, mode in plan:
-        if -(-k // s) > tb.slots or k > tb.max_k:
+        try:
+            tb.unit.check_config(h, w, c, k, s, p)
+        except ValueError:
             continue
         x = tb.rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
         case = PoolCase(x, k, s, p, mode, 3)

@@ -65,7 +65,7 @@ def run_pool(dut, x, k, s, p, mode, zp, seed, stall=0.3, limit=20000):
 
 CASES = [  # h, w, c, k, s, p
     (5, 6, 3, 3, 1, 1), (4, 4, 5, 2, 2, 0), (6, 5, 2, 1, 1, 0), (7, 6, 4, 2, 3, 1),
-    (4, 4, 6, 4, 4, 0), (5, 7, 1, 3, 2, 1),
+    (4, 4, 6, 4, 4, 0), (5, 7, 1, 3, 2, 1), (4, 4, 3, 4, 1, 0), (5, 4, 2, 4, 1, 0),
 ]
 
 
@@ -98,7 +98,7 @@ def test_bad_elaboration(kwargs, name):
 @pytest.mark.parametrize("cfg,name", [
     ((4, 4, 2, 0, 1, 0), "k"), ((4, 4, 2, 2, 0, 0), "stride"), ((9, 4, 2, 2, 1, 0), "h"),
     ((4, 9, 2, 2, 1, 0), "w"), ((4, 4, 9, 2, 1, 0), "c"), ((4, 4, 2, 5, 1, 0), "k"),
-    ((4, 4, 2, 3, 1, 2), "pad"), ((4, 4, 2, 4, 1, 0), "stride"),
+    ((4, 4, 2, 3, 1, 2), "pad"), ((8, 8, 2, 4, 1, 0), "stride"),
 ])
 def test_bad_runtime_config(cfg, name):
     dut = Pooling(lanes=4, max_h=8, max_w=8, max_c=8, max_k=4, slots=3)
