@@ -104,3 +104,18 @@ def test_bad_runtime_config(cfg, name):
     dut = Pooling(lanes=4, max_h=8, max_w=8, max_c=8, max_k=4, slots=3)
     with pytest.raises(ValueError, match=name):
         dut.check_config(*cfg)
+
+
+@pytest.mark.parametrize("lanes,slots,case", [(3, 1, (5, 6, 7, 2, 2, 1)), (1, 2, (4, 5, 2, 3, 2, 1)),
+                                              (5, 4, (6, 4, 5, 4, 1, 2))])
+def test_pysim_lanes_and_slots(lanes, slots, case):
+    """Lane counts that are not powers of two, one lane, one slot (stride >= k)."""
+    h, w, c, k, s, p = case
+    rng = np.random.default_rng(lanes * 10 + slots)
+    x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+    for mode, zp in ((MODE_MAX, 0), (MODE_AVG, int(rng.integers(-128, 128)))):
+        dut = Pooling(lanes=lanes, max_h=8, max_w=8, max_c=8, max_k=4, slots=slots)
+        dut.check_config(h, w, c, k, s, p)
+        got = run_pool(dut, x, k, s, p, mode, zp, seed=lanes)
+        want = max_pool2d(x, k, s, p) if mode == MODE_MAX else avg_pool2d(x, k, s, p, zp)
+        np.testing.assert_array_equal(got, want, err_msg=f"lanes={lanes} mode={mode}")
