@@ -44,10 +44,20 @@ Pooling is separable (both max and sum):
 
 Every input beat is read-modify-written into at most ``slots`` accumulators at one address per
 stage, so the unit accepts one beat (one element per lane) per cycle; a read that follows a write
-of the same address one cycle later gets the new value through a transparent read port. Padding
-positions cost one cycle each (``2*pad`` per row and ``2*pad`` rows per image), so with
-``pad = 0`` a whole frame streams at one beat per cycle. The whole pipeline advances when its
-output register is empty or ``result.ready`` is high.
+of the same address one cycle later gets the new value through a transparent read port. The
+whole pipeline advances when its output register is empty or ``result.ready`` is high.
+
+Throughput: inside a row the unit takes one beat per cycle. Padding positions cost one cycle
+each (``2*pad*G`` per row, ``2*pad`` padded rows per image) and starting an image one cycle, so
+an image takes ``1 + (H + 2*pad) * (W + 2*pad) * G`` cycles: with ``pad = 0`` it streams at one
+beat per cycle (measured 1.000 on 32 x 32 x 64); with ``pad = 1`` on 32 x 32 x 64 it takes
+0.943 beats per cycle between its first and last input beat, 0.886 over the whole image.
+(With ``pad = k/2`` and even ``k`` there are more output beats than input beats, so one output
+port cannot sustain one input beat per cycle anyway.)
+
+Resources: horizontal ``slots`` x ``G`` x ``lanes`` accumulators, vertical ``slots`` x
+``(max_w + 1) * G`` x ``lanes`` accumulators (the line buffers), ``acc_width = 8 + 2 *
+bits(max_k - 1) + 1`` bits each; ``lanes`` multipliers of about 19 x 32 bits for the average.
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
