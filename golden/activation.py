@@ -28,7 +28,8 @@ import math
 import numpy as np
 
 __all__ = ["ACTIVATIONS", "DEFAULT_QPARAMS", "LEAKY_SLOPE", "TABLE_SIZE", "build_table",
-           "activation_table", "apply_table", "check_table", "output_qparams", "round_half_away", "error_report"]
+           "activation_table", "apply_table", "check_table", "output_qparams", "round_half_away",
+           "error_report"]
 
 TABLE_SIZE = 256
 #: Negative slope of ``leaky_relu`` (PyTorch's default).
@@ -87,7 +88,8 @@ def round_half_away(v):
 
 def _check_qparams(in_scale, in_zp, out_scale, out_zp):
     for name, s in (("in_scale", in_scale), ("out_scale", out_scale)):
-        if not (isinstance(s, (int, float, np.floating, np.integer)) and math.isfinite(s) and s > 0):
+        number = isinstance(s, (int, float, np.floating, np.integer)) and not isinstance(s, bool)
+        if not (number and math.isfinite(s) and s > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {s!r}")
     for name, z in (("in_zp", in_zp), ("out_zp", out_zp)):
         if isinstance(z, bool) or not isinstance(z, (int, np.integer)) or not -128 <= z <= 127:
@@ -121,7 +123,8 @@ def check_table(table):
     if t.dtype != np.int8:
         raise ValueError(f"table must be int8, got dtype {t.dtype}")
     if t.shape != (TABLE_SIZE,):
-        raise ValueError(f"table must have {TABLE_SIZE} entries (shape (256,)), got shape {t.shape}")
+        raise ValueError(f"table must have {TABLE_SIZE} entries (shape (256,)), "
+                         f"got shape {t.shape}")
     return t
 
 

@@ -6,11 +6,11 @@ Environment: ``NPU_LANES``, ``NPU_SEED``, ``NPU_COUNT`` (random cases, default 1
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, with_timeout
+from cocotb.triggers import ClockCycles
 
 from golden.activation import ACTIVATIONS, DEFAULT_QPARAMS, activation_table, output_qparams
 from sim.activation_env import ActivationDriver, ActivationMonitor, ActivationScoreboard
-from sim.vector_env import HandshakeLog, env_int, report, reset, steady_throughput
+from sim.vector_env import HandshakeLog, env_int, report, reset, steady_throughput, within
 
 
 class Bench:
@@ -33,8 +33,8 @@ class Bench:
         self.driver.set_backpressure(self.rng, stall)
         self.monitor.set_backpressure(self.rng, stall)
         beats = self.driver.send(x)
-        flat = await with_timeout(self.monitor.receive(beats),
-                                  (200 + beats * (20 if stall else 3)) * 10, "ns")
+        flat = await within(self.monitor.receive(beats), (200 + beats * (20 if stall else 3)) * 10,
+                            label, self.seed)
         self.scoreboard.check_case(label, x, table, flat)
 
 

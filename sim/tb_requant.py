@@ -6,11 +6,11 @@ Environment: ``NPU_LANES`` (lanes the Verilog was built for), ``NPU_SEED``, ``NP
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, RisingEdge
 
 from golden.quant import INT32_MAX, INT32_MIN, MAX_SHIFT, MIN_SHIFT
 from sim.requant_env import RequantCase, RequantDriver, RequantMonitor, RequantScoreboard
-from sim.vector_env import HandshakeLog, env_int, report, reset, steady_throughput
+from sim.vector_env import HandshakeLog, env_int, report, reset, steady_throughput, within
 
 
 class Bench:
@@ -36,7 +36,8 @@ class Bench:
         groups = self.driver.send(case)
         M = case.acc.shape[0]
         budget = (200 + groups * M * (20 if stall else 3)) * 10
-        frames = [await with_timeout(self.monitor.receive(M), budget, "ns") for _ in range(groups)]
+        frames = [await within(self.monitor.receive(M), budget, f"{label} group {g}", self.seed)
+                  for g in range(groups)]
         self.scoreboard.check_case(label, case, frames)
 
 
@@ -117,7 +118,7 @@ async def bad_shift_sets_error(dut):
     tb.driver.acc.send_nowait(np.zeros((2, L), np.int32).tobytes())
     tb.driver.par.send_nowait(tb.driver.params_bytes(np.zeros(L), np.full(L, 1 << 30),
                                                      np.full(L, MAX_SHIFT + 1), 0, -128, 127))
-    await with_timeout(tb.monitor.receive(2), 2000, "ns")
+    await within(tb.monitor.receive(2), 2000, "frame with a bad shift", tb.seed)
     await RisingEdge(dut.clk)
     assert dut.error.value == 1, f"error flag not set (seed={tb.seed})"
     del case

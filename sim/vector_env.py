@@ -16,12 +16,13 @@ import os
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
 
 from sim.gemm_env import _quiet, set_pause
 
-__all__ = ["env_int", "source", "sink", "reset", "HandshakeLog", "steady_throughput", "longest_burst",
+__all__ = ["env_int", "source", "sink", "reset", "HandshakeLog", "steady_throughput",
+           "longest_burst", "within",
            "Scoreboard", "pack", "unpack", "set_pause", "report"]
 
 
@@ -50,6 +51,14 @@ async def reset(dut, low=(), high=()):
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
+
+
+async def within(coro, budget_ns, what, seed):
+    """Await ``coro`` for at most ``budget_ns``; a timeout fails naming ``what`` and the seed."""
+    try:
+        return await with_timeout(coro, budget_ns, "ns")
+    except SimTimeoutError:
+        raise AssertionError(f"{what}: no result within {budget_ns} ns (seed={seed})") from None
 
 
 class HandshakeLog:

@@ -106,8 +106,8 @@ def test_bad_runtime_config(cfg, name):
         dut.check_config(*cfg)
 
 
-@pytest.mark.parametrize("lanes,slots,case", [(3, 1, (5, 6, 7, 2, 2, 1)), (1, 2, (4, 5, 2, 3, 2, 1)),
-                                              (5, 4, (6, 4, 5, 4, 1, 2))])
+@pytest.mark.parametrize("lanes,slots,case", [
+    (3, 1, (5, 6, 7, 2, 2, 1)), (1, 2, (4, 5, 2, 3, 2, 1)), (5, 4, (6, 4, 5, 4, 1, 2))])
 def test_pysim_lanes_and_slots(lanes, slots, case):
     """Lane counts that are not powers of two, one lane, one slot (stride >= k)."""
     h, w, c, k, s, p = case
