@@ -47,13 +47,13 @@ from golden.gemm import MAX_K
 from .activation import ActivationLUT, table_layout
 from .isa import Error, Reg
 from .requantizer import Requantizer
+from .sizes import SIZE_BITS, ProductSteps
 from .systolic import SystolicArray
 
 __all__ = ["ConvEngine", "cfg_layout", "OPERAND_FIFO_DEPTH"]
 
 OPERAND_FIFO_DEPTH = 8
 PARAM_FIFO_DEPTH = 4
-SIZE_BITS = 16          # sizes (H, W, K*, stride, pad, batch, channel words) are < 2**16
 
 
 def cfg_layout():
@@ -106,11 +106,6 @@ class ConvEngine(wiring.Component):
             return cfg[r][:8].as_signed()
 
         # ---- Setup: derived sizes through one shared 32 x 16 multiplier ----------------
-        mul_a = Signal(32)
-        mul_b = Signal(SIZE_BITS)
-        product = Signal(48)
-        m.d.comb += product.eq(mul_a * mul_b)
-
         khkw = Signal(32)
         K = Signal(32)
         in_row = Signal(32)      # words per input image row
@@ -123,11 +118,10 @@ class ConvEngine(wiring.Component):
         s_cw = Signal(32)        # stride * IN_CW: next pixel along x
         s_row = Signal(32)       # stride * in_row: next output row
         p_off = Signal(32)       # pad * in_row + pad * IN_CW: offset of the top-left tap
-        too_big = Signal()       # a product left 32 bits
         r_ocw = Signal(32)       # R * OUT_CW: words per block of R output pixels
         m.d.comb += r_ocw.eq(reg(Reg.OUT_CW) * R)
 
-        steps = [  # (destination, a, b): one product per cycle
+        sizes = ProductSteps([  # (destination, a, b): one product per cycle
             (khkw, reg(Reg.KH), reg(Reg.KW)),
             (K, khkw, reg(Reg.CIN)),
             (in_row, reg(Reg.IN_W), reg(Reg.IN_CW)),
@@ -140,7 +134,7 @@ class ConvEngine(wiring.Component):
             (s_cw, reg(Reg.IN_CW), reg(Reg.STRIDE)),
             (s_row, in_row, reg(Reg.STRIDE)),
             (p_off, in_row + reg(Reg.IN_CW), reg(Reg.PAD)),
-        ]
+        ])
 
         size_regs = [Reg.IN_H, Reg.IN_W, Reg.IN_CW, Reg.CIN, Reg.KH, Reg.KW, Reg.STRIDE,
                      Reg.OUT_H, Reg.OUT_W, Reg.OUT_CW, Reg.BATCH]
@@ -374,31 +368,27 @@ class ConvEngine(wiring.Component):
                                  wb_tile.eq(wb_tile + 1), wb_addr.eq(wb_tile + 1)]
 
         # ---- Control FSM ------------------------------------------------------------------
-        step = Signal(range(len(steps) + 1))
+        setup_run = Signal()
+        restart = Signal()
+        sizes.elaborate_into(m, setup_run, restart)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [step.eq(0), too_big.eq(0)]
                     m.next = "CHECK_SIZES"
             with m.State("CHECK_SIZES"):
-                m.d.comb += self.busy.eq(1)
+                m.d.comb += [self.busy.eq(1), restart.eq(1)]
                 with m.If(sizes_ok & int8_ok & other_ok):
                     m.next = "SETUP"
                 with m.Else():
                     m.d.comb += [self.done.eq(1), self.error.eq(Error.CONFIG)]
                     m.next = "IDLE"
             with m.State("SETUP"):
-                m.d.comb += self.busy.eq(1)
-                for n, (dst, a, b) in enumerate(steps):
-                    with m.If(step == n):
-                        m.d.comb += [mul_a.eq(a), mul_b.eq(b)]
-                        m.d.sync += dst.eq(product[:32])
-                m.d.sync += [step.eq(step + 1), too_big.eq(too_big | (product[32:] != 0))]
-                with m.If(step == len(steps) - 1):
+                m.d.comb += [self.busy.eq(1), setup_run.eq(1)]
+                with m.If(sizes.last):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(too_big | (K > MAX_K)):
+                with m.If(sizes.overflow | (K > MAX_K)):
                     m.d.comb += [self.done.eq(1), self.error.eq(Error.CONFIG)]
                     m.next = "IDLE"
                 with m.Elif(~addr_ok):

@@ -20,6 +20,10 @@ STORE      0x03  [35:12] ACT word address, [63:40] count: send words to ``m_axis
 CONV       0x04  convolution / dense layer described by the configuration registers: im2col
                  addressing in hardware, the systolic array, requantization, optional table
                  activation, results written back to ACT
+POOL       0x05  max / average pooling (KH x KH window, STRIDE, PAD) of BATCH images of
+                 IN_H x IN_W x CIN at IN_ADDR into OUT_ADDR (OUT_H x OUT_W), streaming
+SOFTMAX    0x06  integer softmax over the CIN channels of each of BATCH * IN_H * IN_W pixels
+                 at IN_ADDR into OUT_ADDR (scale 1/256, zero point -128)
 DONE       0x0F  finish: status DONE, interrupt, back to idle
 =========  ====  ==========================================================================
 
@@ -40,7 +44,10 @@ Memories (C = array columns = lanes; ACT/WGT words are C bytes):
 * PARAM: per column block of a layer: bias, M0 and shift for its C output channels.
 * LUT: the 256-entry activation table.
 
-CONV registers (SET before CONV; they keep their values across instructions):
+Configuration registers (``Reg``; SET before CONV/POOL/SOFTMAX; they keep their values
+across instructions). POOL uses IN_ADDR, IN_H, IN_W, IN_CW, CIN, KH (window), STRIDE, PAD,
+IN_ZP, OUT_ADDR, OUT_H, OUT_W, BATCH, POOL_MODE; SOFTMAX uses IN_ADDR, IN_H, IN_W, IN_CW,
+CIN, OUT_ADDR, BATCH, SM_MULT, SM_SHIFT.
 """
 
 from enum import IntEnum
@@ -58,6 +65,8 @@ class Op(IntEnum):
     LOAD = 0x02
     STORE = 0x03
     CONV = 0x04
+    POOL = 0x05
+    SOFTMAX = 0x06
     DONE = 0x0F
 
 
@@ -91,6 +100,9 @@ class Reg(IntEnum):
     QMIN = 18          # int8: requantizer clamp (fused ReLU: QMIN = OUT_ZP)
     QMAX = 19          # int8
     USE_LUT = 20       # 1: apply the activation table after requantization
+    POOL_MODE = 21     # POOL: 0 max, 1 average (padding counts as IN_ZP, divisor KH*KH)
+    SM_MULT = 22       # SOFTMAX: M0 of golden.softmax.softmax_params (31 bits)
+    SM_SHIFT = 23      # SOFTMAX: its right shift (-shift, 0..31)
 
 
 class Error(IntEnum):

@@ -1,6 +1,7 @@
 """``npu_top``: the accelerator. One component an FPGA design drops in.
 
 It holds the systolic array, requantizer and activation table (in :class:`ConvEngine`), the
+pooling unit (:class:`PoolEngine`), the softmax unit (:class:`SoftmaxEngine`), the
 scratchpads (ACT replicated per array row, WGT, PARAM), an instruction memory and the
 sequencer that runs the instruction set of :mod:`hw.isa`, the LOAD/STORE engines
 (:mod:`hw.dma`), and an AXI4-Lite register block (:mod:`hw.axil`).
@@ -31,6 +32,8 @@ from amaranth.lib.wiring import In, Out
 from .axil import AxiLiteSlave
 from .conv_engine import ConvEngine, cfg_layout
 from .dma import LoadEngine, StoreEngine
+from .pool_engine import PoolEngine
+from .softmax_engine import SoftmaxEngine
 from .isa import CSR, ID_MAGIC, ISA_VERSION, Error, Mem, Op, Reg
 from .systolic import _check_dim
 
@@ -43,23 +46,32 @@ class NpuConfig:
     """Hardware configuration, validated: every bad value raises ``ValueError`` naming it."""
 
     def __init__(self, rows=8, cols=8, act_depth=2048, wgt_depth=2048, param_depth=64,
-                 imem_depth=256):
+                 imem_depth=256, pool_max_size=32, pool_max_c=64, pool_max_k=8,
+                 softmax_max_len=256):
         _check_dim("rows", rows)
         _check_dim("cols", cols)
         for name, v, lo, hi in (("act_depth", act_depth, 16, 1 << 20),
                                 ("wgt_depth", wgt_depth, 16, 1 << 20),
                                 ("param_depth", param_depth, 1, 1 << 16),
-                                ("imem_depth", imem_depth, 4, MAX_IMEM)):
+                                ("imem_depth", imem_depth, 4, MAX_IMEM),
+                                ("pool_max_size", pool_max_size, 1, 4096),
+                                ("pool_max_c", pool_max_c, 1, 4096),
+                                ("pool_max_k", pool_max_k, 1, 32),
+                                ("softmax_max_len", softmax_max_len, 1, 4096)):
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"{name} must be an integer between {lo} and {hi}, got {v!r}")
         self.rows, self.cols = rows, cols
         self.act_depth, self.wgt_depth = act_depth, wgt_depth
         self.param_depth, self.imem_depth = param_depth, imem_depth
+        self.pool_max_size, self.pool_max_c, self.pool_max_k = pool_max_size, pool_max_c, pool_max_k
+        self.softmax_max_len = softmax_max_len
 
     def as_dict(self):
         return dict(rows=self.rows, cols=self.cols, act_depth=self.act_depth,
                     wgt_depth=self.wgt_depth, param_depth=self.param_depth,
-                    imem_depth=self.imem_depth)
+                    imem_depth=self.imem_depth, pool_max_size=self.pool_max_size,
+                    pool_max_c=self.pool_max_c, pool_max_k=self.pool_max_k,
+                    softmax_max_len=self.softmax_max_len)
 
     def __repr__(self):
         return "NpuConfig(" + ", ".join(f"{k}={v}" for k, v in self.as_dict().items()) + ")"
@@ -73,6 +85,9 @@ class NpuTop(wiring.Component):
         self.conv = ConvEngine(cfg.rows, cfg.cols, cfg.act_depth, cfg.wgt_depth, cfg.param_depth)
         self.load = LoadEngine(C, cfg.act_depth, cfg.wgt_depth, cfg.param_depth)
         self.store = StoreEngine(C, cfg.act_depth)
+        self.pool = PoolEngine(C, cfg.act_depth, max_h=cfg.pool_max_size, max_w=cfg.pool_max_size,
+                               max_c=cfg.pool_max_c, max_k=cfg.pool_max_k)
+        self.softmax = SoftmaxEngine(C, cfg.act_depth, max_len=cfg.softmax_max_len)
         members = {name: (In if flow == wiring.In else Out)(shape)
                    for name, flow, shape in _axil_members(self.axil)}
         members.update({
@@ -92,6 +107,8 @@ class NpuTop(wiring.Component):
         conv = m.submodules.conv = self.conv
         load = m.submodules.load = self.load
         store = m.submodules.store = self.store
+        pool = m.submodules.pool = self.pool
+        smx = m.submodules.softmax = self.softmax
         for name, flow, _ in _axil_members(axil):
             if flow == wiring.In:
                 m.d.comb += getattr(axil, name).eq(getattr(self, name))
@@ -111,17 +128,26 @@ class NpuTop(wiring.Component):
         prm = m.submodules.prm = Memory(shape=72 * C, depth=cfg.param_depth, init=[])
 
         # ACT: one write port per copy (all written alike), one read port per copy.
-        act_we = load.act_we | conv.act_wr_en
-        act_wa = Mux(load.act_we, load.act_addr, conv.act_wr_addr)
-        act_wd = Mux(load.act_we, load.act_data, conv.act_wr_data)
+        # One engine runs at a time, so the write port is an OR of enables and a priority mux.
+        writers = [(load.act_we, load.act_addr, load.act_data),
+                   (pool.act_wr_en, pool.act_wr_addr, pool.act_wr_data),
+                   (smx.act_wr_en, smx.act_wr_addr, smx.act_wr_data),
+                   (conv.act_wr_en, conv.act_wr_addr, conv.act_wr_data)]
+        act_we = Cat(*[w[0] for w in writers]).any()
+        act_wa, act_wd = writers[-1][1], writers[-1][2]
+        for en, a, d in reversed(writers[:-1]):
+            act_wa, act_wd = Mux(en, a, act_wa), Mux(en, d, act_wd)
         for i, mem in enumerate(acts):
             wp = mem.write_port()
             rp = mem.read_port()
             m.d.comb += [wp.en.eq(act_we), wp.addr.eq(act_wa), wp.data.eq(act_wd),
                          conv.act_rd_data[i].eq(rp.data)]
             if i == 0:
-                m.d.comb += [rp.addr.eq(Mux(store.busy, store.act_addr, conv.act_rd_addr[0])),
-                             store.act_data.eq(rp.data)]
+                addr0 = Mux(store.busy, store.act_addr,
+                            Mux(pool.busy, pool.act_rd_addr,
+                                Mux(smx.busy, smx.act_rd_addr, conv.act_rd_addr[0])))
+                m.d.comb += [rp.addr.eq(addr0), store.act_data.eq(rp.data),
+                             pool.act_rd_data.eq(rp.data), smx.act_rd_data.eq(rp.data)]
             else:
                 m.d.comb += rp.addr.eq(conv.act_rd_addr[i])
         wgt_wp, wgt_rp = wgt.write_port(), wgt.read_port()
@@ -148,7 +174,7 @@ class NpuTop(wiring.Component):
 
         # ---- Sequencer state and status ---------------------------------------------------
         regs = Signal(cfg_layout())
-        m.d.comb += conv.cfg.eq(regs)
+        m.d.comb += [conv.cfg.eq(regs), pool.cfg.eq(regs), smx.cfg.eq(regs)]
         busy = Signal()
         done_flag = Signal()
         err_flag = Signal()
@@ -221,8 +247,12 @@ class NpuTop(wiring.Component):
 
         engine_done = Signal()
         engine_error = Signal(4)
-        m.d.comb += [engine_done.eq(conv.done | load.done | store.done),
-                     engine_error.eq(conv.error | load.error | store.error)]
+        engines = [conv, load, store, pool, smx]
+        m.d.comb += [engine_done.eq(Cat(*[e.done for e in engines]).any()),
+                     engine_error.eq(0)]
+        for e in engines:          # only the running engine can finish
+            with m.If(e.done):
+                m.d.comb += engine_error.eq(e.error)
 
         def fail(code):
             m.d.sync += [busy.eq(0), err_flag.eq(1), err_code.eq(code), err_pc.eq(pc)]
@@ -259,6 +289,12 @@ class NpuTop(wiring.Component):
                         m.next = "EXEC"
                     with m.Case(Op.CONV):
                         m.d.comb += conv.start.eq(1)
+                        m.next = "EXEC"
+                    with m.Case(Op.POOL):
+                        m.d.comb += pool.start.eq(1)
+                        m.next = "EXEC"
+                    with m.Case(Op.SOFTMAX):
+                        m.d.comb += smx.start.eq(1)
                         m.next = "EXEC"
                     with m.Case(Op.DONE):
                         m.d.comb += cnt_wp.en.eq(1)

@@ -7,7 +7,7 @@ The result is a :class:`Program`:
 * ``infer``: instructions for one batch of B images: LOAD the images into ACT, one CONV per
   conv/dense layer (the hardware tiles it into R x C output tiles and generates the im2col
   addresses itself), STORE the output, DONE; run per batch (START at ``infer_pc``), with
-  ``infer_stream(images)`` on ``s_axis``.
+  ``infer_stream(images)`` on ``s_axis``. Pooling layers become POOL, softmax SOFTMAX.
 
 Memory plan: activations ping-pong between two ACT regions of ``region_words`` each (the
 largest tensor of the batch); all weights stay resident in WGT, all parameters in PARAM.
@@ -27,7 +27,7 @@ from hw.npu import NpuConfig
 
 __all__ = ["CompileError", "Program", "LayerPlan", "compile_model"]
 
-SUPPORTED = ("conv2d", "dense", "flatten", "activation")
+SUPPORTED = ("conv2d", "dense", "flatten", "activation", "maxpool2d", "avgpool2d", "softmax")
 
 
 class CompileError(ValueError):
@@ -39,7 +39,7 @@ class LayerPlan:
     name: str
     type: str
     gemm: tuple            # (M, K, N) for the whole batch
-    conv_pc: int           # index of its CONV instruction in IMEM
+    conv_pc: int           # index of its CONV / POOL / SOFTMAX instruction in IMEM
     regs: dict             # the CONV registers
     macs: int
 
@@ -164,6 +164,41 @@ def compile_model(model, config=None, batch=1):
                                f"supported right after a conv2d or dense layer")
         H, W, Cin = geometry
         a = L.attrs
+        if L.type in ("maxpool2d", "avgpool2d", "softmax"):
+            if L.type == "softmax":
+                if Cin > cfg.softmax_max_len:
+                    raise CompileError(f"layer {L.index} {L.name!r}: softmax over {Cin} values "
+                                       f"exceeds softmax_max_len={cfg.softmax_max_len}")
+                p_ = L.softmax_params
+                regs = {Reg.IN_ADDR: addr, Reg.IN_H: H, Reg.IN_W: W, Reg.IN_CW: words(Cin),
+                        Reg.CIN: Cin, Reg.OUT_ADDR: other, Reg.BATCH: batch,
+                        Reg.SM_MULT: p_.multiplier, Reg.SM_SHIFT: p_.right_shift}
+                op, out_geo, gemm = Op.SOFTMAX, (H, W, Cin), (batch * H * W, Cin, 0)
+            else:
+                k, s_, p_ = a["kernel"], a["stride"], a["padding"]
+                Ho, Wo, _ = L.out_shape
+                for what, v, lim in (("height", H, cfg.pool_max_size),
+                                     ("width", W, cfg.pool_max_size),
+                                     ("channels", Cin, cfg.pool_max_c),
+                                     ("kernel", k, cfg.pool_max_k)):
+                    if v > lim:
+                        raise CompileError(f"layer {L.index} {L.name!r}: pooling {what} {v} "
+                                           f"exceeds the pooling unit's limit {lim}")
+                regs = {Reg.IN_ADDR: addr, Reg.IN_H: H, Reg.IN_W: W, Reg.IN_CW: words(Cin),
+                        Reg.CIN: Cin, Reg.KH: k, Reg.STRIDE: s_, Reg.PAD: p_,
+                        Reg.IN_ZP: L.in_zero_point, Reg.OUT_ADDR: other, Reg.OUT_H: Ho,
+                        Reg.OUT_W: Wo, Reg.BATCH: batch,
+                        Reg.POOL_MODE: int(L.type == "avgpool2d")}
+                op, out_geo, gemm = Op.POOL, (Ho, Wo, Cin), (batch * Ho * Wo, k * k, 0)
+            for reg, value in regs.items():
+                set_reg(reg, value)
+            plans.append(LayerPlan(L.name, L.type, gemm, len(infer),
+                                   {r.name: int(v) for r, v in regs.items()}, 0))
+            infer.append(encode(op))
+            geometry = out_geo
+            addr, other = other, addr
+            i += 1
+            continue
         if L.type == "conv2d":
             k, s, p = a["kernel"], a["stride"], a["padding"]
             KH = KW = k

@@ -78,7 +78,9 @@ async def model_inference(dut):
     seed = int(_env("NPU_SEED", 1))
     host = await bring_up(dut)
     model = load_model(_env("NPU_MODEL"))
-    images = np.load(_env("NPU_IMAGES"))["images"]
+    data = np.load(_env("NPU_IMAGES"))
+    images = data["images"]
+    labels = data["labels"] if "labels" in data else None
     prog = compile_model(model, hw_config(), batch=int(_env("NPU_BATCH", 1)))
     rng = np.random.default_rng(seed)
     dut._log.info("model %s: %d images, batch %d, seed %d", model.name, len(images),
@@ -88,6 +90,12 @@ async def model_inference(dut):
     assert st.done and not st.failed, f"setup program: {st}"
     records, counters = await run_batches(host, prog, model, images, rng,
                                           float(_env("NPU_STALL", 0)), dut._log)
+    if labels is not None:
+        for r in records:
+            r["label"] = int(labels[r["image"]])
+        hits = sum(r["pred"] == r["label"] for r in records)
+        dut._log.info("accuracy on the RTL: %d/%d = %.2f %%", hits, len(records),
+                      100 * hits / len(records))
     report = _env("NPU_REPORT")
     if report:
         with open(report, "w") as f:

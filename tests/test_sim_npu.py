@@ -12,8 +12,8 @@ from golden.model import save_model
 from golden.ptq import activation_qparams, quantize_model
 from sim.runner import missing_simulator, run
 
-CONFIG = {"rows": 8, "cols": 8, "act_depth": 1024, "wgt_depth": 1024, "param_depth": 32,
-          "imem_depth": 128}
+# The default configuration (8 x 8 array): one Verilator build serves every test here.
+CONFIG = {"rows": 8, "cols": 8}
 
 
 def conv_dense_model(seed):
@@ -70,6 +70,23 @@ def run_npu(tmp_path, sim, testcase, seed, batch=2, stall=0.0, config=CONFIG):
 def test_verilator_conv_dense_models(tmp_path, sim_seed, seed, batch, stall):
     rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(seed), batch, stall)
     assert all(r["exact"] for r in rep["records"])
+
+
+def test_verilator_reference_cnn_32_images(tmp_path, sim_seed):
+    """The reference CNN on the default configuration: 32 test images, batch 8, under random
+    backpressure, every output bit-exact against golden (the tb asserts it)."""
+    from golden import digits
+    seed = sim_seed(21)
+    images, labels = digits.load_test()
+    np.savez(tmp_path / "images.npz", images=digits.to_int8(images[:32]), labels=labels[:32])
+    report = tmp_path / "report.json"
+    r = run("npu", CONFIG, "sim.tb_npu", testcase="model_inference",
+            env={"NPU_CONFIG": json.dumps(CONFIG), "NPU_MODEL": digits.DATA_DIR /
+                 "digits_cnn_int8.npz", "NPU_IMAGES": tmp_path / "images.npz", "NPU_BATCH": 8,
+                 "NPU_SEED": seed, "NPU_STALL": 0.2, "NPU_REPORT": report}, tag=f"ref{seed}")
+    assert r.ok, f"reference CNN on the RTL failed, seed={seed}; log in {r.results_xml.parent}"
+    rep = json.loads(report.read_text())
+    assert len(rep["records"]) == 32 and all(x["exact"] for x in rep["records"])
 
 
 def test_verilator_error_paths(tmp_path, sim_seed):
