@@ -14,8 +14,16 @@ SEED   ?= 1
 JOBS   ?= auto
 # Number of random GEMMs in `make regress`.
 N      ?= 1000
+# `make synth` / `make synth-ice40`: design name of hw/verilog.py DESIGNS, nextpnr target (MHz),
+# iCE40 UP5K array size (8 SB_MAC16: 2x4 or 4x2); `make scaling`: square array sizes.
+DESIGN ?= gemm
+FREQ   ?= 150
+ICE_ROWS ?= 2
+ICE_COLS ?= 4
+ICE_FREQ ?= 50
+SIZES  ?= 4,8,16,32
 
-.PHONY: all sim test regress verilog stat report model clean distclean venv
+.PHONY: all sim test regress verilog stat synth synth-ice40 scaling report model clean distclean venv
 
 all: test
 
@@ -51,6 +59,20 @@ verilog: $(STAMP)
 # Yosys generic synthesis statistics of the GEMM top.
 stat: $(STAMP)
 	$(PY) -m hw.synth gemm --rows $(ROWS) --cols $(COLS)
+
+# Synthesis + place-and-route for a Lattice ECP5-85F (Yosys synth_ecp5, nextpnr-ecp5, from PyPI):
+# LUT/FF/DSP/RAM use and post-route Fmax; table printed, JSON in build/synth/.
+synth: $(STAMP)
+	$(PY) -m hw.fpga $(DESIGN) --rows $(ROWS) --cols $(COLS) --arch ecp5 --freq $(FREQ)
+
+# The same for an iCE40 UP5K (synth_ice40 -dsp, nextpnr-ice40), small configuration.
+synth-ice40: $(STAMP)
+	$(PY) -m hw.fpga $(DESIGN) --rows $(ICE_ROWS) --cols $(ICE_COLS) --arch ice40 --freq $(ICE_FREQ)
+
+# Scaling table of the GEMM array (resources, Fmax, generation/build time, simulation speed):
+# build/scaling/scaling.{json,md}. Long: runs P&R and Verilator/Icarus builds per size.
+scaling: $(STAMP)
+	$(PY) -m hw.scaling --sizes $(SIZES)
 
 # Accuracy of the reference CNN (float vs int8 golden) and its size / MACs per layer.
 report: $(STAMP)

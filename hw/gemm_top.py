@@ -30,8 +30,9 @@ __all__ = ["GemmTop"]
 
 
 class GemmTop(wiring.Component):
-    def __init__(self, rows=8, cols=8, out_depth=None):
-        self.array = SystolicArray(rows, cols, out_depth)
+    def __init__(self, rows=8, cols=8, out_depth=None, dsp="generic"):
+        # dsp: multiplier implementation, "generic" or "ecp5" (see hw.pe); same cycle timing.
+        self.array = SystolicArray(rows, cols, out_depth, dsp=dsp)
         self.rows, self.cols = rows, cols
         super().__init__({
             "s_axis_op_tdata": In(8 * (rows + cols)),

@@ -3,12 +3,15 @@
 Contract
 --------
 Every cycle the PE registers its operand inputs and forwards them: ``a`` and the control flags
-to the right-hand neighbour, ``b`` to the one below. Products are pipelined one stage; the
-accumulator is updated only on ``valid`` beats:
+to the right-hand neighbour, ``b`` to the one below. The product goes through a pipeline of
+:attr:`ProcessingElement.PRODUCT_STAGES` registers (input, multiplier, output: the three
+register stages of an FPGA DSP block); the accumulator is updated only on ``valid`` beats:
 
-* ``first`` starts a new dot product (the accumulator restarts from the product);
-* ``last`` ends it: the finished sum is copied into ``result`` and ``done`` pulses for one
-  cycle, the cycle in which ``result`` first shows it.
+* ``last`` ends a dot product: the finished sum is copied into ``result``, ``done`` pulses for
+  one cycle, the cycle in which ``result`` first shows it, and the accumulator is cleared (a
+  synchronous reset of its flip-flops), so the next valid beat starts a new dot product. The
+  accumulator is zero after reset and after every ``last``, so no "first" flag is needed and no
+  LUT sits between the accumulator and its adder.
 
 ``result`` holds until the next ``last``, so the accumulator can start the next tile at once
 (the fill and drain of one tile overlap the next). Arithmetic: int8 x int8 -> int16 product,
@@ -16,34 +19,59 @@ int32 accumulation, modulo 2**32 (the golden model and the feeders keep K small 
 never wraps).
 
 Timing: operands at the inputs in cycle t reach the outputs ``a_out``/``b_out`` in t+1, and a
-``last`` beat in cycle t shows in ``result`` (with ``done``) in cycle t+2.
+``last`` beat in cycle t shows in ``result`` (with ``done``) in cycle
+t + ``PRODUCT_STAGES`` + 1 (= t+4).
+
+Multiplier implementations (``dsp`` argument), all with the same cycle behaviour:
+
+* ``"generic"``: ``a * b`` with ``PRODUCT_STAGES`` plain registers (simulation, Yosys generic
+  synthesis, iCE40 where ``synth_ice40 -dsp`` maps it onto an SB_MAC16, ASIC flows);
+* ``"ecp5"``: a Lattice ECP5 ``MULT18X18D`` instantiated directly with its input, pipeline and
+  output registers enabled (``synth_ecp5`` does not pack fabric registers into the DSP, and a
+  DSP used combinationally limits the array to about 125 MHz).
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, ResetSignal, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ProcessingElement"]
+__all__ = ["ProcessingElement", "DSP_KINDS"]
 
 OPERAND = signed(8)
+PRODUCT = signed(16)
 ACCUMULATOR = signed(32)
+
+#: Multiplier implementations a PE (and everything built from PEs) accepts as ``dsp``.
+DSP_KINDS = ("generic", "ecp5")
+
+
+def check_dsp(dsp):
+    if dsp not in DSP_KINDS:
+        raise ValueError(f"dsp must be one of {', '.join(DSP_KINDS)}, got {dsp!r}")
+    return dsp
 
 
 class ProcessingElement(wiring.Component):
+    #: Register stages between the operand inputs and the product that is accumulated:
+    #: DSP input registers, multiplier pipeline register, DSP output register.
+    PRODUCT_STAGES = 3
+
     a: In(OPERAND)
     b: In(OPERAND)
     valid: In(1)
-    first: In(1)
     last: In(1)
 
     a_out: Out(OPERAND)
     b_out: Out(OPERAND)
     valid_out: Out(1)
-    first_out: Out(1)
     last_out: Out(1)
 
     result: Out(ACCUMULATOR)
     done: Out(1)
+
+    def __init__(self, dsp="generic"):
+        self.dsp = check_dsp(dsp)
+        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
@@ -53,29 +81,70 @@ class ProcessingElement(wiring.Component):
             self.a_out.eq(self.a),
             self.b_out.eq(self.b),
             self.valid_out.eq(self.valid),
-            self.first_out.eq(self.first),
             self.last_out.eq(self.last),
         ]
 
-        # Stage 1: registered product (maps onto a DSP's pipeline register).
-        product = Signal(signed(16))
-        p_valid = Signal()
-        p_first = Signal()
-        p_last = Signal()
-        m.d.sync += [
-            product.eq(self.a * self.b),
-            p_valid.eq(self.valid),
-            p_first.eq(self.first),
-            p_last.eq(self.last),
-        ]
+        # Stages 1 .. PRODUCT_STAGES: the product pipeline, the flags delayed alike.
+        if self.dsp == "ecp5":
+            product = self._ecp5_product(m)
+        else:
+            product = self._generic_product(m)
+        flags = Cat(self.valid_out, self.last_out)  # stage 1
+        for n in range(self.PRODUCT_STAGES - 1):
+            delayed = Signal(2, name=f"flags_d{n + 2}")
+            m.d.sync += delayed.eq(flags)
+            flags = delayed
+        p_valid, p_last = flags[0], flags[1]
 
-        # Stage 2: accumulate; a finished sum moves to `result`.
-        acc = Signal(ACCUMULATOR)
+        # Accumulate; a finished sum moves to `result` and the accumulator restarts from 0.
+        # The accumulator's clear (reset or end of a dot product) is one synchronous-reset
+        # signal, so it maps onto the flip-flops' reset input.
+        acc = Signal(ACCUMULATOR, reset_less=True)
         total = Signal(ACCUMULATOR)
-        m.d.comb += total.eq(Mux(p_first, 0, acc) + product)
+        m.d.comb += total.eq(acc + product)
         m.d.sync += self.done.eq(p_valid & p_last)
-        with m.If(p_valid):
+        with m.If(ResetSignal() | (p_valid & p_last)):
+            m.d.sync += acc.eq(0)
+        with m.Elif(p_valid):
             m.d.sync += acc.eq(total)
-            with m.If(p_last):
-                m.d.sync += self.result.eq(total)
+        with m.If(p_valid & p_last):
+            m.d.sync += self.result.eq(total)
         return m
+
+    def _generic_product(self, m):
+        # Stage 1 is the forwarding register (a_out/b_out), as a DSP's input register would
+        # hold the same value.
+        stage = Signal(PRODUCT, name="product_d2", reset_less=True)
+        m.d.sync += stage.eq(self.a_out * self.b_out)
+        for n in range(self.PRODUCT_STAGES - 2):
+            nxt = Signal(PRODUCT, name=f"product_d{n + 3}", reset_less=True)
+            m.d.sync += nxt.eq(stage)
+            stage = nxt
+        return stage
+
+    def _ecp5_product(self, m):
+        assert self.PRODUCT_STAGES == 3, "MULT18X18D has input, pipeline and output registers"
+        p = Signal(36, name="dsp_p")
+        a18 = self.a.as_signed()
+        b18 = self.b.as_signed()
+        ports = {}
+        for n in range(18):
+            ports[f"i_A{n}"] = a18[min(n, 7)]       # sign-extended to 18 bits
+            ports[f"i_B{n}"] = b18[min(n, 7)]
+            ports[f"i_C{n}"] = Const(0)
+        for n in range(36):
+            ports[f"o_P{n}"] = p[n]
+        # Only clock/enable/reset 0 are used; the others stay unconnected (tying them to
+        # constants leaves nextpnr with unroutable constant arcs). The registers are never
+        # reset: the flags that qualify the product are.
+        m.submodules.mult = Instance(
+            "MULT18X18D",
+            p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0",
+            p_REG_PIPELINE_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+            p_REG_INPUTC_CLK="NONE", p_GSR="DISABLED", p_RESETMODE="SYNC",
+            p_CLK0_DIV="ENABLED", p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED",
+            p_CAS_MATCH_REG="FALSE", p_HIGHSPEED_CLK="NONE",
+            i_CLK0=ClockSignal(), i_CE0=Const(1), i_RST0=Const(0),
+            i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
+            **ports)
+        return p[:16].as_signed()

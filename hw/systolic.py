@@ -28,22 +28,27 @@ With no backpressure, one operand beat is accepted per cycle, so each PE does on
 cycle; the drain of a tile (R cycles through a per-column shift chain) overlaps the next tile.
 Two rules keep the pipeline correct without stalling the array itself:
 
-* a tile is admitted only when the output FIFO has room reserved for all R of its rows
-  (credit counter), so results never need backpressure inside the array;
+* a tile is admitted only when the output memory (a FIFO in block RAM) has room reserved for
+  all R of its rows (credit counter), so results never need backpressure inside the array;
 * consecutive ``last`` beats are at least R cycles apart (the per-column drain chain needs R
   cycles), so tiles with K < R run at one tile per R cycles.
 
-Latency: the first row of a tile enters the output FIFO R + C + 3 cycles after its last beat.
+Latency: the first row of a tile is written into the output memory R + C + 2 + P cycles after
+its last beat, where P = :attr:`ProcessingElement.PRODUCT_STAGES` (3: the DSP input, pipeline
+and output registers), so R + C + 5; with no backpressure it is on the ``result`` stream 4
+cycles later (memory read, register, bias add register). The latency is the same for every ``dsp`` implementation of the
+multiplier (``"generic"`` for simulation and other targets, ``"ecp5"`` for a directly
+instantiated MULT18X18D), so cycle counts measured in simulation hold on the FPGA.
 """
 
 from math import ceil
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .pe import ProcessingElement
+from .pe import ProcessingElement, check_dsp
 
 __all__ = ["SystolicArray", "MAX_DIM", "default_out_depth"]
 
@@ -58,9 +63,14 @@ def _check_dim(name, value):
         raise ValueError(f"{name} must be between 1 and {MAX_DIM}, got {value}")
 
 
+#: Cycles of the admission-to-pop round trip beyond 3R + C: input register, skew, PE product
+#: pipeline and accumulator, drain load, FIFO write and read.
+ROUND_TRIP_EXTRA = 5 + ProcessingElement.PRODUCT_STAGES
+
+
 def default_out_depth(rows, cols):
     """Output FIFO rows needed for full throughput with K >= rows (see module docstring)."""
-    return rows * (ceil((3 * rows + cols + 6) / rows) + 1)
+    return rows * (ceil((3 * rows + cols + ROUND_TRIP_EXTRA) / rows) + 1)
 
 
 def operand_layout(rows, cols):
@@ -87,9 +97,12 @@ class SystolicArray(wiring.Component):
         Array size R x C, 1 .. ``MAX_DIM`` each.
     out_depth : int or None
         Output FIFO depth in rows (at least ``rows``); default :func:`default_out_depth`.
+    dsp : str
+        Multiplier implementation of every PE, one of :data:`hw.pe.DSP_KINDS` (same cycle
+        behaviour for all): ``"generic"`` or ``"ecp5"`` (MULT18X18D with its registers).
     """
 
-    def __init__(self, rows=8, cols=8, out_depth=None):
+    def __init__(self, rows=8, cols=8, out_depth=None, dsp="generic"):
         _check_dim("rows", rows)
         _check_dim("cols", cols)
         if out_depth is None:
@@ -99,6 +112,7 @@ class SystolicArray(wiring.Component):
         self.rows = rows
         self.cols = cols
         self.out_depth = out_depth
+        self.dsp = check_dsp(dsp)
         super().__init__({
             "operands": In(stream.Signature(operand_layout(rows, cols))),
             "bias": In(stream.Signature(data.ArrayLayout(signed(32), cols))),
@@ -119,7 +133,7 @@ class SystolicArray(wiring.Component):
         m.d.comb += ops.ready.eq((in_tile | credit_ok) & (~ops.payload.last | spacing_ok))
         accept = ops.valid & ops.ready
 
-        pop = Signal()                          # a result row leaves the output FIFO
+        pop = Signal()                          # a result row leaves the output memory
         starting = accept & ~in_tile
         m.d.sync += reserved.eq(reserved + Mux(starting, R, 0) - pop)
         with m.If(accept):
@@ -133,31 +147,29 @@ class SystolicArray(wiring.Component):
         # Row i's operand passes through i+1 registers, column j's through j+1, so PE(i, j)
         # sees beat t in cycle t + 1 + i + j from both directions.
         beat_valid = Signal()
-        beat_first = Signal()
         beat_last = Signal()
         m.d.sync += [
             beat_valid.eq(accept),
-            beat_first.eq(starting),
             beat_last.eq(accept & ops.payload.last),
         ]
         a_skew = [self._delay(m, ops.payload.a[i], i + 1, f"a_skew{i}") for i in range(R)]
         b_skew = [self._delay(m, ops.payload.b[j], j + 1, f"b_skew{j}") for j in range(C)]
-        ctl = Cat(beat_valid, beat_first, beat_last)
+        ctl = Cat(beat_valid, beat_last)
         ctl_skew = [self._delay(m, ctl, i, f"ctl_skew{i}") for i in range(R)]
 
         # ---- PE grid -------------------------------------------------------------------
-        pes = [[ProcessingElement() for _ in range(C)] for _ in range(R)]
+        pes = [[ProcessingElement(self.dsp) for _ in range(C)] for _ in range(R)]
         for i in range(R):
             for j in range(C):
                 pe = pes[i][j]
                 m.submodules[f"pe_{i}_{j}"] = pe
                 if j == 0:
                     m.d.comb += [pe.a.eq(a_skew[i]),
-                                 Cat(pe.valid, pe.first, pe.last).eq(ctl_skew[i])]
+                                 Cat(pe.valid, pe.last).eq(ctl_skew[i])]
                 else:
                     left = pes[i][j - 1]
                     m.d.comb += [pe.a.eq(left.a_out), pe.valid.eq(left.valid_out),
-                                 pe.first.eq(left.first_out), pe.last.eq(left.last_out)]
+                                 pe.last.eq(left.last_out)]
                 m.d.comb += pe.b.eq(b_skew[j] if i == 0 else pes[i - 1][j].b_out)
 
         # ---- Drain: per-column shift chains, loaded when the bottom PE finishes ---------
@@ -184,27 +196,63 @@ class SystolicArray(wiring.Component):
         row = [self._delay(m, col_out[j], C - 1 - j, f"deskew{j}") for j in range(C)]
         row_valid = col_valid[C - 1]
 
-        # ---- Output FIFO; bias is added on the way out --------------------------------
-        fifo = m.submodules.out_fifo = SyncFIFOBuffered(width=32 * C, depth=D)
-        m.d.comb += [fifo.w_data.eq(Cat(*row)), fifo.w_en.eq(row_valid)]
-        # fifo.w_rdy is guaranteed by the credit counter: `reserved` counts every row that is
-        # in flight or in the FIFO, and a tile is admitted only if all its rows fit.
+        # ---- Output FIFO (block RAM), then a register and the bias add ----------------
+        # Rows are written with no full check: the credit counter guarantees room (`reserved`
+        # counts every row in flight or in the memory, and a tile is admitted only if all its
+        # rows fit). The memory has a synchronous read port (so it maps onto block RAM) and is
+        # followed by three registered stages, each holding one row:
+        #   A: the memory's read data, C: a fabric copy of it (block RAM clock-to-out is slow),
+        #   B: the row plus bias, which drives the result stream.
+        # A row leaves the memory (and returns its credit) as soon as stage A is free.
+        mem = m.submodules.out_mem = Memory(shape=32 * C, depth=D, init=[],
+                                            attrs={"ram_style": "block"})
+        wp = mem.write_port()
+        rp = mem.read_port()
+        w_ptr = Signal(range(D))
+        r_ptr = Signal(range(D))
+        level = Signal(range(D + 1))            # rows in the memory
+        m.d.comb += [wp.addr.eq(w_ptr), wp.data.eq(Cat(*row)), wp.en.eq(row_valid)]
+        with m.If(row_valid):
+            m.d.sync += w_ptr.eq(Mux(w_ptr == D - 1, 0, w_ptr + 1))
 
+        valid_a, valid_c, valid_b = Signal(), Signal(), Signal()
+        data_c = Signal(32 * C, reset_less=True)
+        out = self.result
         row_in_tile = Signal(range(R))
         is_last_row = row_in_tile == R - 1
-        fifo_rows = data.ArrayLayout(signed(32), C)(fifo.r_data)
-        out = self.result
-        for j in range(C):
-            m.d.comb += out.payload.data[j].eq(fifo_rows[j] + self.bias.payload[j])
+        load_b = ~valid_b | out.ready
+        adv_c = valid_c & self.bias.valid & load_b        # C -> B, uses the tile's bias
+        load_c = ~valid_c | adv_c
+        adv_a = valid_a & load_c                          # A -> C
+        rd = (level != 0) & (~valid_a | adv_a)            # memory -> A
+        m.d.comb += [pop.eq(rd), rp.addr.eq(r_ptr), rp.en.eq(rd)]
+        with m.If(rd):
+            m.d.sync += r_ptr.eq(Mux(r_ptr == D - 1, 0, r_ptr + 1))
+        m.d.sync += level.eq(level + row_valid - rd)
+        with m.If(rd):
+            m.d.sync += valid_a.eq(1)
+        with m.Elif(adv_a):
+            m.d.sync += valid_a.eq(0)
+        with m.If(adv_a):
+            m.d.sync += [data_c.eq(rp.data), valid_c.eq(1)]
+        with m.Elif(adv_c):
+            m.d.sync += valid_c.eq(0)
+
+        rows_c = data.ArrayLayout(signed(32), C)(data_c)
+        with m.If(adv_c):
+            m.d.sync += [
+                valid_b.eq(1),
+                out.payload.last.eq(is_last_row),
+                row_in_tile.eq(Mux(is_last_row, 0, row_in_tile + 1)),
+            ]
+            m.d.sync += [out.payload.data[j].eq(rows_c[j] + self.bias.payload[j])
+                         for j in range(C)]
+        with m.Elif(out.ready):
+            m.d.sync += valid_b.eq(0)
         m.d.comb += [
-            out.payload.last.eq(is_last_row),
-            out.valid.eq(fifo.r_rdy & self.bias.valid),
-            fifo.r_en.eq(out.ready & self.bias.valid),
-            self.bias.ready.eq(out.ready & fifo.r_rdy & is_last_row),
-            pop.eq(fifo.r_rdy & fifo.r_en),
+            out.valid.eq(valid_b),
+            self.bias.ready.eq(adv_c & is_last_row),
         ]
-        with m.If(pop):
-            m.d.sync += row_in_tile.eq(Mux(is_last_row, 0, row_in_tile + 1))
         return m
 
     @staticmethod
