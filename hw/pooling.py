@@ -337,6 +337,8 @@ class Pooling(wiring.Component):
                                 m.d.sync += yp.eq(yp + 1)
                             with m.Else():
                                 m.d.sync += state.eq(IDLE)
+            with m.Default():                   # unreachable state: recover
+                m.d.sync += state.eq(IDLE)
 
         # ---- S1: horizontal accumulation -------------------------------------------------
         row = data.ArrayLayout(signed(AW), L)
