@@ -35,8 +35,8 @@ Two rules keep the pipeline correct without stalling the array itself:
 
 Latency: the first row of a tile is written into the output memory R + C + 2 + P cycles after
 its last beat, where P = :attr:`ProcessingElement.PRODUCT_STAGES` (3: the DSP input, pipeline
-and output registers), so R + C + 5; with no backpressure it is on the ``result`` stream 4
-cycles later (memory read, register, bias add register). The latency is the same for every ``dsp`` implementation of the
+and output registers), so R + C + 5; with no backpressure it is on the ``result`` stream 5
+cycles later (memory read, copy register, queue, bias add register). The latency is the same for every ``dsp`` implementation of the
 multiplier (``"generic"`` for simulation and other targets, ``"ecp5"`` for a directly
 instantiated MULT18X18D), so cycle counts measured in simulation hold on the FPGA.
 """
@@ -196,14 +196,16 @@ class SystolicArray(wiring.Component):
         row = [self._delay(m, col_out[j], C - 1 - j, f"deskew{j}") for j in range(C)]
         row_valid = col_valid[C - 1]
 
-        # ---- Output FIFO (block RAM), then a register and the bias add ----------------
+        # ---- Output FIFO (block RAM), prefetch queue, bias add --------------------------
         # Rows are written with no full check: the credit counter guarantees room (`reserved`
         # counts every row in flight or in the memory, and a tile is admitted only if all its
-        # rows fit). The memory has a synchronous read port (so it maps onto block RAM) and is
-        # followed by three registered stages, each holding one row:
-        #   A: the memory's read data, C: a fabric copy of it (block RAM clock-to-out is slow),
-        #   B: the row plus bias, which drives the result stream.
-        # A row leaves the memory (and returns its credit) as soon as stage A is free.
+        # rows fit). A row leaves the memory (and returns its credit) when it is read.
+        # The read side is a prefetch pipeline whose control depends on registers only, so the
+        # result stream's `ready` never reaches the block RAM or a wide register enable
+        # through a chain of logic:
+        #   read (synchronous port, block RAM) -> fabric copy register -> small queue in
+        #   distributed RAM (QUEUE rows) -> row + bias into the output register.
+        # A read is issued only when the queue has room for it and for the reads in flight.
         mem = m.submodules.out_mem = Memory(shape=32 * C, depth=D, init=[],
                                             attrs={"ram_style": "block"})
         wp = mem.write_port()
@@ -215,43 +217,51 @@ class SystolicArray(wiring.Component):
         with m.If(row_valid):
             m.d.sync += w_ptr.eq(Mux(w_ptr == D - 1, 0, w_ptr + 1))
 
-        valid_a, valid_c, valid_b = Signal(), Signal(), Signal()
-        data_c = Signal(32 * C, reset_less=True)
-        out = self.result
-        row_in_tile = Signal(range(R))
-        is_last_row = row_in_tile == R - 1
-        load_b = ~valid_b | out.ready
-        adv_c = valid_c & self.bias.valid & load_b        # C -> B, uses the tile's bias
-        load_c = ~valid_c | adv_c
-        adv_a = valid_a & load_c                          # A -> C
-        rd = (level != 0) & (~valid_a | adv_a)            # memory -> A
-        m.d.comb += [pop.eq(rd), rp.addr.eq(r_ptr), rp.en.eq(rd)]
+        QUEUE = 4
+        queue = m.submodules.out_queue = Memory(shape=32 * C, depth=QUEUE, init=[])
+        qw = queue.write_port()
+        qr = queue.read_port(domain="comb")
+        q_w = Signal(range(QUEUE))
+        q_r = Signal(range(QUEUE))
+        q_count = Signal(range(QUEUE + 1))      # rows in the queue
+        rd_d1 = Signal()                        # reads in flight: memory port, copy register
+        rd_d2 = Signal()
+        copy = Signal(32 * C, reset_less=True)
+        rd = (level != 0) & (q_count + rd_d1 + rd_d2 < QUEUE)
+        m.d.comb += [pop.eq(rd), rp.addr.eq(r_ptr), rp.en.eq(1)]
         with m.If(rd):
             m.d.sync += r_ptr.eq(Mux(r_ptr == D - 1, 0, r_ptr + 1))
-        m.d.sync += level.eq(level + row_valid - rd)
-        with m.If(rd):
-            m.d.sync += valid_a.eq(1)
-        with m.Elif(adv_a):
-            m.d.sync += valid_a.eq(0)
-        with m.If(adv_a):
-            m.d.sync += [data_c.eq(rp.data), valid_c.eq(1)]
-        with m.Elif(adv_c):
-            m.d.sync += valid_c.eq(0)
+        m.d.sync += [
+            level.eq(level + row_valid - rd),
+            rd_d1.eq(rd),
+            rd_d2.eq(rd_d1),
+            copy.eq(rp.data),
+        ]
+        m.d.comb += [qw.addr.eq(q_w), qw.data.eq(copy), qw.en.eq(rd_d2), qr.addr.eq(q_r)]
+        with m.If(rd_d2):
+            m.d.sync += q_w.eq(q_w + 1)
 
-        rows_c = data.ArrayLayout(signed(32), C)(data_c)
-        with m.If(adv_c):
+        out = self.result
+        valid_b = Signal()
+        row_in_tile = Signal(range(R))
+        is_last_row = row_in_tile == R - 1
+        adv = (q_count != 0) & self.bias.valid & (~valid_b | out.ready)   # queue -> output
+        m.d.sync += q_count.eq(q_count + rd_d2 - adv)
+        rows_q = data.ArrayLayout(signed(32), C)(qr.data)
+        with m.If(adv):
             m.d.sync += [
+                q_r.eq(q_r + 1),
                 valid_b.eq(1),
                 out.payload.last.eq(is_last_row),
                 row_in_tile.eq(Mux(is_last_row, 0, row_in_tile + 1)),
             ]
-            m.d.sync += [out.payload.data[j].eq(rows_c[j] + self.bias.payload[j])
+            m.d.sync += [out.payload.data[j].eq(rows_q[j] + self.bias.payload[j])
                          for j in range(C)]
         with m.Elif(out.ready):
             m.d.sync += valid_b.eq(0)
         m.d.comb += [
             out.valid.eq(valid_b),
-            self.bias.ready.eq(adv_c & is_last_row),
+            self.bias.ready.eq(adv & is_last_row),
         ]
         return m
 

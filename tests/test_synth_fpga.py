@@ -1,0 +1,124 @@
+"""FPGA flow checks that stay fast (no place-and-route; that is `make synth`).
+
+* one PE costs one DSP and few LUTs on ECP5 and iCE40 (Yosys synth_ecp5 / synth_ice40 alone);
+* the timing harness of hw.fpga wires every port of the design;
+* the ECP5 array (MULT18X18D instances, simulated with a behavioural model of the primitive in
+  the configuration hw.pe uses) gives bit-exact results in exactly the same cycle counts as
+  the generic array that all other simulations use.
+"""
+
+import json
+
+import pytest
+
+from hw.fpga import harness_verilog, pe_cost, verilog_ports
+from hw.pe import ProcessingElement
+from hw.verilog import cached_verilog
+from sim.runner import TIMESCALE, missing_simulator, run
+
+
+def test_pe_cost_ecp5():
+    c = pe_cost("ecp5")
+    assert c["mult"] == 1, c
+    assert c["carry"] == 16, c          # the 32-bit accumulator adder, 2 bits per CCU2C
+    assert c["lut4"] <= 4, c            # the clear and done logic only
+
+
+def test_pe_cost_ice40():
+    c = pe_cost("ice40")
+    assert c["mult"] == 1, c            # one SB_MAC16 per 8x8 multiply
+    assert c["lut4"] <= 8, c
+
+
+def test_harness_wires_every_port():
+    path, top = cached_verilog("gemm", rows=2, cols=3, dsp="ecp5")
+    text = path.read_text()
+    ports = verilog_ports(text, top)
+    widths = {n: w for _, n, w in ports}
+    assert widths["s_axis_op_tdata"] == 8 * (2 + 3) and widths["m_axis_res_tdata"] == 32 * 3
+    harness, info = harness_verilog(text, top)
+    assert info["input_bits"] == sum(w for d, n, w in ports if d == "input" and n != "clk")
+    assert info["output_bits"] == sum(w for d, n, w in ports if d == "output")
+    for _, n, _ in ports:
+        assert f".{n}(" in harness
+
+
+def _mult18x18d_model():
+    """MULT18X18D as hw.pe configures it: signed A/B input registers, pipeline register,
+    output register, all on CLK0 with CE0 (no reset used)."""
+    a = ", ".join(f"A{n}" for n in range(18))
+    b = ", ".join(f"B{n}" for n in range(18))
+    c = ", ".join(f"C{n}" for n in range(18))
+    p = ", ".join(f"P{n}" for n in range(36))
+    params = ["REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_PIPELINE_CLK", "REG_OUTPUT_CLK",
+              "REG_INPUTC_CLK", "GSR", "RESETMODE", "CLK0_DIV", "SOURCEB_MODE", "MULT_BYPASS",
+              "CAS_MATCH_REG", "HIGHSPEED_CLK"]
+    return "\n".join([
+        f"module MULT18X18D({a}, {b}, {c}, CLK0, CE0, RST0, SIGNEDA, SIGNEDB, SOURCEA, "
+        f"SOURCEB, {p});",
+        *(f'  parameter {x} = "NONE";' for x in params),
+        f"  input {a}, {b}, {c}, CLK0, CE0, RST0, SIGNEDA, SIGNEDB, SOURCEA, SOURCEB;",
+        f"  output {p};",
+        "  reg signed [17:0] ra, rb; reg signed [35:0] pp, po;",
+        "  always @(posedge CLK0) if (CE0) begin",
+        f"    ra <= {{{', '.join(f'A{n}' for n in reversed(range(18)))}}};",
+        f"    rb <= {{{', '.join(f'B{n}' for n in reversed(range(18)))}}};",
+        "    pp <= ra * rb; po <= pp;",
+        "  end",
+        f"  assign {{{', '.join(f'P{n}' for n in reversed(range(36)))}}} = po;",
+        "endmodule", ""])
+
+
+def _cycles(report):
+    return [(tuple(r["shape"]), r["cycles"], r["ok"]) for r in json.loads(report.read_text())["records"]]
+
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_ecp5_array_matches_generic_cycle_for_cycle(sim, tmp_path):
+    if missing_simulator(sim):
+        pytest.skip(missing_simulator(sim))
+    if sim == "verilator" and not missing_simulator("icarus"):
+        pytest.skip("checked on Icarus (faster to build)")
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    from sim.runner import _apply_env
+    rows, cols = 3, 2
+    env = {"NPU_ROWS": rows, "NPU_COLS": cols, "NPU_SEED": 11,
+           "NPU_SHAPES": "7x5x5,3x1x4,6x12x2"}
+    # Generic array through the usual runner.
+    generic = tmp_path / "generic.json"
+    r = run("gemm", {"rows": rows, "cols": cols}, "sim.tb_gemm", sim=sim, testcase="perf_gemms",
+            env={**env, "NPU_REPORT": generic}, tag="ecp5cmp")
+    assert r.ok
+    # ECP5 array with the primitive model.
+    vpath, top = cached_verilog("gemm", rows=rows, cols=cols, dsp="ecp5")
+    model = tmp_path / "mult18x18d.v"
+    model.write_text(_mult18x18d_model())
+    _apply_env(sim)
+    runner = get_runner(sim)
+    args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL"] \
+        if sim == "verilator" else []
+    runner.build(sources=[vpath, model], hdl_toplevel=top, build_dir=tmp_path / "build",
+                 build_args=args, timescale=TIMESCALE, always=True,
+                 log_file=tmp_path / "build.log")
+    ecp5 = tmp_path / "ecp5.json"
+    xml = tmp_path / "results.xml"
+    for testcase, extra in [("perf_gemms", {"NPU_REPORT": ecp5}),
+                            ("random_gemms", {"NPU_COUNT": 8})]:
+        try:
+            runner.test(test_module="sim.tb_gemm", hdl_toplevel=top, hdl_toplevel_lang="verilog",
+                        testcase=testcase, build_dir=tmp_path / "build", test_dir=tmp_path,
+                        results_xml=str(xml), timescale=TIMESCALE,
+                        extra_env={k: str(v) for k, v in {**env, **extra}.items()},
+                        log_file=tmp_path / f"{testcase}.log")
+        except Exception:
+            pass
+        tests, fails = get_results(xml)
+        assert tests == 1 and fails == 0, f"ECP5 array {testcase} failed, see {tmp_path}"
+    assert _cycles(ecp5) == _cycles(generic)
+    assert all(ok for _, _, ok in _cycles(ecp5))
+
+
+def test_product_stages_constant():
+    assert ProcessingElement.PRODUCT_STAGES == 3
