@@ -15,8 +15,11 @@ counts ``H*W*G`` beats); it only ends a frame that is being dropped (see ``error
 ``result`` (out): the ``Ho x Wo x C`` output in the same order (``G`` beats per output pixel),
 ``last`` on the final beat of the image. Lanes past ``C`` are don't-care.
 
-``config`` (in, held stable while a frame streams; sampled when its first beat arrives):
-``h, w, c, k, stride, pad, mode`` (0 max, 1 average) and ``zero_point`` (average padding).
+``config`` (in): ``h, w, c, k, stride, pad, mode`` (0 max, 1 average) and ``zero_point``
+(average padding). While the unit is idle it reads these ports directly; a frame latches them
+in the cycle it starts (its first beat valid), so hold them from the first beat's ``valid``
+until that beat is accepted. They may change between frames without draining the unit: mode and
+kernel size travel with every beat through the pipeline.
 
 ``error`` (out): the last frame's configuration was refused: ``h``, ``w``, ``c`` outside
 ``1..max_h/max_w/max_c``, ``k`` outside ``1..max_k``, ``stride`` 0, ``pad > k // 2``,
@@ -47,10 +50,11 @@ stage, so the unit accepts one beat (one element per lane) per cycle; a read tha
 of the same address one cycle later gets the new value through a transparent read port. The
 whole pipeline advances when its output register is empty or ``result.ready`` is high.
 
-Throughput: inside a row the unit takes one beat per cycle. Padding positions cost one cycle
-each (``2*pad*G`` per row, ``2*pad`` padded rows per image) and starting an image one cycle, so
-an image takes ``1 + (H + 2*pad) * (W + 2*pad) * G`` cycles: with ``pad = 0`` it streams at one
-beat per cycle (measured 1.000 on 32 x 32 x 64); with ``pad = 1`` on 32 x 32 x 64 it takes
+Throughput: inside a row the unit takes one beat per cycle, and a frame starts in the cycle
+its first beat arrives. Padding positions cost one cycle each (``2*pad*G`` per row, ``2*pad``
+padded rows per image), so an image takes ``(H + 2*pad) * (W + 2*pad) * G`` cycles: with
+``pad = 0`` images stream back to back at one beat per cycle (measured 1.000 over two
+32 x 32 x 64 images); with ``pad = 1`` on 32 x 32 x 64 it takes
 0.943 beats per cycle between its first and last input beat, 0.886 over the whole image.
 (With ``pad = k/2`` and even ``k`` there are more output beats than input beats, so one output
 port cannot sustain one input beat per cycle anyway.)
@@ -253,22 +257,31 @@ class Pooling(wiring.Component):
             & (ch.k <= ch.h + (ch.pad << 1)) & (ch.k <= ch.w + (ch.pad << 1))
             & ((ch.k <= ch.stride * A) | (ch.stride * A + ch.k > ch.h + (ch.pad << 1)))
             & ((ch.k <= ch.stride * A) | (ch.stride * A + ch.k > ch.w + (ch.pad << 1))))
-        hp = Signal(pos_w, name="hp")            # padded height / width
-        wp_ = Signal(pos_w, name="wp")
-        k = Signal(range(K + 1), name="k")
-        s = Signal(8, name="stride")
-        pad = Signal(range(K // 2 + 1), name="pad")
-        h = Signal(pos_w, name="h")
-        w = Signal(pos_w, name="w")
-        c = Signal(16, name="c")
-        is_max = Signal(name="is_max")
-        padval = Signal(signed(8), name="padval")
-        mult = Signal(32, name="avg_mult")
-        dsq = Signal(range(K * K + 1), name="kk")
-        mults = Array([Const(avg_pool_multiplier(i)[0] if i else 0, 32) for i in range(K + 1)])
-
+        # Frame parameters: latched when a frame starts; while idle the front reads the
+        # configuration ports directly, so a frame starts in the cycle its first beat arrives.
         IDLE, RUN, DROP = 0, 1, 2
         state = Signal(2, name="state")
+        idle = Signal()
+        m.d.comb += idle.eq(state == IDLE)
+        port_vals = {
+            "hp": ch.h + (ch.pad << 1), "wp": ch.w + (ch.pad << 1), "h": ch.h, "w": ch.w,
+            "c": ch.c, "k": ch.k, "s": ch.stride, "pad": ch.pad, "is_max": ch.mode == MODE_MAX,
+            "padval": Mux(ch.mode == MODE_MAX, -128, ch.zero_point),
+        }
+        shapes = {"hp": pos_w, "wp": pos_w, "h": pos_w, "w": pos_w, "c": 16,
+                  "k": range(K + 1), "s": 8, "pad": range(K // 2 + 1), "is_max": 1,
+                  "padval": signed(8)}
+        cur = {}
+        for name, shape in shapes.items():
+            reg = Signal(shape, name=f"frame_{name}")
+            cur[name] = Signal(shape, name=f"cur_{name}")
+            m.d.comb += cur[name].eq(Mux(idle, port_vals[name], reg))
+            with m.If(idle):
+                m.d.sync += reg.eq(port_vals[name])
+        hp, wp_, h, w, c = cur["hp"], cur["wp"], cur["h"], cur["w"], cur["c"]
+        k, s, pad, is_max, padval = cur["k"], cur["s"], cur["pad"], cur["is_max"], cur["padval"]
+        mults = Array([Const(avg_pool_multiplier(i)[0] if i else 0, 32) for i in range(K + 1)])
+
         yp = Signal(pos_w, name="yp")
         xp = Signal(pos_w, name="xp")
         g = Signal(range(G), name="g")
@@ -284,59 +297,58 @@ class Pooling(wiring.Component):
         # ---- front: walk the padded image ----------------------------------------------
         real = Signal()
         m.d.comb += real.eq((yp >= pad) & (yp < pad + h) & (xp >= pad) & (xp < pad + w))
+        walking = Signal()          # RUN, or IDLE with a valid first beat and a good config
+        m.d.comb += walking.eq((state == RUN) | (idle & inp.valid & ok))
         front_valid = Signal()
-        m.d.comb += front_valid.eq((state == RUN) & (~real | inp.valid))
+        m.d.comb += front_valid.eq(walking & (~real | inp.valid))
         advance = Signal()
         m.d.comb += advance.eq(en & front_valid)
-        m.d.comb += inp.ready.eq(((state == RUN) & en & real) | (state == DROP))
+        m.d.comb += inp.ready.eq((walking & en & real) | (state == DROP))
 
-        g_last = gbase + L >= c
-        x_last = xp == wp_ - 1
-        y_last = yp == hp - 1
-        starting = Signal()
-        m.d.comb += starting.eq((state == IDLE) & inp.valid)
+        g_last = Signal()
+        x_last = Signal()
+        y_last = Signal()
+        m.d.comb += [g_last.eq(gbase + L >= c), x_last.eq(xp == wp_ - 1), y_last.eq(yp == hp - 1)]
+        row_end = advance & g_last & x_last
+        frame_end = row_end & y_last
 
+        # Trackers rest in their reset state between frames (reset by the last advance).
         h_step = advance & g_last & ~x_last
-        h_reset = starting | (advance & g_last & x_last)
-        v_step = advance & g_last & x_last & ~y_last
-        v_reset = starting
+        h_reset = row_end
+        v_step = row_end & ~y_last
+        v_reset = frame_end
         h_use, h_first, h_close, h_any, h_lastwin = self._tracker(
             m, "htr", xp, wp_, k, s, h_step, h_reset)
         v_use, v_first, v_close, v_any, v_lastwin = self._tracker(
             m, "vtr", yp, hp, k, s, v_step, v_reset)
 
+        with m.If(advance):
+            with m.If(h_any):
+                m.d.sync += hr_count.eq(hr_count + 1)
+            with m.If(~g_last):
+                m.d.sync += [g.eq(g + 1), gbase.eq(gbase + L)]
+            with m.Else():
+                m.d.sync += [g.eq(0), gbase.eq(0)]
+                with m.If(~x_last):
+                    m.d.sync += xp.eq(xp + 1)
+                with m.Else():
+                    m.d.sync += [xp.eq(0), hr_count.eq(0)]
+                    with m.If(~y_last):
+                        m.d.sync += yp.eq(yp + 1)
+                    with m.Else():
+                        m.d.sync += yp.eq(0)
+
         with m.Switch(state):
             with m.Case(IDLE):
-                with m.If(starting):
-                    m.d.sync += [
-                        self.error.eq(~ok),
-                        state.eq(Mux(ok, RUN, DROP)),
-                        hp.eq(ch.h + (ch.pad << 1)), wp_.eq(ch.w + (ch.pad << 1)),
-                        h.eq(ch.h), w.eq(ch.w), c.eq(ch.c), k.eq(ch.k), s.eq(ch.stride),
-                        pad.eq(ch.pad), is_max.eq(ch.mode == MODE_MAX),
-                        padval.eq(Mux(ch.mode == MODE_MAX, -128, ch.zero_point)),
-                        mult.eq(mults[ch.k]), dsq.eq(ch.k * ch.k),
-                        yp.eq(0), xp.eq(0), g.eq(0), gbase.eq(0), hr_count.eq(0),
-                    ]
+                with m.If(inp.valid):
+                    m.d.sync += [self.error.eq(~ok),
+                                 state.eq(Mux(~ok, DROP, Mux(frame_end, IDLE, RUN)))]
             with m.Case(DROP):
                 with m.If(inp.valid & inp.payload.last):
                     m.d.sync += state.eq(IDLE)
             with m.Case(RUN):
-                with m.If(advance):
-                    with m.If(h_any):
-                        m.d.sync += hr_count.eq(hr_count + 1)
-                    with m.If(~g_last):
-                        m.d.sync += [g.eq(g + 1), gbase.eq(gbase + L)]
-                    with m.Else():
-                        m.d.sync += [g.eq(0), gbase.eq(0)]
-                        with m.If(~x_last):
-                            m.d.sync += xp.eq(xp + 1)
-                        with m.Else():
-                            m.d.sync += [xp.eq(0), hr_count.eq(0)]
-                            with m.If(~y_last):
-                                m.d.sync += yp.eq(yp + 1)
-                            with m.Else():
-                                m.d.sync += state.eq(IDLE)
+                with m.If(frame_end):
+                    m.d.sync += state.eq(IDLE)
             with m.Default():                   # unreachable state: recover
                 m.d.sync += state.eq(IDLE)
 
@@ -350,9 +362,11 @@ class Pooling(wiring.Component):
         s1_vany = Signal()
         s1_addr = Signal.like(hr_count)
         s1_last = Signal()
+        s1_max = Signal()
+        s1_k = Signal.like(k)
         with m.If(en):
             m.d.sync += [
-                s1_valid.eq(advance), s1_g.eq(g),
+                s1_valid.eq(advance), s1_g.eq(g), s1_max.eq(is_max), s1_k.eq(k),
                 s1_h[0].eq(h_use), s1_h[1].eq(h_first), s1_h[2].eq(h_close), s1_hany.eq(h_any),
                 s1_v[0].eq(v_use), s1_v[1].eq(v_first), s1_v[2].eq(v_close), s1_vany.eq(v_any),
                 s1_addr.eq(hr_count),
@@ -361,7 +375,7 @@ class Pooling(wiring.Component):
             for lane in range(L):
                 m.d.sync += s1_value[lane].eq(Mux(real, inp.payload.data[lane], padval))
         hr = self._accumulate(m, "hacc", G, g, s1_g, en, s1_valid, s1_value,
-                              s1_h[0], s1_h[1], s1_h[2], is_max)
+                              s1_h[0], s1_h[1], s1_h[2], s1_max)
 
         # ---- S2: vertical accumulation (line buffers) ----------------------------------
         s2_value = Signal(row)
@@ -369,14 +383,17 @@ class Pooling(wiring.Component):
         s2_vany = Signal()
         s2_addr = Signal.like(hr_count)
         s2_last = Signal()
+        s2_max = Signal()
+        s2_k = Signal.like(k)
         with m.If(en):
             m.d.sync += [
                 s2_valid.eq(s1_valid & s1_hany), s2_value.eq(hr),
+                s2_max.eq(s1_max), s2_k.eq(s1_k),
                 s2_v[0].eq(s1_v[0]), s2_v[1].eq(s1_v[1]), s2_v[2].eq(s1_v[2]),
                 s2_vany.eq(s1_vany), s2_addr.eq(s1_addr), s2_last.eq(s1_last),
             ]
         vr = self._accumulate(m, "vacc", (self.max_w + 1) * G, s1_addr, s2_addr, en, s2_valid,
-                              s2_value, s2_v[0], s2_v[1], s2_v[2], is_max)
+                              s2_value, s2_v[0], s2_v[1], s2_v[2], s2_max)
 
         # ---- S3..S5: finalize (average: multiplier and shift) -------------------------
         nw = (2 * 128 * K * K + K * K).bit_length()
@@ -384,26 +401,30 @@ class Pooling(wiring.Component):
         s3_neg = Signal(L)
         s3_val = Signal(row)
         s3_last = Signal()
+        s3_max = Signal()
+        s3_k = Signal.like(k)
         s4_p = [Signal(nw + 32, name=f"s4_p{lane}") for lane in range(L)]
         s4_neg = Signal(L)
         s4_val = Signal(row)
         s4_last = Signal()
+        s4_max = Signal()
         out = Signal(data.ArrayLayout(signed(8), L))
         out_last = Signal()
         with m.If(en):
             m.d.sync += [s3_valid.eq(s2_valid & s2_vany), s3_val.eq(vr), s3_last.eq(s2_last),
                          s4_valid.eq(s3_valid), s4_val.eq(s3_val), s4_last.eq(s3_last),
-                         s4_neg.eq(s3_neg),
+                         s4_neg.eq(s3_neg), s3_max.eq(s2_max), s3_k.eq(s2_k),
+                         s4_max.eq(s3_max),
                          s5_valid.eq(s4_valid), out_last.eq(s4_last)]
             for lane in range(L):
                 v = vr[lane]
                 mag = Mux(v < 0, -v, v)
                 q = (s4_p[lane] >> AVG_SHIFT)[:8]
                 m.d.sync += [
-                    s3_n[lane].eq((mag << 1) + dsq),
+                    s3_n[lane].eq((mag << 1) + s2_k * s2_k),
                     s3_neg[lane].eq(v < 0),
-                    s4_p[lane].eq(s3_n[lane] * mult),
-                    out[lane].eq(Mux(is_max, s4_val[lane][:8],
+                    s4_p[lane].eq(s3_n[lane] * mults[s3_k]),
+                    out[lane].eq(Mux(s4_max, s4_val[lane][:8],
                                      Mux(s4_neg[lane], -q, q))),
                 ]
         m.d.comb += [

@@ -22,8 +22,9 @@ m_axis_out_tlast       out  1         last beat of an output image
 error                  out  1         the last image's configuration was refused (dropped)
 =====================  ===  ========  =====================================================
 
-The configuration is sampled when an image's first beat arrives and must stay stable until
-its last output beat. See :mod:`hw.pooling` for the beat order, padding and timing.
+The configuration is latched when an image starts (its first beat valid while the unit is
+idle); hold it until that beat is accepted. It may change between images without waiting for
+the outputs. See :mod:`hw.pooling` for the beat order, padding and timing.
 """
 
 from amaranth.hdl import Module, signed

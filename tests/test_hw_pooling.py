@@ -119,3 +119,53 @@ def test_pysim_lanes_and_slots(lanes, slots, case):
         got = run_pool(dut, x, k, s, p, mode, zp, seed=lanes)
         want = max_pool2d(x, k, s, p) if mode == MODE_MAX else avg_pool2d(x, k, s, p, zp)
         np.testing.assert_array_equal(got, want, err_msg=f"lanes={lanes} mode={mode}")
+
+
+def test_pysim_back_to_back_reconfigure():
+    """Frames stream back to back while the configuration changes between them (mode, k,
+    stride, pad, shape): every frame uses the configuration present at its first beat."""
+    dut = Pooling(lanes=4, max_h=8, max_w=8, max_c=8, max_k=4, slots=3)
+    rng = np.random.default_rng(21)
+    cases = [((2, 5, 6, 3), 3, 1, 1, MODE_AVG, 9), ((1, 4, 4, 5), 2, 2, 0, MODE_MAX, 0),
+             ((1, 3, 7, 2), 1, 1, 0, MODE_AVG, -4), ((2, 6, 5, 8), 4, 2, 2, MODE_AVG, 100)]
+    frames = []
+    for shape, k, s, p, mode, zp in cases:
+        x = rng.integers(-128, 128, shape, dtype=np.int8)
+        want = max_pool2d(x, k, s, p) if mode == MODE_MAX else avg_pool2d(x, k, s, p, zp)
+        n, h, w, c = shape
+        G = -(-c // 4)
+        xp = np.zeros((n, h, w, G * 4), np.int8)
+        xp[..., :c] = x
+        cfg = {"h": h, "w": w, "c": c, "k": k, "stride": s, "pad": p, "mode": mode,
+               "zero_point": zp}
+        for img, wimg in zip(xp.reshape(n, h * w * G, 4), want):
+            frames.append((cfg, img, wimg, G))
+    got = []
+
+    async def feed(ctx):
+        for cfg, img, _, _ in frames:
+            ctx.set(dut.config, cfg)
+            for i, b in enumerate(img):
+                ctx.set(dut.input.payload, {"data": b.tolist(), "last": int(i == len(img) - 1)})
+                ctx.set(dut.input.valid, 1)
+                await ctx.tick().until(dut.input.ready)
+        ctx.set(dut.input.valid, 0)
+
+    async def collect(ctx):
+        ctx.set(dut.result.ready, 1)
+        for _, _, wimg, G in frames:
+            ho, wo, c = wimg.shape
+            beats = []
+            for i in range(ho * wo * G):
+                payload, = await ctx.tick().sample(dut.result.payload).until(dut.result.valid)
+                assert payload.last == (i == ho * wo * G - 1)
+                beats.append([int(v) for v in payload.data])
+            got.append(np.array(beats, np.int8).reshape(ho, wo, G * 4)[..., :c])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(feed)
+    sim.add_testbench(collect)
+    run_bounded(sim, 4000)
+    for n, ((_, _, wimg, _), g) in enumerate(zip(frames, got)):
+        np.testing.assert_array_equal(g, wimg, err_msg=f"frame {n}")
