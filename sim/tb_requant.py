@@ -44,7 +44,18 @@ class Bench:
 def random_case(rng, lanes, kind):
     M = int(rng.integers(1, 9))
     C = int(rng.integers(1, 3 * lanes + 2))
-    if kind == "extreme":
+    if kind == "ties":
+        # M0 = 2**30 halves x with SRDHM (an odd x is an SRDHM tie); an even x = 2*h with h an
+        # odd multiple of 2**(e-1) is an exact RDBPOT tie for right shift e. Both signs.
+        e = rng.integers(1, 30, C)
+        j = rng.integers(0, 1 << 20, (M, C)) % np.maximum(1, (1 << 28) >> e)
+        h = (2 * j + 1) << (e - 1)
+        acc = np.where(rng.random((M, C)) < 0.5, -2 * h, 2 * h).astype(np.int64)
+        acc += rng.random((M, C)) < 0.25                # some odd x: SRDHM ties
+        bias = np.zeros(C, np.int64)
+        m0 = np.full(C, 1 << 30)
+        shift = -e
+    elif kind == "extreme":
         acc = rng.choice([INT32_MIN, INT32_MAX, INT32_MIN + 1, -1, 0, 1], (M, C)).astype(np.int64)
         bias = np.zeros(C, np.int64)
         m0 = rng.choice([0, 1 << 30, INT32_MAX], C)
@@ -57,7 +68,7 @@ def random_case(rng, lanes, kind):
         acc = np.clip(acc, INT32_MIN - np.minimum(bias, 0), INT32_MAX - np.maximum(bias, 0))
         m0 = rng.integers(1 << 30, INT32_MAX, C, endpoint=True)
         shift = rng.integers(MIN_SHIFT, MAX_SHIFT, C, endpoint=True)
-    if rng.random() < 0.3:                          # per tensor
+    if kind != "ties" and rng.random() < 0.3:       # per tensor
         m0[:] = m0[0]
         shift[:] = shift[0]
     zp = int(rng.choice([-128, 127, int(rng.integers(-128, 128))]))
@@ -74,7 +85,7 @@ async def random_cases(dut):
     await tb.start()
     count = env_int("NPU_COUNT", 100)
     for n in range(count):
-        kind = "extreme" if n % 5 == 0 else "random"
+        kind = {0: "extreme", 1: "ties"}.get(n % 5, "random")
         case = random_case(tb.rng, tb.lanes, kind)
         stall = float(tb.rng.choice([0.0, 0.2, 0.5, 0.8]))
         await tb.run_case(f"case {n} ({kind}, {case.acc.shape}, stall {stall})", case, stall)
