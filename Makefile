@@ -23,7 +23,7 @@ ICE_COLS ?= 4
 ICE_FREQ ?= 50
 SIZES  ?= 4,8,16,32
 
-.PHONY: all sim test regress verilog stat synth synth-ice40 scaling report model clean distclean venv
+.PHONY: all sim sim-all sim-gemm test regress verilog stat synth synth-ice40 scaling report model clean distclean venv
 
 all: test
 
@@ -37,8 +37,23 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
-# The main job: run random GEMMs on the generated RTL and print cycles and PE utilization.
+# Images and batch of `make sim` / `make sim-all`.
+IMAGES ?= 0:64
+BATCH  ?= 8
+
+# The main job: the reference CNN on the generated RTL of npu_top, every image checked bit for
+# bit against the golden integer inference; accuracy, cycles, PE utilization per layer.
 sim: $(STAMP)
+	$(PY) -m npu.cli run --images $(IMAGES) --batch $(BATCH) --sim $(SIM) \
+	    --rows $(ROWS) --cols $(COLS) --seed $(SEED)
+
+# All 359 test images of the reference CNN through the RTL.
+sim-all: $(STAMP)
+	$(PY) -m npu.cli run --images 0:359 --batch $(BATCH) --sim $(SIM) \
+	    --rows $(ROWS) --cols $(COLS) --seed $(SEED) --progress
+
+# The GEMM engine alone (npu_gemm): CNN-shaped GEMMs and random GEMMs under backpressure.
+sim-gemm: $(STAMP)
 	$(PY) -m sim.main --rows $(ROWS) --cols $(COLS) --sim $(SIM) --seed $(SEED)
 
 # The test suite (fast subset of every regression); runs both simulators, Icarus tests skip
@@ -52,8 +67,10 @@ regress: $(STAMP)
 	    --junitxml=build/regress.xml tests/test_regress.py
 	$(PY) -m sim.summary build/regress.xml
 
-# One Verilog file with a stable top-level name, for FPGA/ASIC toolchains.
+# One Verilog file with a stable top-level name, for FPGA/ASIC toolchains: the accelerator
+# (npu_top) and the GEMM engine alone (npu_gemm).
 verilog: $(STAMP)
+	$(PY) -m hw.verilog npu --rows $(ROWS) --cols $(COLS) -o build/npu_top_$(ROWS)x$(COLS).v
 	$(PY) -m hw.verilog gemm --rows $(ROWS) --cols $(COLS) -o build/npu_gemm_$(ROWS)x$(COLS).v
 
 # Yosys generic synthesis statistics of the GEMM top.

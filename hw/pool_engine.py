@@ -142,7 +142,9 @@ class PoolEngine(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(frames == reg(Reg.BATCH)):
+                # Done when every image's output has arrived and the reader has streamed the
+                # whole input (rows or columns no window covers are still consumed).
+                with m.If((frames == reg(Reg.BATCH)) & (in_done | rd.done)):
                     m.d.comb += self.done.eq(1)
                     with m.If(wr_ptr != out_end):
                         m.d.comb += self.error.eq(Error.CONFIG)   # OUT_H/OUT_W disagree

@@ -81,16 +81,19 @@ class SoftmaxEngine(wiring.Component):
         chan = Signal(SIZE_BITS)
         vec_last = chan + 1 == reg(Reg.CIN)
         word_end = (lane == C - 1) | vec_last
+        # The next word is taken in the cycle the current one's final lane goes out, so the
+        # unit sees one element per cycle.
+        send = sm.logits.valid & sm.logits.ready
         m.d.comb += [sm.logits.payload.data.eq(word[lane]), sm.logits.payload.last.eq(vec_last),
-                     sm.logits.valid.eq(have), rd.data.ready.eq(~have)]
-        with m.If(rd.data.valid & ~have):
-            m.d.sync += [word.eq(rd.data.payload.data), have.eq(1), lane.eq(0)]
-        with m.If(sm.logits.valid & sm.logits.ready):
+                     sm.logits.valid.eq(have), rd.data.ready.eq(~have | (send & word_end))]
+        with m.If(send):
             m.d.sync += [lane.eq(lane + 1), chan.eq(chan + 1)]
             with m.If(word_end):
-                m.d.sync += have.eq(0)
+                m.d.sync += [have.eq(0), lane.eq(0)]
             with m.If(vec_last):
                 m.d.sync += chan.eq(0)
+        with m.If(rd.data.valid & rd.data.ready):
+            m.d.sync += [word.eq(rd.data.payload.data), have.eq(1), lane.eq(0)]
 
         # Packer: probabilities back into words.
         out_word = Signal(data.ArrayLayout(signed(8), C))

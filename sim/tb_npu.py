@@ -10,6 +10,7 @@ and the error and reset paths. Run through :mod:`sim.runner`; parameters by envi
 
 import json
 import os
+import time
 
 import cocotb
 import numpy as np
@@ -54,11 +55,13 @@ async def run_batches(host, prog, model, images, rng, stall, log):
         n = len(chunk)
         if n < B:      # pad the last batch with copies of its first image
             chunk = np.concatenate([chunk, np.repeat(chunk[:1], B - n, axis=0)])
+        t0 = time.perf_counter()
         st = await host.run(prog.infer_pc, prog.infer_stream(chunk))
+        wall = time.perf_counter() - t0
         assert st.done and not st.failed, f"batch at image {start}: {st}"
         out = prog.decode_output(await host.receive(B * prog.output_words))
         cnt = await host.counters(prog.infer_pc, len(prog.infer))
-        counters.append({"cycles": st.cycles, "instr": cnt})
+        counters.append({"cycles": st.cycles, "instr": cnt, "wall_s": wall})
         for j in range(n):
             exact = bool(np.array_equal(out[j], want[start + j]))
             records.append({"image": start + j, "exact": exact,

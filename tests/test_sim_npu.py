@@ -10,7 +10,26 @@ import pytest
 from golden import float_model
 from golden.model import save_model
 from golden.ptq import activation_qparams, quantize_model
+from hw.isa import Op, decode
+from npu.compiler import compile_model
+from npu.perf import predict
 from sim.runner import missing_simulator, run
+
+# POOL and SOFTMAX timing depends on the units' internal pipelines, which the model
+# approximates (see npu/perf.py); everything else must agree to the cycle.
+APPROXIMATE = {Op.POOL: 8, Op.SOFTMAX: 6}
+
+
+def check_cycle_model(model, batch, report, config=None):
+    """The cycle model against the per-instruction hardware counters of every batch."""
+    prog = compile_model(model, config or CONFIG, batch=batch)
+    pred = predict(prog.infer, prog.config)
+    for b in report["batches"]:
+        for n, (word, meas, p) in enumerate(zip(prog.infer, b["instr"], pred)):
+            op = decode(word)["op"]
+            tol = APPROXIMATE.get(op, 0)
+            assert abs(meas - p) <= tol, (
+                f"instruction {n} ({Op(op).name}): hardware {meas} cycles, model {p}")
 
 # The default configuration (8 x 8 array): one Verilator build serves every test here.
 CONFIG = {"rows": 8, "cols": 8}
@@ -48,11 +67,15 @@ def conv_dense_model(seed):
     return model, images
 
 
-def run_npu(tmp_path, sim, testcase, seed, batch=2, stall=0.0, config=CONFIG):
+def run_npu(tmp_path, sim, testcase, seed, batch=2, stall=0.0, config=CONFIG, model=None):
     problem = missing_simulator(sim)
     if problem:
         pytest.skip(problem)
-    model, images = conv_dense_model(seed)
+    if model is None:
+        model, images = conv_dense_model(seed)
+    else:
+        rng = np.random.default_rng(seed)
+        images = rng.integers(-128, 128, (4, *model.input_shape), dtype=np.int8)
     save_model(tmp_path / "model.npz", model)
     np.savez(tmp_path / "images.npz", images=images)
     report = tmp_path / "report.json"
@@ -70,6 +93,20 @@ def run_npu(tmp_path, sim, testcase, seed, batch=2, stall=0.0, config=CONFIG):
 def test_verilator_conv_dense_models(tmp_path, sim_seed, seed, batch, stall):
     rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(seed), batch, stall)
     assert all(r["exact"] for r in rep["records"])
+    if stall == 0:
+        check_cycle_model(conv_dense_model(sim_seed(seed))[0], batch, rep)
+
+
+@pytest.mark.parametrize("seed", [1, 4, 7])
+def test_verilator_random_topologies(tmp_path, sim_seed, seed):
+    """Random sequential CNNs with every layer type (conv with stride/padding, max and
+    average pooling with padding, table activations, dense, softmax) on the RTL."""
+    from test_model_format import random_model
+    _, model, _ = random_model(sim_seed(seed))
+    rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(seed), batch=2,
+                  model=model)
+    assert all(r["exact"] for r in rep["records"])
+    check_cycle_model(model, 2, rep)
 
 
 def test_verilator_reference_cnn_32_images(tmp_path, sim_seed):

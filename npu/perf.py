@@ -1,0 +1,147 @@
+"""Cycle model of ``npu_top``: predicts the cycle count of every instruction of a program, as
+the hardware's per-instruction counters (CSR.COUNTERS) measure it (FETCH to NEXT inclusive).
+
+Every instruction costs 3 sequencer cycles (FETCH, DECODE, NEXT) plus what its engine takes;
+DONE costs 2. Engine costs, derived from the RTL (R x C array, beats per tile = K):
+
+* LOAD ACT/WGT of n words: n + 2; PARAM of n entries: 9n + 2; LUT: ceil(256/C) * (C+2) + 2
+  (with ``s_axis`` always valid);
+* STORE of n words: n + 3 (with ``m_axis`` always ready);
+* CONV: 15 setup cycles (size check, 12 products, range check), R cycles to prepare the first
+  block of R output pixels, then the tiles: ceil(M/R) * ceil(N/C) tiles, each taking
+  max(K, R) cycles except that the first takes only K (the drain-spacing rule of
+  :mod:`hw.systolic` waits on the previous tile), and :func:`conv_tail` cycles (array
+  latency, the tile's other rows, requantizer; one more with the activation table) until the
+  last row is written;
+* POOL: 9 setup cycles, then per image (H + 2p) * (W + 2p) * G + 1 cycles (padding positions
+  cost a cycle each, G = words per pixel); the instruction ends 8 cycles after the last beat
+  any window needs, or 3 cycles after the input has been read, whichever is later;
+* SOFTMAX: vectors of L values go through the unit at max(L + 1, 11, ceil((3L + 18) / 4))
+  cycles each in steady state after a lone-vector latency; see :func:`softmax_cycles`.
+
+``scalesim_cycles`` is the textbook prediction SCALE-Sim uses for a plain output-stationary
+array, printed for comparison.
+"""
+
+from math import ceil
+
+from hw.dma import LUT_BEATS
+from hw.isa import PARAM_BEATS, Mem, Op, Reg, decode
+from hw.pe import ProcessingElement
+from hw.requantizer import LATENCY as REQUANT_LATENCY
+
+__all__ = ["predict", "conv_cycles", "pool_cycles", "softmax_cycles", "scalesim_cycles",
+           "layer_table"]
+
+SEQ = 3                 # FETCH + DECODE + NEXT
+CONV_SETUP = 15
+CONV_ENGINE_TAIL = 2    # operand pipeline to the array, writeback and done
+
+
+def array_result_latency(R, C):
+    """Cycles from a tile's last operand handshake to its first row on the array's ``result``
+    stream, no backpressure (see :mod:`hw.systolic`)."""
+    return R + C + 7 + ProcessingElement.PRODUCT_STAGES
+
+
+def conv_tail(R, C):
+    """From the last tile's last operand beat to the end of the CONV: the array, the other
+    R - 1 rows of the tile, the requantizer."""
+    return CONV_ENGINE_TAIL + array_result_latency(R, C) + (R - 1) + REQUANT_LATENCY
+POOL_SETUP = 9
+POOL_OUT_TAIL = 8
+POOL_IN_TAIL = 3
+SOFTMAX_SETUP = 4
+SOFTMAX_LONE = 35
+
+
+def conv_cycles(R, C, M, K, N, use_lut=False):
+    tiles = ceil(M / R) * ceil(N / C)
+    body = K + (tiles - 1) * max(K, R)
+    return SEQ + CONV_SETUP + R + body + conv_tail(R, C) + int(bool(use_lut))
+
+
+def pool_cycles(C, batch, H, W, cin, k, stride, pad):
+    G = ceil(cin / C)
+    Hp, Wp = H + 2 * pad, W + 2 * pad
+    per_image = Hp * Wp * G + 1
+    Ho, Wo = (Hp - k) // stride + 1, (Wp - k) // stride + 1
+    # walk position just after the last beat any window needs
+    last_needed = (((Ho - 1) * stride + k - 1) * Wp + (Wo - 1) * stride + k - 1) * G + G
+    end = max((batch - 1) * per_image + last_needed + POOL_OUT_TAIL,
+              batch * per_image + POOL_IN_TAIL)
+    return SEQ + POOL_SETUP + end
+
+
+def softmax_cycles(C, vectors, L):
+    per = max(L + 1, 11, ceil((3 * L + 18) / 4))
+    lone = 3 * L + SOFTMAX_LONE + ceil(L / C)
+    return SEQ + SOFTMAX_SETUP + lone + (vectors - 1) * per
+
+
+def scalesim_cycles(R, C, M, K, N):
+    """ceil(Sr/R) * ceil(Sc/C) * (R + C + T - 2) - 1 (Sr = output pixels, Sc = filters,
+    T = reduction length)."""
+    return ceil(M / R) * ceil(N / C) * (R + C + K - 2) - 1
+
+
+def _instr_cycles(word, regs, cfg):
+    f = decode(word)
+    op = f["op"]
+    R, C = cfg.rows, cfg.cols
+    if op in (Op.NOP, Op.SET):
+        return SEQ
+    if op == Op.DONE:
+        return 2
+    if op == Op.LOAD:
+        mem, n = f["mem"], f["count"]
+        if mem == Mem.LUT:
+            return SEQ + LUT_BEATS(C) * (C + 2) + 2
+        return SEQ + (PARAM_BEATS * n if mem == Mem.PARAM else n) + 2
+    if op == Op.STORE:
+        return SEQ + f["count"] + 3
+    g = {r: regs.get(r, 0) for r in Reg}
+    if op == Op.CONV:
+        M = g[Reg.BATCH] * g[Reg.OUT_H] * g[Reg.OUT_W]
+        K = g[Reg.KH] * g[Reg.KW] * g[Reg.CIN]
+        return conv_cycles(R, C, M, K, g[Reg.OUT_CW] * C, g[Reg.USE_LUT])
+    if op == Op.POOL:
+        return pool_cycles(C, g[Reg.BATCH], g[Reg.IN_H], g[Reg.IN_W], g[Reg.CIN], g[Reg.KH],
+                           g[Reg.STRIDE], g[Reg.PAD])
+    if op == Op.SOFTMAX:
+        return softmax_cycles(C, g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W], g[Reg.CIN])
+    raise ValueError(f"no cycle model for opcode {op:#x}")
+
+
+def predict(instructions, cfg):
+    """Predicted cycles of each instruction (a list the length of ``instructions``)."""
+    regs = {}
+    out = []
+    for word in instructions:
+        f = decode(word)
+        if f["op"] == Op.SET:
+            v = f["value"]
+            regs[f["reg"]] = v - (1 << 32) if v >= 1 << 31 else v
+        out.append(_instr_cycles(word, regs, cfg))
+    return out
+
+
+def layer_table(program, measured=None):
+    """Rows per layer: name, type, GEMM, MACs, predicted and measured cycles of its instruction,
+    ideal cycles MACs / (R*C), utilization, SCALE-Sim cycles."""
+    cfg = program.config
+    R, C = cfg.rows, cfg.cols
+    pred = predict(program.infer, cfg)
+    rows = []
+    for L in program.layers:
+        i = L.conv_pc - program.infer_pc
+        M, K, N = L.gemm
+        meas = measured[i] if measured is not None else None
+        ideal = L.macs / (R * C) if L.macs else None
+        rows.append({
+            "layer": L.name, "type": L.type, "gemm": L.gemm, "macs": L.macs,
+            "predicted": pred[i], "measured": meas, "ideal": ideal,
+            "utilization": (L.macs / (R * C * meas)) if (L.macs and meas) else None,
+            "scalesim": scalesim_cycles(R, C, M, K, N) if L.macs else None,
+        })
+    return rows
