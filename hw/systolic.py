@@ -36,14 +36,15 @@ Two rules keep the pipeline correct without stalling the array itself:
 Latency: the first row of a tile is written into the output memory R + C + 2 + P cycles after
 its last beat, where P = :attr:`ProcessingElement.PRODUCT_STAGES` (3: the DSP input, pipeline
 and output registers), so R + C + 5; with no backpressure it is on the ``result`` stream 5
-cycles later (memory read, copy register, queue, bias add register). The latency is the same for every ``dsp`` implementation of the
-multiplier (``"generic"`` for simulation and other targets, ``"ecp5"`` for a directly
-instantiated MULT18X18D), so cycle counts measured in simulation hold on the FPGA.
+cycles later (2-cycle memory read, queue, bias add register). The latency is the same for
+every implementation target (``dsp="generic"`` for simulation and other targets; ``"ecp5"``:
+MULT18X18D and DP16KD instantiated directly with their own pipeline/output registers), so
+cycle counts measured in simulation hold on the FPGA.
 """
 
 from math import ceil
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -98,8 +99,9 @@ class SystolicArray(wiring.Component):
     out_depth : int or None
         Output FIFO depth in rows (at least ``rows``); default :func:`default_out_depth`.
     dsp : str
-        Multiplier implementation of every PE, one of :data:`hw.pe.DSP_KINDS` (same cycle
-        behaviour for all): ``"generic"`` or ``"ecp5"`` (MULT18X18D with its registers).
+        Implementation target of the multipliers and the output memory, one of
+        :data:`hw.pe.DSP_KINDS`, same cycle behaviour for all: ``"generic"`` (inferred) or
+        ``"ecp5"`` (MULT18X18D and DP16KD primitives with their own registers enabled).
     """
 
     def __init__(self, rows=8, cols=8, out_depth=None, dsp="generic"):
@@ -203,17 +205,13 @@ class SystolicArray(wiring.Component):
         # The read side is a prefetch pipeline whose control depends on registers only, so the
         # result stream's `ready` never reaches the block RAM or a wide register enable
         # through a chain of logic:
-        #   read (synchronous port, block RAM) -> fabric copy register -> small queue in
+        #   read (block RAM, 2 cycles: read register and output register) -> small queue in
         #   distributed RAM (QUEUE rows) -> row + bias into the output register.
         # A read is issued only when the queue has room for it and for the reads in flight.
-        mem = m.submodules.out_mem = Memory(shape=32 * C, depth=D, init=[],
-                                            attrs={"ram_style": "block"})
-        wp = mem.write_port()
-        rp = mem.read_port()
         w_ptr = Signal(range(D))
         r_ptr = Signal(range(D))
         level = Signal(range(D + 1))            # rows in the memory
-        m.d.comb += [wp.addr.eq(w_ptr), wp.data.eq(Cat(*row)), wp.en.eq(row_valid)]
+        copy = self._row_memory(m, 32 * C, D, w_ptr, Cat(*row), row_valid, r_ptr)
         with m.If(row_valid):
             m.d.sync += w_ptr.eq(Mux(w_ptr == D - 1, 0, w_ptr + 1))
 
@@ -224,18 +222,16 @@ class SystolicArray(wiring.Component):
         q_w = Signal(range(QUEUE))
         q_r = Signal(range(QUEUE))
         q_count = Signal(range(QUEUE + 1))      # rows in the queue
-        rd_d1 = Signal()                        # reads in flight: memory port, copy register
+        rd_d1 = Signal()                        # reads in flight (2-cycle read latency)
         rd_d2 = Signal()
-        copy = Signal(32 * C, reset_less=True)
         rd = (level != 0) & (q_count + rd_d1 + rd_d2 < QUEUE)
-        m.d.comb += [pop.eq(rd), rp.addr.eq(r_ptr), rp.en.eq(1)]
+        m.d.comb += pop.eq(rd)
         with m.If(rd):
             m.d.sync += r_ptr.eq(Mux(r_ptr == D - 1, 0, r_ptr + 1))
         m.d.sync += [
             level.eq(level + row_valid - rd),
             rd_d1.eq(rd),
             rd_d2.eq(rd_d1),
-            copy.eq(rp.data),
         ]
         m.d.comb += [qw.addr.eq(q_w), qw.data.eq(copy), qw.en.eq(rd_d2), qr.addr.eq(q_r)]
         with m.If(rd_d2):
@@ -264,6 +260,63 @@ class SystolicArray(wiring.Component):
             self.bias.ready.eq(adv & is_last_row),
         ]
         return m
+
+    def _row_memory(self, m, width, depth, w_addr, w_data, w_en, r_addr):
+        """Simple dual-port memory with a read latency of 2 cycles: returns the data of
+        ``r_addr`` as it was 2 cycles earlier (``r_addr`` is read every cycle).
+
+        Generic: an Amaranth memory (synchronous read port: block RAM in Yosys) followed by a
+        fabric register. ECP5 (``dsp="ecp5"``): DP16KD block RAMs in 512 x 36 mode instantiated
+        directly with their output register on (``REGMODE_B="OUTREG"``); Yosys's inference
+        leaves it off, and a DP16KD without it has a 5.8 ns clock-to-output."""
+        if self.dsp == "ecp5" and depth <= 512:
+            return self._ecp5_row_memory(m, width, w_addr, w_data, w_en, r_addr)
+        mem = m.submodules.out_mem = Memory(shape=width, depth=depth, init=[],
+                                            attrs={"ram_style": "block"})
+        wp = mem.write_port()
+        rp = mem.read_port()
+        copy = Signal(width, reset_less=True)
+        m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en),
+                     rp.addr.eq(r_addr), rp.en.eq(1)]
+        m.d.sync += copy.eq(rp.data)
+        return copy
+
+    @staticmethod
+    def _ecp5_row_memory(m, width, w_addr, w_data, w_en, r_addr):
+        blocks = ceil(width / 36)
+        data_in = Signal(36 * blocks)
+        data_out = Signal(36 * blocks)
+        m.d.comb += data_in.eq(w_data)
+        for n in range(blocks):
+            ports = {}
+            for b in range(14):
+                # 36-bit mode: ADA0..3 are byte write enables, the word address is bits 5..13.
+                ports[f"i_ADA{b}"] = (Const(1) if b < 4 else Const(0) if b == 4
+                                      else (w_addr[b - 5] if b - 5 < len(w_addr) else Const(0)))
+                ports[f"i_ADB{b}"] = (Const(0) if b < 5
+                                      else (r_addr[b - 5] if b - 5 < len(r_addr) else Const(0)))
+            for b in range(18):
+                ports[f"i_DIA{b}"] = data_in[36 * n + b]
+                ports[f"i_DIB{b}"] = data_in[36 * n + 18 + b]
+                ports[f"o_DOA{b}"] = data_out[36 * n + b]
+                ports[f"o_DOB{b}"] = data_out[36 * n + 18 + b]
+            for c in range(3):
+                ports[f"i_CSA{c}"] = Const(0)
+                ports[f"i_CSB{c}"] = Const(0)
+            m.submodules[f"out_bram{n}"] = Instance(
+                "DP16KD",
+                p_DATA_WIDTH_A=36, p_DATA_WIDTH_B=36,
+                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
+                p_CLKAMUX="CLKA", p_CLKBMUX="CLKB", p_GSR="DISABLED",
+                i_CLKA=ClockSignal(), i_WEA=Const(1), i_CEA=w_en, i_OCEA=Const(0),
+                i_RSTA=Const(0),
+                i_CLKB=ClockSignal(), i_WEB=Const(0), i_CEB=Const(1), i_OCEB=Const(1),
+                i_RSTB=Const(0),
+                **ports)
+        return data_out[:width]
 
     @staticmethod
     def _delay(m, value, cycles, name):
