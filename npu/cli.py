@@ -62,6 +62,9 @@ def cmd_verilog(args):
 
 
 def _load(args):
+    if str(args.model).lower().endswith(".onnx"):     # import + quantize (or reuse), see
+        from npu.onnx_import import load_or_quantize    # npu/onnx_import.py
+        args.model = str(load_or_quantize(args.model, args.calib))
     model = load_model(args.model)
     return model, compile_model(model, _config(args), batch=args.batch)
 
@@ -138,6 +141,9 @@ def cmd_run(args):
         raise SystemExit(f"error: {problem}")
     model, prog = _load(args)
     index, images, labels = _images(args)
+    if images.dtype.kind == "f":        # float images in the ONNX layout (N, C, H, W)
+        from npu.onnx_import import to_model_input
+        images = to_model_input(model, images)
     if images.shape[1:] != tuple(model.input_shape) or images.dtype != np.int8:
         raise SystemExit(f"error: images are {images.dtype} {images.shape[1:]}, the model takes "
                          f"int8 {tuple(model.input_shape)}")
@@ -253,6 +259,8 @@ def main(argv=None):
         p.add_argument("--model", default=str(REFERENCE_MODEL),
                        help="model file (golden.model format; default: the reference CNN)")
         p.add_argument("--batch", type=int, default=1)
+        p.add_argument("--calib", help="with an .onnx --model: .npz of float calibration images "
+                       "(N, C, H, W); quantizes and saves <model>.int8.npz for later runs")
         p.set_defaults(func=func)
         if name == "compile":
             p.add_argument("-o", "--output", help="write the program as .npz")

@@ -1,0 +1,393 @@
+"""ONNX export of the project's models, and the onnxruntime comparison report.
+
+    .venv/bin/python -m npu.onnx_export --compare        # the figures in the README
+    .venv/bin/python -m npu.onnx_export --out build/onnx # just write the files
+
+* :func:`export_float`: a float architecture (:mod:`golden.float_model`) as an ONNX model in
+  the layout PyTorch exports: input ``(N, C, H, W)`` float32 with a symbolic batch, Conv (OIHW
+  weights), Relu / Clip(0, 6), MaxPool / AveragePool (count_include_pad = 1), Flatten (the
+  (c, h, w) order, so the first Gemm's weight rows are permuted from the project's (h, w, c)),
+  Gemm (transB = 1), LeakyRelu / Sigmoid / Tanh, Softmax. Opset 13.
+* :func:`export_qdq`: an int8 model (:mod:`golden.model`) in the QDQ format: every activation
+  goes through QuantizeLinear/DequantizeLinear with the layer's scale and zero point; weights
+  are the model's int8 tensors (OIHW / (N, K)) behind a per-channel DequantizeLinear (scale
+  ``weight_scale``, zero point 0), biases the model's int32 tensors behind a DequantizeLinear
+  with scale ``S_x * S_w[n]``. onnxruntime fuses these into QLinearConv / QGemm / ... integer
+  kernels. ONNX scales are float32, so every scale is the project's float64 value rounded to
+  float32; the exact float64 values are in the model's ``metadata_props``
+  (``npu.quantization``, JSON). The int8 output of every layer is a graph output too
+  (``<layer>_q``) for the per-layer comparison.
+* :func:`compare`: the reference CNN (committed float weights, int8 model, 359 test images)
+  through onnxruntime: the float ONNX against :func:`golden.float_model.forward` (max absolute
+  difference) and the QDQ ONNX against the golden integer inference (per layer: fraction of
+  bit-exact int8 values, maximum difference in LSBs; top-1 agreement), end to end and with
+  each layer fed the golden input of that layer ("isolated").
+
+Rounding: onnxruntime's CPU kernels requantize in float32 (``acc * (S_x S_w / S_y)``) and round
+half to even; the golden model (TFLite) multiplies by a 31-bit fixed-point mantissa and rounds
+half away from zero. For the same input the two agree except where ``acc * M`` lies within the
+float32 error of a rounding tie, and there they differ by exactly 1 LSB, so with the golden
+input each layer is within 1 LSB (asserted by tests/test_onnx.py); end to end a 1-LSB
+difference can grow by the next layers' gain, which the report measures.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["export_float", "export_qdq", "flatten_perm", "golden_to_onnx_layout", "compare",
+           "OPSET"]
+
+OPSET = 13
+_ACT_OPS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+
+
+def flatten_perm(h, w, c):
+    """``perm[i]``: the project's (h, w, c) flat index of ONNX (c, h, w) flat index ``i``."""
+    ci, yi, xi = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
+    return ((yi * w + xi) * c + ci).ravel()
+
+
+class _Graph:
+    def __init__(self):
+        self.nodes, self.inits, self.n = [], [], 0
+
+    def const(self, name, value):
+        from onnx import numpy_helper
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op, inputs, name, **attrs):
+        from onnx import helper
+        out = f"{name}_out" if "out" not in attrs else attrs.pop("out")
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def model(self, name, input_name, in_shape, outputs, metadata=None):
+        import onnx
+        from onnx import helper
+        x = helper.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT, ["N", *in_shape])
+        outs = [helper.make_tensor_value_info(o, dt, ["N", *_onnx_in_shape(shp)])
+                for o, dt, shp in outputs]
+        g = helper.make_graph(self.nodes, name, [x], outs, initializer=self.inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="int8-npu")
+        m.ir_version = 8
+        for k, v in (metadata or {}).items():
+            p = m.metadata_props.add()
+            p.key, p.value = k, v
+        onnx.checker.check_model(m)
+        return m
+
+
+def _act_node(g, fn, x, name):
+    if fn in _ACT_OPS:
+        return g.node(_ACT_OPS[fn], [x], name)
+    if fn == "relu6":
+        return g.node("Clip", [x, g.const(f"{name}_min", np.float32(0)),
+                               g.const(f"{name}_max", np.float32(6))], name)
+    if fn.startswith("leaky_relu"):
+        from golden.activation import LEAKY_SLOPE
+        alpha = LEAKY_SLOPE if fn == "leaky_relu" else float(fn[len("leaky_relu_"):])
+        return g.node("LeakyRelu", [x], name, alpha=alpha)
+    raise ValueError(f"activation {fn!r} has no ONNX export here (relu, relu6, leaky_relu, "
+                     f"sigmoid, tanh)")
+
+
+def _onnx_in_shape(shape):
+    return [shape[2], shape[0], shape[1]] if len(shape) == 3 else list(shape)
+
+
+def export_float(arch, params, path=None):
+    """Float ONNX of ``(arch, params)``; returns the ModelProto (and saves it to ``path``)."""
+    from golden.float_model import output_shapes
+    shapes = output_shapes(arch)
+    g = _Graph()
+    x = "input"
+    shape, perm = tuple(arch["input_shape"]), None
+    for L, out_shape in zip(arch["layers"], shapes):
+        t, name = L["type"], L.get("name") or L["type"]
+        if t == "conv2d":
+            k, cin, cout = L["kernel"], L["in_channels"], L["out_channels"]
+            w = np.asarray(params[name]["weights"], np.float32).reshape(k, k, cin, cout)
+            x = g.node("Conv", [x, g.const(f"{name}.weight", w.transpose(3, 2, 0, 1)),
+                                g.const(f"{name}.bias", np.asarray(params[name]["bias"],
+                                                                   np.float32))], name,
+                       kernel_shape=[k, k], strides=[L["stride"]] * 2, pads=[L["padding"]] * 4)
+        elif t == "dense":
+            w = np.asarray(params[name]["weights"], np.float32)
+            if perm is not None:
+                w, perm = w[perm], None
+            x = g.node("Gemm", [x, g.const(f"{name}.weight", np.ascontiguousarray(w.T)),
+                                g.const(f"{name}.bias", np.asarray(params[name]["bias"],
+                                                                   np.float32))], name,
+                       transB=1)
+        elif t in ("maxpool2d", "avgpool2d"):
+            kw = dict(kernel_shape=[L["kernel"]] * 2, strides=[L["stride"]] * 2,
+                      pads=[L["padding"]] * 4)
+            if t == "avgpool2d":
+                kw["count_include_pad"] = 1
+            x = g.node("MaxPool" if t == "maxpool2d" else "AveragePool", [x], name, **kw)
+        elif t == "flatten":
+            if len(shape) == 3:
+                perm = flatten_perm(*shape)
+            x = g.node("Flatten", [x], name, axis=1)
+        elif t == "activation":
+            x = _act_node(g, L["function"], x, name)
+        elif t == "softmax":
+            x = g.node("Softmax", [x], name, axis=-1)
+        if t in ("conv2d", "dense") and L.get("activation", "none") != "none":
+            x = _act_node(g, L["activation"], x, f"{name}_{L['activation']}")
+        shape = out_shape
+    import onnx
+    m = g.model(arch.get("name", "model"), "input", _onnx_in_shape(arch["input_shape"]),
+                [(x, onnx.TensorProto.FLOAT, shapes[-1])])
+    if path is not None:
+        onnx.save(m, str(path))
+    return m
+
+
+def export_qdq(model, path=None, start=0):
+    """QDQ ONNX of the int8 ``model`` (layers ``start`` ..); returns the ModelProto.
+
+    The graph input is float in the ONNX layout, quantized by the first layer's input
+    quantization; graph outputs: the last layer's dequantized output, then ``<layer>_q``
+    (int8) of every layer."""
+    import onnx
+    layers = model.layers[start:]
+    first = layers[0]
+    g = _Graph()
+    s_in, z_in = first.attrs["input"]["scale"], first.attrs["input"]["zero_point"]
+
+    def qdq(x, s, z, name):
+        sc = g.const(f"{name}_scale", np.float32(s))
+        zp = g.const(f"{name}_zp", np.int8(z))
+        q = g.node("QuantizeLinear", [x, sc, zp], f"{name}_quant", out=f"{name}_q")
+        return q, g.node("DequantizeLinear", [q, sc, zp], f"{name}_dequant")
+
+    q_in, x = qdq("input", s_in, z_in, "input")
+    outputs, quant = [], {"input": [s_in, z_in]}
+    perm = None
+    in_shape = first.in_shape
+    for L in layers:
+        a, name, t = L.attrs, L.name, L.type
+        s_x = a["input"]["scale"]
+        s_y, z_y = a["output"]["scale"], a["output"]["zero_point"]
+        quant[name] = {"output": [s_y, z_y]}
+        if t in ("conv2d", "dense"):
+            wq, ws = L.tensors["weights"], L.tensors["weight_scale"]
+            n = wq.shape[1]
+            if t == "conv2d":
+                k, cin = a["kernel"], a["in_channels"]
+                w_onnx = wq.reshape(k, k, cin, n).transpose(3, 2, 0, 1)
+            else:
+                if perm is not None:
+                    wq, perm = wq[perm], None
+                w_onnx = wq.T
+            wd = g.node("DequantizeLinear", [
+                g.const(f"{name}.weight_int8", np.ascontiguousarray(w_onnx).astype(np.int8)),
+                g.const(f"{name}.weight_scale", ws.astype(np.float32)),
+                g.const(f"{name}.weight_zp", np.zeros(n, np.int8))], f"{name}_wdq", axis=0)
+            bd = g.node("DequantizeLinear", [
+                g.const(f"{name}.bias_int32", L.tensors["bias"].astype(np.int32)),
+                g.const(f"{name}.bias_scale", (s_x * ws).astype(np.float32)),
+                g.const(f"{name}.bias_zp", np.zeros(n, np.int32))], f"{name}_bdq", axis=0)
+            if t == "conv2d":
+                y = g.node("Conv", [x, wd, bd], name, kernel_shape=[k, k],
+                           strides=[a["stride"]] * 2, pads=[a["padding"]] * 4)
+            else:
+                y = g.node("Gemm", [x, wd, bd], name, transB=1)
+            if a["fused_activation"] != "none":
+                y = _act_node(g, a["fused_activation"], y, f"{name}_{a['fused_activation']}")
+            quant[name].update(weight_scale=ws.tolist(), bias_scale=(s_x * ws).tolist())
+        elif t in ("maxpool2d", "avgpool2d"):
+            kw = dict(kernel_shape=[a["kernel"]] * 2, strides=[a["stride"]] * 2,
+                      pads=[a["padding"]] * 4)
+            if t == "avgpool2d":
+                kw["count_include_pad"] = 1
+            y = g.node("MaxPool" if t == "maxpool2d" else "AveragePool", [x], name, **kw)
+        elif t == "flatten":
+            if len(L.in_shape) == 3:
+                perm = flatten_perm(*L.in_shape)
+            y = g.node("Flatten", [x], name, axis=1)
+        elif t == "activation":
+            y = _act_node(g, a.get("function", ""), x, name)
+        elif t == "softmax":
+            y = g.node("Softmax", [x], name, axis=-1)
+        else:
+            raise ValueError(f"layer {name!r}: type {t} has no QDQ export")
+        q, x = qdq(y, s_y, z_y, name)
+        outputs.append((q, onnx.TensorProto.INT8, L.out_shape))
+    meta = {"npu.quantization": json.dumps(quant)}
+    m = g.model(f"{model.name}_qdq", "input", _onnx_in_shape(in_shape),
+                [(x, onnx.TensorProto.FLOAT, layers[-1].out_shape),
+                 (q_in, onnx.TensorProto.INT8, in_shape)] + outputs, meta)
+    if path is not None:
+        onnx.save(m, str(path))
+    return m
+
+
+def golden_to_onnx_layout(L, y):
+    """A golden layer output (NHWC / (h, w, c) flattened) in the ONNX layout of that tensor."""
+    y = np.asarray(y)
+    if y.ndim == 4:
+        return y.transpose(0, 3, 1, 2)
+    if L.type == "flatten" and len(L.in_shape) == 3:
+        h, w, c = L.in_shape
+        return y.reshape(len(y), h, w, c).transpose(0, 3, 1, 2).reshape(len(y), -1)
+    return y
+
+
+def _session(m, optimized=None):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = 1
+    if optimized:
+        so.optimized_model_filepath = str(optimized)
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _dequant_nchw(L, x):
+    """Float ONNX-layout input of layer ``L`` from its golden int8 input."""
+    s, z = L.attrs["input"]["scale"], L.attrs["input"]["zero_point"]
+    xf = (s * (np.asarray(x, np.float64) - z)).astype(np.float32)
+    return xf.transpose(0, 3, 1, 2) if xf.ndim == 4 else xf
+
+
+def qdq_layer_diffs(model, x_int8, isolated=False):
+    """Per layer ``(name, type, exact_fraction, max_lsb, n_values)`` of onnxruntime's QDQ
+    output against the golden one, and the two top-1 vectors. ``isolated``: every layer gets the
+    golden input of that layer (a one-layer QDQ model per layer)."""
+    from golden.inference import run
+    gold = run(model, x_int8, keep=True)
+    rows = []
+    if isolated:
+        ins = [x_int8] + gold[:-1]
+        ort_outs = []
+        for i, L in enumerate(model.layers):
+            if L.type == "flatten":      # a reshape: nothing to round
+                ort_outs.append(None)
+                continue
+            m = export_qdq(model, start=i)
+            sess = _session(m)
+            res = sess.run(None, {"input": _dequant_nchw(L, ins[i])})
+            ort_outs.append(res[2])      # this layer's int8 output
+    else:
+        m = export_qdq(model)
+        res = _session(m).run(None, {"input": _dequant_nchw(model.layers[0], x_int8)})
+        if not np.array_equal(res[1], _onnx_in(model, x_int8)):
+            raise AssertionError("onnxruntime's QuantizeLinear does not reproduce the int8 input")
+        ort_outs = res[2:]
+    for L, g_out, o_out in zip(model.layers, gold, ort_outs):
+        if o_out is None:
+            continue
+        gl = golden_to_onnx_layout(L, g_out).astype(np.int64)
+        d = np.abs(gl - np.asarray(o_out, np.int64))
+        rows.append((L.name, L.type, float((d == 0).mean()), int(d.max()), int(d.size)))
+    top_g = gold[-1].reshape(len(x_int8), -1).argmax(-1)
+    top_o = None if isolated else np.asarray(ort_outs[-1]).reshape(len(x_int8), -1).argmax(-1)
+    return rows, top_g, top_o
+
+
+def _onnx_in(model, x):
+    return x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
+
+
+def compare(out_dir="build/onnx", verbose=True):
+    """The onnxruntime figures of the reference CNN (dict); writes the ONNX files."""
+    import onnx
+    import onnxruntime as ort
+
+    from golden import digits
+    from golden.float_model import forward, load_float
+    from golden.model import load_model
+    from golden.ptq import INT8_FILE
+    from golden.train import FLOAT_FILE
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arch, params = load_float(FLOAT_FILE)
+    model = load_model(INT8_FILE)
+    fpath, qpath = out / "digits_cnn.onnx", out / "digits_cnn_qdq.onnx"
+    export_float(arch, params, fpath)
+    export_qdq(model, qpath)
+    images, labels = digits.load_test()
+    xf = digits.to_float(images)
+    # float: onnxruntime vs the project's float model, softmax output and logits
+    ref = forward(arch, params, xf)
+    got = _session(onnx.load(str(fpath))).run(None, {"input": xf.transpose(0, 3, 1, 2)})[0]
+    float_diff = float(np.abs(ref - got).max())
+    float_top1 = float((ref.argmax(-1) == got.argmax(-1)).mean())
+    # QDQ: end to end and isolated
+    xq = digits.to_int8(images)
+    opt = out / "digits_cnn_qdq.ort_optimized.onnx"
+    _session(onnx.load(str(qpath)), optimized=opt)
+    kernels = sorted({n.op_type for n in onnx.load(str(opt)).graph.node})
+    rows, top_g, top_o = qdq_layer_diffs(model, xq)
+    iso, _, _ = qdq_layer_diffs(model, xq, isolated=True)
+    r = {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "images": len(xq),
+         "float_max_abs_diff": float_diff, "float_top1_agreement": float_top1,
+         "qdq_layers": rows, "qdq_isolated_layers": iso,
+         "qdq_top1_agreement": float((top_g == top_o).mean()),
+         "qdq_top1_disagree": int((top_g != top_o).sum()),
+         "qdq_accuracy": float((top_o == labels).mean()),
+         "golden_accuracy": float((top_g == labels).mean()),
+         "ort_kernels": kernels, "files": [str(fpath), str(qpath)]}
+    # calibration file for `npu run --model digits_cnn.onnx --calib ...`
+    cal, _ = digits.load_calibration()
+    np.savez(out / "digits_calib.npz", images=digits.to_float(cal).transpose(0, 3, 1, 2),
+             input_scale=np.float64(digits.INPUT_SCALE),
+             input_zero_point=np.int64(digits.INPUT_ZERO_POINT))
+    if verbose:
+        _print(r)
+    return r
+
+
+def _print(r):
+    print(f"onnxruntime {r['onnxruntime']} (onnx {r['onnx']}), reference CNN, {r['images']} "
+          f"test images; files: {', '.join(r['files'])}")
+    print(f"float ONNX vs golden.float_model: max |diff| of the softmax output "
+          f"{r['float_max_abs_diff']:.3g}, top-1 agreement {100 * r['float_top1_agreement']:.2f} %")
+    print(f"QDQ ONNX vs golden int8 inference (onnxruntime ran: {', '.join(r['ort_kernels'])})")
+    print(f"{'layer':10s} {'type':10s} {'values':>8} | {'end to end':>22} | "
+          f"{'isolated (golden input)':>24}")
+    print(f"{'':10s} {'':10s} {'':>8} | {'bit-exact':>12} {'max LSB':>8} | "
+          f"{'bit-exact':>12} {'max LSB':>8}")
+    iso = {row[0]: row for row in r["qdq_isolated_layers"]}
+    for name, typ, ex, mx, n in r["qdq_layers"]:
+        i = iso.get(name)
+        tail = f"{100 * i[2]:11.3f}% {i[3]:8d}" if i else f"{'(reshape)':>12} {'':>8}"
+        print(f"{name:10s} {typ:10s} {n:8d} | {100 * ex:11.3f}% {mx:8d} | {tail}")
+    print(f"top-1 agreement onnxruntime QDQ vs golden: {100 * r['qdq_top1_agreement']:.2f} % "
+          f"({r['images'] - r['qdq_top1_disagree']}/{r['images']}); accuracy onnxruntime "
+          f"{100 * r['qdq_accuracy']:.2f} %, golden {100 * r['golden_accuracy']:.2f} %")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="build/onnx", help="output directory")
+    ap.add_argument("--compare", action="store_true",
+                    help="also run onnxruntime against the golden models and print the figures")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = ap.parse_args(argv)
+    if not args.compare:
+        from golden.float_model import load_float
+        from golden.model import load_model
+        from golden.ptq import INT8_FILE
+        from golden.train import FLOAT_FILE
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        export_float(*load_float(FLOAT_FILE), out / "digits_cnn.onnx")
+        export_qdq(load_model(INT8_FILE), out / "digits_cnn_qdq.onnx")
+        print(f"wrote {out / 'digits_cnn.onnx'}, {out / 'digits_cnn_qdq.onnx'}")
+        return 0
+    r = compare(args.out, verbose=not args.json)
+    if args.json:
+        print(json.dumps(r, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
