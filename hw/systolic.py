@@ -38,13 +38,13 @@ its last beat, where P = :attr:`ProcessingElement.PRODUCT_STAGES` (3: the DSP in
 and output registers), so R + C + 5; with no backpressure it is on the ``result`` stream 5
 cycles later (2-cycle memory read, queue, bias add register). The latency is the same for
 every implementation target (``dsp="generic"`` for simulation and other targets; ``"ecp5"``:
-MULT18X18D and DP16KD instantiated directly with their own pipeline/output registers), so
+MULT18X18D instantiated directly with its own pipeline registers, distributed RAM), so
 cycle counts measured in simulation hold on the FPGA.
 """
 
 from math import ceil
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -101,8 +101,12 @@ class SystolicArray(wiring.Component):
     dsp : str
         Implementation target of the multipliers and the output memory, one of
         :data:`hw.pe.DSP_KINDS`, same cycle behaviour for all: ``"generic"`` (inferred) or
-        ``"ecp5"`` (MULT18X18D and DP16KD primitives with their own registers enabled).
+        ``"ecp5"`` (MULT18X18D primitives with their own registers enabled, output memory in
+        distributed RAM).
     """
+
+    #: Read latency of the output memory (read register, fabric copy register).
+    READ_LATENCY = 2
 
     def __init__(self, rows=8, cols=8, out_depth=None, dsp="generic"):
         _check_dim("rows", rows)
@@ -205,8 +209,8 @@ class SystolicArray(wiring.Component):
         # The read side is a prefetch pipeline whose control depends on registers only, so the
         # result stream's `ready` never reaches the block RAM or a wide register enable
         # through a chain of logic:
-        #   read (block RAM, 2 cycles: read register and output register) -> small queue in
-        #   distributed RAM (QUEUE rows) -> row + bias into the output register.
+        #   read (READ_LATENCY cycles: memory read register, fabric copy register) -> small
+        #   queue in distributed RAM (QUEUE rows) -> row + bias into the output register.
         # A read is issued only when the queue has room for it and for the reads in flight.
         w_ptr = Signal(range(D))
         r_ptr = Signal(range(D))
@@ -215,26 +219,24 @@ class SystolicArray(wiring.Component):
         with m.If(row_valid):
             m.d.sync += w_ptr.eq(Mux(w_ptr == D - 1, 0, w_ptr + 1))
 
-        QUEUE = 4
+        QUEUE = 8
         queue = m.submodules.out_queue = Memory(shape=32 * C, depth=QUEUE, init=[])
         qw = queue.write_port()
         qr = queue.read_port(domain="comb")
         q_w = Signal(range(QUEUE))
         q_r = Signal(range(QUEUE))
         q_count = Signal(range(QUEUE + 1))      # rows in the queue
-        rd_d1 = Signal()                        # reads in flight (2-cycle read latency)
-        rd_d2 = Signal()
-        rd = (level != 0) & (q_count + rd_d1 + rd_d2 < QUEUE)
+        rd_d = [Signal(name=f"rd_d{n + 1}") for n in range(self.READ_LATENCY)]  # in flight
+        rd = (level != 0) & (q_count + sum(rd_d) < QUEUE)
         m.d.comb += pop.eq(rd)
         with m.If(rd):
             m.d.sync += r_ptr.eq(Mux(r_ptr == D - 1, 0, r_ptr + 1))
         m.d.sync += [
             level.eq(level + row_valid - rd),
-            rd_d1.eq(rd),
-            rd_d2.eq(rd_d1),
+            Cat(*rd_d).eq(Cat(rd, *rd_d[:-1])),
         ]
-        m.d.comb += [qw.addr.eq(q_w), qw.data.eq(copy), qw.en.eq(rd_d2), qr.addr.eq(q_r)]
-        with m.If(rd_d2):
+        m.d.comb += [qw.addr.eq(q_w), qw.data.eq(copy), qw.en.eq(rd_d[-1]), qr.addr.eq(q_r)]
+        with m.If(rd_d[-1]):
             m.d.sync += q_w.eq(q_w + 1)
 
         out = self.result
@@ -242,7 +244,7 @@ class SystolicArray(wiring.Component):
         row_in_tile = Signal(range(R))
         is_last_row = row_in_tile == R - 1
         adv = (q_count != 0) & self.bias.valid & (~valid_b | out.ready)   # queue -> output
-        m.d.sync += q_count.eq(q_count + rd_d2 - adv)
+        m.d.sync += q_count.eq(q_count + rd_d[-1] - adv)
         rows_q = data.ArrayLayout(signed(32), C)(qr.data)
         with m.If(adv):
             m.d.sync += [
@@ -262,61 +264,22 @@ class SystolicArray(wiring.Component):
         return m
 
     def _row_memory(self, m, width, depth, w_addr, w_data, w_en, r_addr):
-        """Simple dual-port memory with a read latency of 2 cycles: returns the data of
-        ``r_addr`` as it was 2 cycles earlier (``r_addr`` is read every cycle).
+        """Simple dual-port memory with a read latency of ``READ_LATENCY`` (2) cycles: returns
+        the data at ``r_addr`` of 2 cycles earlier (``r_addr`` is read every cycle).
 
-        Generic: an Amaranth memory (synchronous read port: block RAM in Yosys) followed by a
-        fabric register. ECP5 (``dsp="ecp5"``): DP16KD block RAMs in 512 x 36 mode instantiated
-        directly with their output register on (``REGMODE_B="OUTREG"``); Yosys's inference
-        leaves it off, and a DP16KD without it has a 5.8 ns clock-to-output."""
-        if self.dsp == "ecp5" and depth <= 512:
-            return self._ecp5_row_memory(m, width, w_addr, w_data, w_en, r_addr)
+        A memory with a synchronous read port, then one fabric register. Generic target: block
+        RAM where the tools have it. ECP5 (``dsp="ecp5"``): distributed RAM (TRELLIS_DPR16X4):
+        nextpnr models a DP16KD's clock-to-output as 5.6 ns even with its output register on,
+        which leaves too little of a 6.7 ns (150 MHz) cycle to reach any flip-flop."""
+        style = "distributed" if self.dsp == "ecp5" else "block"
         mem = m.submodules.out_mem = Memory(shape=width, depth=depth, init=[],
-                                            attrs={"ram_style": "block"})
+                                            attrs={"ram_style": style})
         wp = mem.write_port()
         rp = mem.read_port()
-        copy = Signal(width, reset_less=True)
+        copy = self._delay(m, rp.data, self.READ_LATENCY - 1, "mem_copy")
         m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en),
                      rp.addr.eq(r_addr), rp.en.eq(1)]
-        m.d.sync += copy.eq(rp.data)
         return copy
-
-    @staticmethod
-    def _ecp5_row_memory(m, width, w_addr, w_data, w_en, r_addr):
-        blocks = ceil(width / 36)
-        data_in = Signal(36 * blocks)
-        data_out = Signal(36 * blocks)
-        m.d.comb += data_in.eq(w_data)
-        for n in range(blocks):
-            ports = {}
-            for b in range(14):
-                # 36-bit mode: ADA0..3 are byte write enables, the word address is bits 5..13.
-                ports[f"i_ADA{b}"] = (Const(1) if b < 4 else Const(0) if b == 4
-                                      else (w_addr[b - 5] if b - 5 < len(w_addr) else Const(0)))
-                ports[f"i_ADB{b}"] = (Const(0) if b < 5
-                                      else (r_addr[b - 5] if b - 5 < len(r_addr) else Const(0)))
-            for b in range(18):
-                ports[f"i_DIA{b}"] = data_in[36 * n + b]
-                ports[f"i_DIB{b}"] = data_in[36 * n + 18 + b]
-                ports[f"o_DOA{b}"] = data_out[36 * n + b]
-                ports[f"o_DOB{b}"] = data_out[36 * n + 18 + b]
-            for c in range(3):
-                ports[f"i_CSA{c}"] = Const(0)
-                ports[f"i_CSB{c}"] = Const(0)
-            m.submodules[f"out_bram{n}"] = Instance(
-                "DP16KD",
-                p_DATA_WIDTH_A=36, p_DATA_WIDTH_B=36,
-                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
-                p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
-                p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
-                p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
-                p_CLKAMUX="CLKA", p_CLKBMUX="CLKB", p_GSR="DISABLED",
-                i_CLKA=ClockSignal(), i_WEA=Const(1), i_CEA=w_en, i_OCEA=Const(0),
-                i_RSTA=Const(0),
-                i_CLKB=ClockSignal(), i_WEB=Const(0), i_CEB=Const(1), i_OCEB=Const(1),
-                i_RSTB=Const(0),
-                **ports)
-        return data_out[:width]
 
     @staticmethod
     def _delay(m, value, cycles, name):

@@ -2,8 +2,8 @@
 
 * one PE costs one DSP and few LUTs on ECP5 and iCE40 (Yosys synth_ecp5 / synth_ice40 alone);
 * the timing harness of hw.fpga wires every port of the design;
-* the ECP5 array (MULT18X18D and DP16KD instances, simulated with behavioural models of the
-  primitives in the configuration hw.pe and hw.systolic use) gives bit-exact results in exactly the same cycle counts as
+* the ECP5 array (MULT18X18D instances, simulated with a behavioural model of the primitive in
+  the configuration hw.pe uses) gives bit-exact results in exactly the same cycle counts as
   the generic array that all other simulations use.
 """
 
@@ -69,32 +69,6 @@ def _mult18x18d_model():
         "endmodule", ""])
 
 
-def _dp16kd_model():
-    """DP16KD as hw.systolic configures it: 512 x 36, written through port A (ADA5..13 word
-    address, ADA0..3 byte enables, CEA write), read through port B with the output register."""
-    def bus(prefix, n, lo=0):
-        return ", ".join(f"{prefix}{b}" for b in reversed(range(lo, n)))
-    ins = ", ".join([*(f"ADA{b}" for b in range(14)), *(f"ADB{b}" for b in range(14)),
-                     *(f"DIA{b}" for b in range(18)), *(f"DIB{b}" for b in range(18)),
-                     "CSA0", "CSA1", "CSA2", "CSB0", "CSB1", "CSB2", "CLKA", "WEA", "CEA",
-                     "OCEA", "RSTA", "CLKB", "WEB", "CEB", "OCEB", "RSTB"])
-    outs = ", ".join([*(f"DOA{b}" for b in range(18)), *(f"DOB{b}" for b in range(18))])
-    params = ["DATA_WIDTH_A", "DATA_WIDTH_B", "REGMODE_A", "REGMODE_B", "RESETMODE",
-              "ASYNC_RESET_RELEASE", "CSDECODE_A", "CSDECODE_B", "WRITEMODE_A", "WRITEMODE_B",
-              "CLKAMUX", "CLKBMUX", "GSR"]
-    return "\n".join([
-        f"module DP16KD({ins}, {outs});",
-        *(f'  parameter {x} = "NONE";' for x in params),
-        f"  input {ins};", f"  output {outs};",
-        "  reg [35:0] mem [0:511]; reg [35:0] rd, out;",
-        f"  wire [8:0] wa = {{{bus('ADA', 14, 5)}}}; wire [8:0] ra = {{{bus('ADB', 14, 5)}}};",
-        "  always @(posedge CLKA) if (CEA & WEA)",
-        f"    mem[wa] <= {{{bus('DIB', 18)}, {bus('DIA', 18)}}};",
-        "  always @(posedge CLKB) begin if (CEB) rd <= mem[ra]; if (OCEB) out <= rd; end",
-        f"  assign {{{bus('DOB', 18)}, {bus('DOA', 18)}}} = out;",
-        "endmodule", ""])
-
-
 def _cycles(report):
     return [(tuple(r["shape"]), r["cycles"], r["ok"]) for r in json.loads(report.read_text())["records"]]
 
@@ -120,7 +94,7 @@ def test_ecp5_array_matches_generic_cycle_for_cycle(sim, tmp_path):
     # ECP5 array with the primitive model.
     vpath, top = cached_verilog("gemm", rows=rows, cols=cols, dsp="ecp5")
     model = tmp_path / "ecp5_models.v"
-    model.write_text(_mult18x18d_model() + _dp16kd_model())
+    model.write_text(_mult18x18d_model())
     _apply_env(sim)
     runner = get_runner(sim)
     args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL"] \
