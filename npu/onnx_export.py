@@ -245,6 +245,7 @@ def _session(m, optimized=None):
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = 1
+    so.log_severity_level = 3          # no warning about saving the optimized model
     if optimized:
         so.optimized_model_filepath = str(optimized)
     return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])

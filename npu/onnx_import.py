@@ -120,6 +120,7 @@ class _Importer:
         self.proto, self.source = proto, source
         self.layers, self.params, self.names = [], {}, set()
         self.consts = {}          # tensor name -> numpy value (initializers, folded nodes)
+        self.runtime = set()      # tensors of constant computations the importer cannot fold
         self.shapes = {}          # data tensor name -> ONNX shape (batch = _BATCH)
         self.perm = None          # pending (h, w, c)-index of each (c, h, w) flat position
         self.pending_bias_ok = False
@@ -180,6 +181,10 @@ class _Importer:
 
     # ------------------------------------------------------------------ helpers
     def const(self, name, idx, node, what):
+        if name in self.runtime:
+            self.fail(f"dynamic shape: {what} ({name!r}) is computed at run time (the "
+                      f"importer folds only {', '.join(_SHAPE_OPS)} on static shapes)",
+                      idx, node)
         if name not in self.consts:
             self.fail(f"{what} ({name!r}) must be a constant (initializer or Constant node); "
                       f"it is computed at run time", idx, node)
@@ -268,16 +273,23 @@ class _Importer:
             if node.domain not in ("", "ai.onnx"):
                 self.fail(f"operator of domain {node.domain!r} is not supported; supported: "
                           f"{', '.join(SUPPORTED_OPS)}", idx, node)
+            reads_data = any(i in self.shapes for i in node.input if i)
+            if op == "Shape" or not reads_data:
+                # a shape/constant computation: folded, or (if the importer cannot) a value
+                # known only at run time, refused where a constant is needed
+                if not self.fold(node, idx):
+                    self.runtime.update(node.output)
+                continue
             if op in _SHAPE_OPS:
-                if self.fold(node, idx):
-                    continue
                 self.fail(f"unsupported operator {op} on activation data (only shape "
                           f"computations feeding a Reshape are accepted); supported: "
                           f"{', '.join(SUPPORTED_OPS)}", idx, node)
             if op not in SUPPORTED_OPS:
-                self.fail(f"unsupported operator {op}; supported: {', '.join(SUPPORTED_OPS)}",
-                          idx, node)
-            data = [i for i in node.input if i and i not in self.consts]
+                hint = (" (the input must be NCHW, as ONNX defines it: export with NCHW "
+                        "inputs, e.g. tf2onnx --inputs-as-nchw)" if op == "Transpose" else "")
+                self.fail(f"unsupported operator {op}{hint}; supported: "
+                          f"{', '.join(SUPPORTED_OPS)}", idx, node)
+            data = [i for i in node.input if i and i in self.shapes]
             if data != [cur] or node.input[0] != cur:
                 if op in ("Add", "MatMul") and data == [cur]:
                     pass    # commutative Add, or MatMul with a constant first operand
