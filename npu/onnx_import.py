@@ -174,6 +174,7 @@ class _Importer:
         if len(dims) not in (2, 4):
             self.fail(f"graph input {inp.name!r} has rank {len(dims)}; an (N, C, H, W) or "
                       f"(N, F) input is supported", *consumer)
+        self.static_batch = dims[0] if dims[0] != _BATCH else None
         dims[0] = _BATCH
         self.input_name = inp.name
         self.shapes[inp.name] = tuple(dims)
@@ -205,13 +206,25 @@ class _Importer:
         return None
 
     def add_activation(self, fn, node, idx):
-        """Fuse relu/relu6 into the preceding conv/dense; else a table activation layer."""
-        last = self.last_gemm()
+        """Fuse relu/relu6 into the preceding conv/dense; else a table activation layer.
+
+        Every supported activation is non-decreasing, so it commutes with max pooling (and
+        with flatten): after ``Conv -> MaxPool -> Relu`` (PyTorch's
+        ``relu(max_pool2d(conv(x)))``) it moves up to the conv, exactly, where the
+        accelerator applies it."""
+        at = len(self.layers)
+        while at > 0 and self.layers[at - 1]["type"] in ("maxpool2d", "flatten"):
+            at -= 1
+        if at == len(self.layers) or not (at and self.layers[at - 1]["type"] in ("conv2d",
+                                                                               "dense")):
+            at = len(self.layers)
+        last = self.layers[at - 1] if at and self.layers[at - 1]["type"] in ("conv2d",
+                                                                            "dense") else None
         if fn in ("relu", "relu6") and last is not None and last["activation"] == "none":
             last["activation"] = fn
         else:
-            self.layers.append({"type": "activation", "name": self.new_name(node, idx, fn),
-                                "function": fn})
+            self.layers.insert(at, {"type": "activation", "name": self.new_name(node, idx, fn),
+                                    "function": fn})
         self.pending_bias_ok = False
 
     # ------------------------------------------------------------------ shape folding
@@ -353,6 +366,9 @@ class _Importer:
             if a.get("group", 1) != 1:
                 self.fail(f"grouped convolution (group = {a['group']}) is not supported; only "
                           f"group = 1", idx, node)
+            if w.ndim != 4:
+                self.fail(f"weight of rank {w.ndim}; a 2-D convolution (OIHW) is supported",
+                          idx, node)
             cout, cin, kh, kw = w.shape
             if cin != shp[1]:
                 self.fail(f"weights expect {cin} input channels, the input has {shp[1]}",
@@ -433,8 +449,8 @@ class _Importer:
                 t = [int(v) for v in np.asarray(
                     self.const(node.input[1], idx, node, "the target shape")).ravel()]
                 feat = int(np.prod(shp[1:]))
-                ok = (len(t) == 2 and t[0] in (_BATCH, 0, -1) and t[1] in (-1, feat)
-                      and t != [-1, -1])
+                ok = (len(t) == 2 and t[0] in (_BATCH, 0, -1, self.static_batch)
+                      and t[1] in (-1, feat) and t != [-1, -1])
                 if not ok:
                     tt = ["N" if v == _BATCH else v for v in t]
                     self.fail(f"Reshape to {tt} is not a flatten to (N, {feat}) (only "

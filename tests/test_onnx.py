@@ -304,6 +304,35 @@ def test_reference_cnn_onnx_on_the_rtl_through_the_cli(tmp_path, capsys):
         assert all(np.array_equal(L.tensors[t], L2.tensors[t]) for t in L.tensors)
 
 
+def test_lenet_style_pool_then_relu_and_static_batch():
+    """PyTorch's ``relu(max_pool2d(conv(x), 2))`` then ``x.view(1, -1)`` exported with a
+    static batch of 1: the ReLU moves up to the conv (it commutes with max pooling), the
+    constant Reshape target (1, F) is a flatten."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([1, 6 * 4 * 4], np.int64), "shape"),
+             numpy_helper.from_array(rng.standard_normal((5, 96)).astype(np.float32), "fw"),
+             numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "fb")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="/conv1/Conv", pads=[1] * 4),
+             helper.make_node("MaxPool", ["c"], ["p"], name="/pool/MaxPool",
+                              kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Sigmoid", ["p"], ["r"], name="/act/Sigmoid"),
+             helper.make_node("Reshape", ["r", "shape"], ["f"], name="/Reshape"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="/fc/Gemm", transB=1)]
+    m = _chain(nodes, inits, in_dims=(1, 1, 8, 8), out_dims=(1, 5))
+    arch, params = onnx_to_arch(m)
+    assert [(L["type"], L.get("activation") or L.get("function")) for L in arch["layers"]] == [
+        ("conv2d", "none"), ("activation", "sigmoid"), ("maxpool2d", None),
+        ("flatten", None), ("dense", "none")]
+    assert arch["layers"][0]["name"] == "conv1_Conv"
+    x = rng.standard_normal((1, 1, 8, 8)).astype(np.float32)
+    assert np.abs(ort_run(m, x)[0] - nchw_forward(arch, params, x)).max() <= 1e-5
+    nodes[2] = helper.make_node("Relu", ["p"], ["r"], name="/Relu")
+    arch, params = onnx_to_arch(_chain(nodes, inits, in_dims=(1, 1, 8, 8), out_dims=(1, 5)))
+    assert [L["type"] for L in arch["layers"]] == ["conv2d", "maxpool2d", "flatten", "dense"]
+    assert arch["layers"][0]["activation"] == "relu"
+
+
 @pytest.mark.parametrize("seed", [6, 8])
 def test_random_onnx_on_the_rtl_through_the_cli(tmp_path, sim_seed, seed):
     """ONNX -> quantize -> compile -> RTL -> result with `npu run`, bit-exact against golden;
