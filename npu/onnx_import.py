@@ -25,6 +25,7 @@ MaxPool, AveragePool                   maxpool2d / avgpool2d (square, ceil_mode 
 GlobalAveragePool                      avgpool2d with kernel = H = W (square maps)
 Gemm (transA 0), MatMul [+ Add]        dense (the Add's constant becomes the bias)
 Add of a constant after Conv           folded into the conv bias
+BatchNormalization after Conv/Gemm     folded into its weights and bias (inference form)
 Flatten (axis 1), Reshape to (N, -1)   flatten (constant target shape, or the usual
                                        Shape/Gather/Unsqueeze/Concat subgraph)
 Softmax (last axis of an (N, F) value) softmax
@@ -70,7 +71,7 @@ __all__ = ["OnnxImportError", "SUPPORTED_OPS", "MIN_OPSET", "onnx_to_arch", "loa
 MIN_OPSET = 13
 SUPPORTED_OPS = ("Conv", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "MaxPool",
                  "AveragePool", "GlobalAveragePool", "Gemm", "MatMul", "Add", "Flatten",
-                 "Reshape", "Softmax", "Identity", "Dropout")
+                 "Reshape", "Softmax", "BatchNormalization", "Identity", "Dropout")
 # Nodes that only compute shapes or constants (folded at import time).
 _SHAPE_OPS = ("Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice")
 _BATCH = 2 ** 31 - 7   # stands for the (symbolic) batch size while folding shape subgraphs
@@ -314,7 +315,7 @@ class _Importer:
             if op == "MatMul" and node.input[0] != cur:
                 self.fail("MatMul with a constant first operand is not supported", idx, node)
             out_shape = self.convert(node, idx, cur, self.shapes[cur])
-            if len(node.output) != 1 and op != "Dropout":
+            if len([o for o in node.output if o]) != 1 and op != "Dropout":
                 self.fail(f"{len(node.output)} outputs; one is supported", idx, node)
             cur = node.output[0]
             self.shapes[cur] = out_shape
@@ -514,6 +515,21 @@ class _Importer:
                           f"{' or '.join(map(str, ok_shapes))} is supported", idx, node)
             p = self.params[last["name"]]
             p["bias"] = (p["bias"] + np.broadcast_to(b.reshape(-1), (n,))).astype(np.float32)
+            return shp
+        if op == "BatchNormalization":
+            last = self.last_gemm()
+            if last is None or not self.pending_bias_ok or last["activation"] != "none":
+                self.fail("BatchNormalization is only supported right after Conv/Gemm/MatMul "
+                          "(it is folded into the weights and bias)", idx, node)
+            if a.get("training_mode", 0):
+                self.fail("training_mode = 1 is not supported", idx, node)
+            gamma, beta, mean, var = (np.asarray(self.const(n, idx, node, what), np.float64)
+                                      for n, what in zip(node.input[1:5], (
+                                          "scale", "B", "input_mean", "input_var")))
+            k = gamma / np.sqrt(var + a.get("epsilon", 1e-5))
+            p = self.params[last["name"]]
+            p["weights"] = (p["weights"].astype(np.float64) * k).astype(np.float32)
+            p["bias"] = ((p["bias"].astype(np.float64) - mean) * k + beta).astype(np.float32)
             return shp
         if op == "Softmax":
             axis = a.get("axis", -1)

@@ -336,6 +336,31 @@ def test_random_onnx_qdq_isolated_layers_within_one_lsb(seed):
                 assert tie[0] == tie[1], (name, "mismatches not at a rounding tie", tie)
 
 
+def test_batchnorm_folded_into_the_conv():
+    rng = np.random.default_rng(4)
+    c = 5
+    inits = [numpy_helper.from_array(rng.standard_normal((c, 2, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(c).astype(np.float32), "b")]
+    for n, v in (("g", rng.uniform(0.5, 2, c)), ("be", rng.standard_normal(c)),
+                 ("mu", rng.standard_normal(c)), ("var", rng.uniform(0.5, 2, c))):
+        inits.append(numpy_helper.from_array(v.astype(np.float32), n))
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1] * 4),
+             helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "var"], ["n"],
+                              name="bn", epsilon=1e-3),
+             helper.make_node("Relu", ["n"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"], name="gap"),
+             helper.make_node("Flatten", ["p"], ["y"], name="flat")]
+    m = _chain(nodes, inits, in_dims=("N", 2, 6, 6), out_dims=("N", c))
+    arch, params = onnx_to_arch(m)
+    assert [L["type"] for L in arch["layers"]] == ["conv2d", "avgpool2d", "flatten"]
+    assert arch["layers"][0]["activation"] == "relu" and arch["layers"][1]["kernel"] == 6
+    x = rng.standard_normal((4, 2, 6, 6)).astype(np.float32)
+    assert np.abs(ort_run(m, x)[0] - nchw_forward(arch, params, x)).max() <= 1e-5
+    nodes[1].input[0] = "x"     # not after a conv: refused
+    refuse(_chain(nodes[1:2], inits, in_dims=("N", 5, 6, 6), out_dims=("N", 5, 6, 6)),
+           "'bn'", "(BatchNormalization)", "only supported right after Conv")
+
+
 def test_lenet_style_pool_then_relu_and_static_batch():
     """PyTorch's ``relu(max_pool2d(conv(x), 2))`` then ``x.view(1, -1)`` exported with a
     static batch of 1: the ReLU moves up to the conv (it commutes with max pooling), the
