@@ -1,7 +1,7 @@
 """ONNX export of the project's models, and the onnxruntime comparison report.
 
     .venv/bin/python -m npu.onnx_export --compare        # the figures in the README
-    .venv/bin/python -m npu.onnx_export --out build/onnx # just write the files
+    .venv/bin/python -m npu.onnx_export                  # just write the files (build/onnx/)
 
 * :func:`export_float`: a float architecture (:mod:`golden.float_model`) as an ONNX model in
   the layout PyTorch exports: input ``(N, C, H, W)`` float32 with a symbolic batch, Conv (OIHW
@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["export_float", "export_qdq", "flatten_perm", "golden_to_onnx_layout", "compare",
-           "OPSET"]
+__all__ = ["export_float", "export_qdq", "export_reference", "flatten_perm",
+           "golden_to_onnx_layout", "near_tie", "qdq_layer_diffs", "compare", "OPSET"]
 
 OPSET = 13
 _ACT_OPS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
@@ -330,6 +330,27 @@ def _onnx_in(model, x):
     return x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
 
 
+def export_reference(out_dir="build/onnx"):
+    """The reference CNN as float and QDQ ONNX, and a calibration file for ``npu run``
+    (``digits_calib.npz``: the 256 calibration images, NCHW float ``p / 16``, with the digits'
+    input quantization 1/240, -128, so the int8 test images of ``npu run`` fit)."""
+    from golden import digits
+    from golden.float_model import load_float
+    from golden.model import load_model
+    from golden.ptq import INT8_FILE
+    from golden.train import FLOAT_FILE
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "digits_cnn.onnx", out / "digits_cnn_qdq.onnx", out / "digits_calib.npz"]
+    export_float(*load_float(FLOAT_FILE), files[0])
+    export_qdq(load_model(INT8_FILE), files[1])
+    cal, _ = digits.load_calibration()
+    np.savez(files[2], images=digits.to_float(cal).transpose(0, 3, 1, 2),
+             input_scale=np.float64(digits.INPUT_SCALE),
+             input_zero_point=np.int64(digits.INPUT_ZERO_POINT))
+    return files
+
+
 def compare(out_dir="build/onnx", verbose=True):
     """The onnxruntime figures of the reference CNN (dict); writes the ONNX files."""
     import onnx
@@ -341,12 +362,9 @@ def compare(out_dir="build/onnx", verbose=True):
     from golden.ptq import INT8_FILE
     from golden.train import FLOAT_FILE
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    fpath, qpath, _ = export_reference(out)
     arch, params = load_float(FLOAT_FILE)
     model = load_model(INT8_FILE)
-    fpath, qpath = out / "digits_cnn.onnx", out / "digits_cnn_qdq.onnx"
-    export_float(arch, params, fpath)
-    export_qdq(model, qpath)
     images, labels = digits.load_test()
     xf = digits.to_float(images)
     # float: onnxruntime vs the project's float model, softmax output and logits
@@ -375,11 +393,6 @@ def compare(out_dir="build/onnx", verbose=True):
          "qdq_accuracy": float((top_o == labels).mean()),
          "golden_accuracy": float((top_g == labels).mean()),
          "ort_kernels": kernels[True], "ort_kernels_default": kernels[False], "files": [str(fpath), str(qpath)]}
-    # calibration file for `npu run --model digits_cnn.onnx --calib ...`
-    cal, _ = digits.load_calibration()
-    np.savez(out / "digits_calib.npz", images=digits.to_float(cal).transpose(0, 3, 1, 2),
-             input_scale=np.float64(digits.INPUT_SCALE),
-             input_zero_point=np.int64(digits.INPUT_ZERO_POINT))
     if verbose:
         _print(r)
     return r
@@ -425,15 +438,8 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
     if not args.compare:
-        from golden.float_model import load_float
-        from golden.model import load_model
-        from golden.ptq import INT8_FILE
-        from golden.train import FLOAT_FILE
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        export_float(*load_float(FLOAT_FILE), out / "digits_cnn.onnx")
-        export_qdq(load_model(INT8_FILE), out / "digits_cnn_qdq.onnx")
-        print(f"wrote {out / 'digits_cnn.onnx'}, {out / 'digits_cnn_qdq.onnx'}")
+        for f in export_reference(args.out):
+            print(f"wrote {f}")
         return 0
     r = compare(args.out, verbose=not args.json)
     if args.json:
