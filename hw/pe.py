@@ -4,8 +4,10 @@ Contract
 --------
 Every cycle the PE registers its operand inputs and forwards them: ``a`` and the control flags
 to the right-hand neighbour, ``b`` to the one below. The product goes through a pipeline of
-:attr:`ProcessingElement.PRODUCT_STAGES` registers (input, multiplier, output: the three
-register stages of an FPGA DSP block); the accumulator is updated only on ``valid`` beats:
+:attr:`ProcessingElement.PRODUCT_STAGES` (4) registers: input, multiplier and output (the three
+register stages of an FPGA DSP block), then a fabric register beside the accumulator, so the
+route from the DSP block to the adder is a path of its own; the accumulator is updated only on
+``valid`` beats:
 
 * ``last`` ends a dot product: the finished sum is copied into ``result``, ``done`` pulses for
   one cycle, the cycle in which ``result`` first shows it, and the accumulator is cleared (a
@@ -20,7 +22,7 @@ never wraps).
 
 Timing: operands at the inputs in cycle t reach the outputs ``a_out``/``b_out`` in t+1, and a
 ``last`` beat in cycle t shows in ``result`` (with ``done``) in cycle
-t + ``PRODUCT_STAGES`` + 1 (= t+4).
+t + ``PRODUCT_STAGES`` + 1 (= t+5).
 
 Multiplier implementations (``dsp`` argument), all with the same cycle behaviour:
 
@@ -28,7 +30,7 @@ Multiplier implementations (``dsp`` argument), all with the same cycle behaviour
   synthesis, iCE40 where ``synth_ice40 -dsp`` maps it onto an SB_MAC16, ASIC flows);
 * ``"ecp5"``: a Lattice ECP5 ``MULT18X18D`` instantiated directly with its input, pipeline and
   output registers enabled (``synth_ecp5`` does not pack fabric registers into the DSP, and a
-  DSP used combinationally limits the array to about 125 MHz).
+  DSP used combinationally limits the array to about 125 MHz), then one fabric register.
 """
 
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, ResetSignal, Signal, signed
@@ -53,8 +55,8 @@ def check_dsp(dsp):
 
 class ProcessingElement(wiring.Component):
     #: Register stages between the operand inputs and the product that is accumulated:
-    #: DSP input registers, multiplier pipeline register, DSP output register.
-    PRODUCT_STAGES = 3
+    #: DSP input registers, multiplier pipeline register, DSP output register, fabric register.
+    PRODUCT_STAGES = 4
 
     a: In(OPERAND)
     b: In(OPERAND)
@@ -123,7 +125,7 @@ class ProcessingElement(wiring.Component):
         return stage
 
     def _ecp5_product(self, m):
-        assert self.PRODUCT_STAGES == 3, "MULT18X18D has input, pipeline and output registers"
+        assert self.PRODUCT_STAGES >= 3, "MULT18X18D has input, pipeline and output registers"
         p = Signal(36, name="dsp_p")
         a18 = self.a.as_signed()
         b18 = self.b.as_signed()
@@ -147,4 +149,9 @@ class ProcessingElement(wiring.Component):
             i_CLK0=ClockSignal(), i_CE0=Const(1), i_RST0=Const(0),
             i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
             **ports)
-        return p[:16].as_signed()
+        product = p[:16].as_signed()
+        for n in range(self.PRODUCT_STAGES - 3):
+            nxt = Signal(PRODUCT, name=f"product_d{n + 4}", reset_less=True)
+            m.d.sync += nxt.eq(product)
+            product = nxt
+        return product

@@ -34,8 +34,8 @@ Two rules keep the pipeline correct without stalling the array itself:
   cycles), so tiles with K < R run at one tile per R cycles.
 
 Latency: the first row of a tile is written into the output memory R + C + 2 + P cycles after
-its last beat, where P = :attr:`ProcessingElement.PRODUCT_STAGES` (3: the DSP input, pipeline
-and output registers), so R + C + 5; with no backpressure it is on the ``result`` stream 5
+its last beat, where P = :attr:`ProcessingElement.PRODUCT_STAGES` (4: the DSP input, pipeline
+and output registers and a fabric register), so R + C + 6; with no backpressure it is on the ``result`` stream 5
 cycles later (2-cycle memory read, queue, bias add register). The latency is the same for
 every implementation target (``dsp="generic"`` for simulation and other targets; ``"ecp5"``:
 MULT18X18D instantiated directly with its own pipeline registers, distributed RAM), so

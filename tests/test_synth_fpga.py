@@ -27,7 +27,9 @@ def test_pe_cost_ecp5():
 def test_pe_cost_ice40():
     c = pe_cost("ice40")
     assert c["mult"] == 1, c            # one SB_MAC16 per 8x8 multiply
-    assert c["lut4"] <= 8, c
+    # The 32-bit accumulator is in logic cells (LUT + SB_CARRY): with PRODUCT_STAGES = 4 the
+    # SB_MAC16's own accumulator register cannot take it.
+    assert c["lut4"] <= 40, c
 
 
 def test_harness_wires_every_port():
@@ -121,4 +123,4 @@ def test_ecp5_array_matches_generic_cycle_for_cycle(sim, tmp_path):
 
 
 def test_product_stages_constant():
-    assert ProcessingElement.PRODUCT_STAGES == 3
+    assert ProcessingElement.PRODUCT_STAGES == 4
