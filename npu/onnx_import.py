@@ -29,6 +29,9 @@ BatchNormalization after Conv/Gemm     folded into its weights and bias (inferen
 Flatten (axis 1), Reshape to (N, -1)   flatten (constant target shape, or the usual
                                        Shape/Gather/Unsqueeze/Concat subgraph)
 Softmax (last axis of an (N, F) value) softmax
+Transpose NHWC <-> NCHW                nothing: an NHWC input straight into Transpose(0, 3,
+                                       1, 2), a Transpose(0, 2, 3, 1) before the flatten
+                                       (tf2onnx's Keras export)
 Identity, Dropout                      nothing (inference)
 =====================================  ===================================================
 
@@ -45,7 +48,7 @@ operator, a dynamic shape, a grouped or dilated conv, a branch, an opset below 1
 is not a valid ONNX model. No partial model is ever returned.
 
 Calibration file (``--calib``): an ``.npz`` with ``images``, float, in the ONNX input layout
-``(N, C, H, W)`` (or ``(N, F)``), and optionally ``input_scale`` and ``input_zero_point`` (the
+``(N, C, H, W)`` (``(N, H, W, C)`` for an NHWC-input model, ``(N, F)`` for a flat one), and optionally ``input_scale`` and ``input_zero_point`` (the
 int8 quantization of the network input; default: :func:`golden.ptq.activation_qparams` of the
 images' range). The quantization is golden.ptq's (per-tensor activations from the float ranges
 on these images, per-channel symmetric weights); the int8 model is saved next to the ONNX file
@@ -71,7 +74,8 @@ __all__ = ["OnnxImportError", "SUPPORTED_OPS", "MIN_OPSET", "onnx_to_arch", "loa
 MIN_OPSET = 13
 SUPPORTED_OPS = ("Conv", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "MaxPool",
                  "AveragePool", "GlobalAveragePool", "Gemm", "MatMul", "Add", "Flatten",
-                 "Reshape", "Softmax", "BatchNormalization", "Identity", "Dropout")
+                 "Reshape", "Softmax", "BatchNormalization", "Transpose", "Identity",
+                 "Dropout")
 # Nodes that only compute shapes or constants (folded at import time).
 _SHAPE_OPS = ("Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice")
 _BATCH = 2 ** 31 - 7   # stands for the (symbolic) batch size while folding shape subgraphs
@@ -179,7 +183,18 @@ class _Importer:
         dims[0] = _BATCH
         self.input_name = inp.name
         self.shapes[inp.name] = tuple(dims)
-        self.input_shape = tuple(dims[2:]) + (dims[1],) if len(dims) == 4 else (dims[1],)
+        # NCHW, as ONNX defines it; NHWC if the input goes straight into a
+        # Transpose(0, 3, 1, 2) (tf2onnx's export of a Keras model)
+        self.lay = None
+        if len(dims) == 4:
+            self.lay = "nchw"
+            i, first = consumer
+            if first is not None and first.op_type == "Transpose" and \
+                    list(_attrs(first).get("perm", [])) == [0, 3, 1, 2]:
+                self.lay = "nhwc"
+        self.input_layout = self.lay.upper() if self.lay else None
+        self.input_shape = (tuple(dims[1:]) if self.lay == "nhwc" else
+                            tuple(dims[2:]) + (dims[1],) if self.lay else (dims[1],))
 
     # ------------------------------------------------------------------ helpers
     def const(self, name, idx, node, what):
@@ -360,8 +375,22 @@ class _Importer:
         rank4 = len(shp) == 4
         if op in ("Identity", "Dropout"):
             return shp
-        if op in ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool") and not rank4:
-            self.fail(f"needs an (N, C, H, W) input, got shape {self._fmt(shp)}", idx, node)
+        if op in ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool") and (
+                not rank4 or self.lay != "nchw"):
+            self.fail(f"needs an (N, C, H, W) input, got shape {self._fmt(shp)}"
+                      + (" in NHWC order (transpose it to NCHW first)" if rank4 else ""),
+                      idx, node)
+        if op == "Transpose":
+            perm = list(a.get("perm", []))
+            if rank4 and self.lay == "nhwc" and perm == [0, 3, 1, 2]:
+                self.lay = "nchw"
+                return (shp[0], shp[3], shp[1], shp[2])
+            if rank4 and self.lay == "nchw" and perm == [0, 2, 3, 1]:
+                self.lay = "nhwc"
+                return (shp[0], shp[2], shp[3], shp[1])
+            self.fail(f"Transpose with perm {perm} of a {self.lay or 'rank-2'} tensor is not "
+                      f"supported (only NHWC <-> NCHW of 4-D data, as tf2onnx writes them)",
+                      idx, node)
         if op == "Conv":
             w = self.const(node.input[1], idx, node, "the weight").astype(np.float32)
             if a.get("group", 1) != 1:
@@ -457,10 +486,14 @@ class _Importer:
                     self.fail(f"Reshape to {tt} is not a flatten to (N, {feat}) (only "
                               f"Reshape as flatten is supported)", idx, node)
             if rank4:
-                _, c, h, w = shp
+                if self.lay == "nhwc":      # (h, w, c) order already: no permutation
+                    _, h, w, c = shp
+                else:
+                    _, c, h, w = shp
                 self.layers.append({"type": "flatten", "name": self.new_name(node, idx,
                                                                             "flatten")})
-                if c > 1 and h * w > 1:
+                nchw, self.lay = self.lay == "nchw", None
+                if nchw and c > 1 and h * w > 1:
                     # flat ONNX index (c, y, x) -> flat project index (y, x, c)
                     ci, yi, xi = np.meshgrid(np.arange(c), np.arange(h), np.arange(w),
                                              indexing="ij")
@@ -560,6 +593,7 @@ def onnx_to_arch(path_or_proto, name=None):
         name = (Path(source).stem if not isinstance(path_or_proto, type(proto))
                 else proto.graph.name) or "onnx_model"
     arch = {"name": str(name).replace("/", "_"), "input_shape": list(imp.input_shape),
+            "onnx_input_layout": imp.input_layout,
             "layers": imp.layers}
     try:
         output_shapes(arch)
@@ -569,9 +603,10 @@ def onnx_to_arch(path_or_proto, name=None):
 
 
 def nchw_forward(arch, params, x, keep=False):
-    """The float model on ONNX-layout input ``(N, C, H, W)`` / ``(N, F)``."""
+    """The float model on input in the ONNX model's layout: ``(N, C, H, W)`` (or ``(N, H, W,
+    C)`` for an NHWC-input model, ``arch["onnx_input_layout"]``), or ``(N, F)``."""
     x = np.asarray(x, np.float32)
-    if x.ndim == 4:
+    if x.ndim == 4 and arch.get("onnx_input_layout", "NCHW") == "NCHW":
         x = x.transpose(0, 2, 3, 1)
     return forward(arch, params, x, keep=keep)
 
@@ -595,10 +630,11 @@ def load_calibration(path):
 def _to_nhwc(arch, images, source):
     shp = tuple(arch["input_shape"])
     x = np.asarray(images)
-    if x.ndim == 4:
+    nchw = arch.get("onnx_input_layout", "NCHW") == "NCHW"
+    if x.ndim == 4 and nchw:
         x = x.transpose(0, 2, 3, 1)
     if x.shape[1:] != shp or len(x) == 0:
-        want = (shp[2], shp[0], shp[1]) if len(shp) == 3 else shp
+        want = (shp[2], shp[0], shp[1]) if len(shp) == 3 and nchw else shp
         raise OnnxImportError(f"{source}: images have shape {np.shape(images)}, the ONNX model "
                               f"takes (N, {', '.join(map(str, want))})")
     return x
@@ -657,11 +693,13 @@ def load_or_quantize(onnx_path, calib=None):
 
 def to_model_input(model, images):
     """Images for ``npu run``: int8 in the model's layout pass through; float images in the
-    ONNX layout (N, C, H, W) are quantized with the model's input quantization."""
+    ONNX layout (N, C, H, W) (or already (N, H, W, C), as an NHWC-input model takes them) are
+    quantized with the model's input quantization. (N, C, H, W) wins when both fit."""
     x = np.asarray(images)
     if x.dtype == np.int8 or x.dtype.kind != "f":
         return x
-    if x.ndim == 4:
+    shp = tuple(model.input_shape)
+    if x.ndim == 4 and len(shp) == 3 and x.shape[1:] == (shp[2], shp[0], shp[1]):
         x = x.transpose(0, 2, 3, 1)
     q = np.floor(np.abs(x / model.input_scale) + 0.5) * np.sign(x / model.input_scale)
     return np.clip(q + model.input_zero_point, -128, 127).astype(np.int8)

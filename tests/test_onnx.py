@@ -361,6 +361,52 @@ def test_batchnorm_folded_into_the_conv():
            "'bn'", "(BatchNormalization)", "only supported right after Conv")
 
 
+def test_tf2onnx_style_nhwc_input():
+    """A Keras CNN as tf2onnx writes it: NHWC input, Transpose to NCHW before the convs,
+    Conv with auto_pad SAME_UPPER, Transpose back to NHWC before the Reshape (so the flatten
+    order is already (h, w, c)), MatMul + Add, Softmax."""
+    rng = np.random.default_rng(9)
+    h, w, c, co, hid = 6, 6, 2, 4, 7
+    feat = 3 * 3 * co
+    inits = [numpy_helper.from_array(rng.standard_normal((co, c, 3, 3)).astype(np.float32),
+                                     "k"),
+             numpy_helper.from_array(np.array([-1, feat], np.int64), "shape"),
+             numpy_helper.from_array(rng.standard_normal((feat, hid)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal(hid).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.standard_normal((hid, 3)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b2")]
+    mk = helper.make_node
+    nodes = [mk("Transpose", ["x"], ["t"], name="model/conv/Conv2D__6", perm=[0, 3, 1, 2]),
+             mk("Conv", ["t", "k"], ["c"], name="model/conv/Conv2D", auto_pad="SAME_UPPER",
+                kernel_shape=[3, 3]),
+             mk("Relu", ["c"], ["r"], name="model/conv/Relu"),
+             mk("MaxPool", ["r"], ["p"], name="model/pool/MaxPool", kernel_shape=[2, 2],
+                strides=[2, 2]),
+             mk("Transpose", ["p"], ["pt"], name="model/pool/MaxPool__12", perm=[0, 2, 3, 1]),
+             mk("Reshape", ["pt", "shape"], ["f"], name="model/flatten/Reshape"),
+             mk("MatMul", ["f", "w1"], ["m1"], name="model/dense/MatMul"),
+             mk("Add", ["m1", "b1"], ["a1"], name="model/dense/BiasAdd"),
+             mk("Relu", ["a1"], ["r1"], name="model/dense/Relu"),
+             mk("MatMul", ["r1", "w2"], ["m2"], name="model/out/MatMul"),
+             mk("Add", ["m2", "b2"], ["a2"], name="model/out/BiasAdd"),
+             mk("Softmax", ["a2"], ["y"], name="model/out/Softmax", axis=-1)]
+    m = _chain(nodes, inits, in_dims=("unk__1", h, w, c), out_dims=("unk__1", 3))
+    arch, params = onnx_to_arch(m)
+    assert arch["onnx_input_layout"] == "NHWC" and arch["input_shape"] == [h, w, c]
+    assert [L["type"] for L in arch["layers"]] == ["conv2d", "maxpool2d", "flatten", "dense",
+                                                   "dense", "softmax"]
+    assert arch["layers"][0]["padding"] == 1
+    x = rng.standard_normal((16, h, w, c)).astype(np.float32)
+    assert np.abs(ort_run(m, x)[0] - nchw_forward(arch, params, x)).max() <= 1e-5
+    model = import_onnx(m, x)
+    from npu.compiler import compile_model
+    compile_model(model, {"rows": 8, "cols": 8}, batch=2)
+    # a Transpose that is not NHWC <-> NCHW is refused
+    nodes[0] = mk("Transpose", ["x"], ["t"], name="odd", perm=[0, 3, 2, 1])
+    refuse(_chain(nodes, inits, in_dims=("N", h, w, c), out_dims=("N", 3)), "'odd'",
+           "(Transpose)", "perm [0, 3, 2, 1]")
+
+
 def test_lenet_style_pool_then_relu_and_static_batch():
     """PyTorch's ``relu(max_pool2d(conv(x), 2))`` then ``x.view(1, -1)`` exported with a
     static batch of 1: the ReLU moves up to the conv (it commutes with max pooling), the
