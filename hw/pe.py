@@ -92,20 +92,23 @@ class ProcessingElement(wiring.Component):
         else:
             product = self._generic_product(m)
         flags = Cat(self.valid_out, self.last_out)  # stage 1
+        # The accumulator's clear (reset, or the end of a dot product) is a register of its
+        # own, computed a stage early, so it drives the flip-flops' reset input directly.
+        clear = Signal(init=1)
         for n in range(self.PRODUCT_STAGES - 1):
+            if n == self.PRODUCT_STAGES - 2:
+                m.d.sync += clear.eq(ResetSignal() | (flags[0] & flags[1]))
             delayed = Signal(2, name=f"flags_d{n + 2}")
             m.d.sync += delayed.eq(flags)
             flags = delayed
         p_valid, p_last = flags[0], flags[1]
 
         # Accumulate; a finished sum moves to `result` and the accumulator restarts from 0.
-        # The accumulator's clear (reset or end of a dot product) is one synchronous-reset
-        # signal, so it maps onto the flip-flops' reset input.
         acc = Signal(ACCUMULATOR, reset_less=True)
         total = Signal(ACCUMULATOR)
         m.d.comb += total.eq(acc + product)
         m.d.sync += self.done.eq(p_valid & p_last)
-        with m.If(ResetSignal() | (p_valid & p_last)):
+        with m.If(clear):
             m.d.sync += acc.eq(0)
         with m.Elif(p_valid):
             m.d.sync += acc.eq(total)
