@@ -47,7 +47,13 @@ Memories (C = array columns = lanes; ACT/WGT words are C bytes):
 Configuration registers (``Reg``; SET before CONV/POOL/SOFTMAX; they keep their values
 across instructions). POOL uses IN_ADDR, IN_H, IN_W, IN_CW, CIN, KH (window), STRIDE, PAD,
 IN_ZP, OUT_ADDR, OUT_H, OUT_W, BATCH, POOL_MODE; SOFTMAX uses IN_ADDR, IN_H, IN_W, IN_CW,
-CIN, OUT_ADDR, BATCH, SM_MULT, SM_SHIFT.
+CIN, OUT_ADDR, BATCH, SM_MULT, SM_SHIFT, SM_CAUSAL.
+
+Causal mask (SM_CAUSAL = 1, for attention scores, :mod:`npu.attention`): vector ``v``
+(``v = 0 .. BATCH*IN_H*IN_W - 1``, pixel order) is the softmax of its first ``(v mod CIN) + 1``
+channels only; its other channels are written as -128 (probability 0). With BATCH = S score
+rows of CIN = S channels this is ``golden.attention.attention(causal=True)``: row ``i`` is the
+softmax of ``scores[i, :i+1]``. SM_CAUSAL = 0 (the reset value) is the plain softmax.
 """
 
 from enum import IntEnum
@@ -103,6 +109,8 @@ class Reg(IntEnum):
     POOL_MODE = 21     # POOL: 0 max, 1 average (padding counts as IN_ZP, divisor KH*KH)
     SM_MULT = 22       # SOFTMAX: M0 of golden.softmax.softmax_params (31 bits)
     SM_SHIFT = 23      # SOFTMAX: its right shift (-shift, 0..31)
+    SM_CAUSAL = 24     # SOFTMAX: 1 = causal mask (vector v uses its first (v mod CIN) + 1
+                       # values, the rest of its CIN outputs are -128, probability 0)
 
 
 class Error(IntEnum):

@@ -6,12 +6,19 @@ serialises the lanes into the unit (one element per cycle), packs the probabilit
 words and writes them to the same positions relative to OUT_ADDR (lanes past CIN in a pixel's
 last word are don't-care).
 
+Causal mask (SM_CAUSAL = 1): vector ``v`` sends only its first ``len_v = (v mod CIN) + 1``
+channels to the unit (words wholly past ``len_v`` are read and dropped). The packer writes
+-128 into the lanes after the vector's last probability and then, holding the unit's output
+(backpressure), writes one all -128 word per remaining word of the pixel, so every output
+word is written and the masked channels read as probability 0. In the word holding the
+last probability of a vector, lanes after it are -128 in either mode.
+
 Sizes and regions are checked first (CIN <= the unit's max_len, regions inside ACT and
-disjoint, SM_MULT < 2**31, SM_SHIFT <= 31); a refused configuration ends with
+disjoint, SM_MULT < 2**31, SM_SHIFT <= 31, SM_CAUSAL <= 1); a refused configuration ends with
 ``Error.CONFIG`` / ``Error.ADDRESS`` before touching memory.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,7 +70,8 @@ class SoftmaxEngine(wiring.Component):
                     & (reg(Reg.CIN) <= self.max_len)
                     & (reg(Reg.CIN) <= reg(Reg.IN_CW) * C)
                     & (reg(Reg.IN_CW) * C < reg(Reg.CIN) + C)      # no all-padding words
-                    & (reg(Reg.SM_MULT) < (1 << 31)) & (reg(Reg.SM_SHIFT) <= 31))
+                    & (reg(Reg.SM_MULT) < (1 << 31)) & (reg(Reg.SM_SHIFT) <= 31)
+                    & (reg(Reg.SM_CAUSAL) <= 1))
         in_end = Signal(34)
         out_end = Signal(34)
         m.d.comb += [in_end.eq(reg(Reg.IN_ADDR) + total), out_end.eq(reg(Reg.OUT_ADDR) + total)]
@@ -74,16 +82,27 @@ class SoftmaxEngine(wiring.Component):
                      rd.addr.eq(reg(Reg.IN_ADDR)), rd.count.eq(total),
                      self.act_rd_addr.eq(rd.act_addr), rd.act_data.eq(self.act_rd_data)]
 
-        # Serialiser: one word at a time, lanes in order, `last` at channel CIN-1.
+        causal = reg(Reg.SM_CAUSAL)[0]
+        # Taker: position of the next word read within its pixel, and that pixel's length.
+        t_word = Signal(SIZE_BITS)                 # word index within the pixel
+        t_base = Signal(SIZE_BITS + C.bit_length() + 1)   # t_word * C
+        t_row = Signal(SIZE_BITS)                  # vector index mod CIN (causal)
+        t_len = Signal(SIZE_BITS + 1)
+        m.d.comb += t_len.eq(Mux(causal, t_row + 1, reg(Reg.CIN)))
+        skip = t_base >= t_len                     # a word wholly past the vector's length
+
+        # Serialiser: one word at a time, lanes in order, `last` at channel len-1.
         word = Signal(data.ArrayLayout(signed(8), C))
+        w_len = Signal(SIZE_BITS + 1)              # length of the word's vector
         have = Signal()
         lane = Signal(range(C))
         chan = Signal(SIZE_BITS)
-        vec_last = chan + 1 == reg(Reg.CIN)
+        vec_last = chan + 1 == w_len
         word_end = (lane == C - 1) | vec_last
         # The next word is taken in the cycle the current one's final lane goes out, so the
         # unit sees one element per cycle.
         send = sm.logits.valid & sm.logits.ready
+        take = rd.data.valid & rd.data.ready
         m.d.comb += [sm.logits.payload.data.eq(word[lane]), sm.logits.payload.last.eq(vec_last),
                      sm.logits.valid.eq(have), rd.data.ready.eq(~have | (send & word_end))]
         with m.If(send):
@@ -92,29 +111,45 @@ class SoftmaxEngine(wiring.Component):
                 m.d.sync += [have.eq(0), lane.eq(0)]
             with m.If(vec_last):
                 m.d.sync += chan.eq(0)
-        with m.If(rd.data.valid & rd.data.ready):
-            m.d.sync += [word.eq(rd.data.payload.data), have.eq(1), lane.eq(0)]
+        with m.If(take):
+            with m.If(~skip):
+                m.d.sync += [word.eq(rd.data.payload.data), w_len.eq(t_len), have.eq(1),
+                             lane.eq(0)]
+            with m.If(t_word + 1 == reg(Reg.IN_CW)):
+                m.d.sync += [t_word.eq(0), t_base.eq(0),
+                             t_row.eq(Mux(causal & (t_row + 1 != reg(Reg.CIN)), t_row + 1, 0))]
+            with m.Else():
+                m.d.sync += [t_word.eq(t_word + 1), t_base.eq(t_base + C)]
 
-        # Packer: probabilities back into words.
+        # Packer: probabilities back into words; then the pixel's masked words (causal).
         out_word = Signal(data.ArrayLayout(signed(8), C))
         out_lane = Signal(range(C))
         out_chan = Signal(SIZE_BITS)
+        p_word = Signal(SIZE_BITS)                 # word index within the output pixel
+        pad_left = Signal(SIZE_BITS)               # all -128 words still to write
         wr_ptr = Signal(25)
         done_vectors = Signal(32)
         p_last = sm.probs.payload.last
+        p_take = sm.probs.valid & sm.probs.ready
         out_end_word = (out_lane == C - 1) | p_last
-        lanes = [Mux(out_lane == j, sm.probs.payload.data, out_word[j]) for j in range(C)]
-        m.d.comb += [sm.probs.ready.eq(1),
+        lanes = [Mux(out_lane == j, sm.probs.payload.data,
+                     Mux(p_last & (out_lane < j), -128, out_word[j])) for j in range(C)]
+        padding = pad_left != 0
+        m.d.comb += [sm.probs.ready.eq(~padding),
                      self.act_wr_addr.eq(wr_ptr),
-                     self.act_wr_data.eq(Cat(*lanes)),
-                     self.act_wr_en.eq(sm.probs.valid & out_end_word & (wr_ptr < out_end))]
-        with m.If(sm.probs.valid):
+                     self.act_wr_data.eq(Mux(padding, Cat(*[Const(-128, signed(8))] * C),
+                                             Cat(*lanes))),
+                     self.act_wr_en.eq(((p_take & out_end_word) | padding) & (wr_ptr < out_end))]
+        with m.If(padding):
+            m.d.sync += [pad_left.eq(pad_left - 1), wr_ptr.eq(wr_ptr + 1)]
+        with m.If(p_take):
             m.d.sync += [out_word[out_lane].eq(sm.probs.payload.data), out_lane.eq(out_lane + 1),
                          out_chan.eq(out_chan + 1)]
             with m.If(out_end_word):
-                m.d.sync += [out_lane.eq(0), wr_ptr.eq(wr_ptr + 1)]
+                m.d.sync += [out_lane.eq(0), wr_ptr.eq(wr_ptr + 1), p_word.eq(p_word + 1)]
             with m.If(p_last):
-                m.d.sync += [out_chan.eq(0), done_vectors.eq(done_vectors + 1)]
+                m.d.sync += [out_chan.eq(0), done_vectors.eq(done_vectors + 1), p_word.eq(0),
+                             pad_left.eq(reg(Reg.IN_CW) - 1 - p_word)]
 
         setup_run = Signal()
         restart = Signal()
@@ -146,11 +181,12 @@ class SoftmaxEngine(wiring.Component):
                     m.d.comb += rd.start.eq(1)
                     m.d.sync += [wr_ptr.eq(reg(Reg.OUT_ADDR)), done_vectors.eq(0),
                                  have.eq(0), lane.eq(0), chan.eq(0), out_lane.eq(0),
-                                 out_chan.eq(0)]
+                                 out_chan.eq(0), t_word.eq(0), t_base.eq(0), t_row.eq(0),
+                                 p_word.eq(0), pad_left.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(done_vectors == vectors):
+                with m.If((done_vectors == vectors) & ~padding):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
         return m

@@ -13,11 +13,14 @@ DONE costs 2. Engine costs, derived from the RTL (R x C array, beats per tile = 
   :mod:`hw.systolic` waits on the previous tile), and :func:`conv_tail` cycles (array
   latency, the tile's other rows, requantizer; one more with the activation table) until the
   last row is written;
-* POOL: 9 setup cycles, then per image (H + 2p) * (W + 2p) * G + 1 cycles (padding positions
+* POOL: 9 setup cycles, then per image (H + 2p) * (W + 2p) * G cycles (padding positions
   cost a cycle each, G = words per pixel); the instruction ends 8 cycles after the last beat
   any window needs, or 3 cycles after the input has been read, whichever is later;
-* SOFTMAX: vectors of L values go through the unit at max(L + 1, 11, ceil((3L + 18) / 4))
-  cycles each in steady state after a lone-vector latency; see :func:`softmax_cycles`.
+* SOFTMAX: a stage-by-stage schedule of the unit (:func:`softmax_cycles`): input, exp-sum
+  (L + 1 per vector), divider (11), output (L + 1), 4 vector banks; in steady state
+  max(L + 1, 11, about (3L + 18) / 4) cycles per vector after a lone-vector latency of
+  3L + 35. With SM_CAUSAL the vectors have lengths (v mod L) + 1, each masked word costs a
+  cycle at the input, and the -128 words written after a vector stall the output.
 
 ``scalesim_cycles`` is the textbook prediction SCALE-Sim uses for a plain output-stationary
 array, printed for comparison.
@@ -52,7 +55,6 @@ POOL_SETUP = 9
 POOL_OUT_TAIL = 8
 POOL_IN_TAIL = 3
 SOFTMAX_SETUP = 4
-SOFTMAX_LONE = 35
 
 
 def conv_cycles(R, C, M, K, N, use_lut=False):
@@ -64,7 +66,7 @@ def conv_cycles(R, C, M, K, N, use_lut=False):
 def pool_cycles(C, batch, H, W, cin, k, stride, pad):
     G = ceil(cin / C)
     Hp, Wp = H + 2 * pad, W + 2 * pad
-    per_image = Hp * Wp * G + 1
+    per_image = Hp * Wp * G
     Ho, Wo = (Hp - k) // stride + 1, (Wp - k) // stride + 1
     # walk position just after the last beat any window needs
     last_needed = (((Ho - 1) * stride + k - 1) * Wp + (Wo - 1) * stride + k - 1) * G + G
@@ -73,10 +75,47 @@ def pool_cycles(C, batch, H, W, cin, k, stride, pad):
     return SEQ + POOL_SETUP + end
 
 
-def softmax_cycles(C, vectors, L):
-    per = max(L + 1, 11, ceil((3 * L + 18) / 4))
-    lone = 3 * L + SOFTMAX_LONE + ceil(L / C)
-    return SEQ + SOFTMAX_SETUP + lone + (vectors - 1) * per
+SOFTMAX_FIRST = 3        # instruction-relative cycle of the first element into the unit
+SOFTMAX_BANKS = 4        # hw.softmax.SoftmaxUnit default
+SOFTMAX_SUM_READY = 8    # exp-sum pipeline: last element read to the sum in the divider FIFO
+SOFTMAX_DIVIDE = 10      # divider start to quotient available
+SOFTMAX_OUT = 10         # output stage: start to last probability, beyond L
+SOFTMAX_DONE = 4         # last probability (or -128 word) to the end of the instruction
+
+
+def softmax_cycles(C, vectors, L, causal=False):
+    """SOFTMAX of ``vectors`` vectors of ``L`` values (``causal``: vector v uses
+    ``(v mod L) + 1`` values, the rest of its ``ceil(L / C)`` words are masked).
+
+    A schedule of the unit's stages (:mod:`hw.softmax`), vector by vector: the input takes
+    one element per cycle (plus one cycle per dropped masked word) while a bank is free; the
+    exp-sum stage starts after the input and after the previous vector (L + 1 cycles); the
+    divider after the sum and after the output stage took the previous quotient; the output
+    stage after the quotient and the previous vector; the engine's -128 words after a vector
+    stall the output stage when the next vector's probabilities are already there."""
+    W = ceil(L / C)
+    lengths = [(v % L) + 1 if causal else L for v in range(vectors)]
+    pads = [W - ceil(n / C) for n in lengths]
+    give, c_load, out_last = [], [], []
+    in_end = b_load = 0
+    stall = 0
+    for v, n in enumerate(lengths):
+        start = SOFTMAX_FIRST if v == 0 else in_end + 1 + pads[v - 1]
+        if v >= SOFTMAX_BANKS:
+            start = max(start, give[v - SOFTMAX_BANKS] + 1)
+        in_end = start + n - 1
+        b_load = in_end + 1 if v == 0 else max(in_end + 1, b_load + lengths[v - 1] + 1)
+        d_load = b_load + n + SOFTMAX_SUM_READY
+        if v:
+            d_load = max(d_load, c_load[v - 1] + 1)
+        c = d_load + SOFTMAX_DIVIDE
+        if v:
+            c = max(c, c_load[v - 1] + lengths[v - 1] + 1 + stall)
+            stall = max(0, out_last[v - 1] + pads[v - 1] + 1 - (c + 1 + SOFTMAX_OUT))
+        give.append(c + n + stall)
+        c_load.append(c)
+        out_last.append(c + n + SOFTMAX_OUT + stall)
+    return SEQ + SOFTMAX_SETUP + out_last[-1] + pads[-1] + SOFTMAX_DONE
 
 
 def scalesim_cycles(R, C, M, K, N):
@@ -109,7 +148,8 @@ def _instr_cycles(word, regs, cfg):
         return pool_cycles(C, g[Reg.BATCH], g[Reg.IN_H], g[Reg.IN_W], g[Reg.CIN], g[Reg.KH],
                            g[Reg.STRIDE], g[Reg.PAD])
     if op == Op.SOFTMAX:
-        return softmax_cycles(C, g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W], g[Reg.CIN])
+        return softmax_cycles(C, g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W], g[Reg.CIN],
+                              bool(g[Reg.SM_CAUSAL]))
     raise ValueError(f"no cycle model for opcode {op:#x}")
 
 
