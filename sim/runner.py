@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -27,6 +28,8 @@ __all__ = ["SIMULATORS", "tool_env", "missing_simulator", "build", "run", "RunRe
 SIMULATORS = ("verilator", "icarus")
 BUILD = ROOT / "build" / "sim"
 TIMESCALE = ("1ns", "1ps")
+#: Part of the build cache key: change it when the way a simulator is built changes.
+BUILD_RECIPE = {"verilator": "v1", "icarus": "v3 kick always blocks at 1 ns"}
 
 
 def _verilator_root():
@@ -95,7 +98,7 @@ def build(design, params, sim="verilator", waves=False):
     vpath, top = cached_verilog(design, **params)
     # Keyed by the Verilog text, so an edit elsewhere in hw/ that leaves this design's
     # Verilog unchanged reuses the build.
-    digest = hashlib.sha256(vpath.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(vpath.read_bytes() + BUILD_RECIPE[sim].encode()).hexdigest()[:16]
     build_dir = BUILD / sim / (f"{design}-{digest}" + ("-waves" if waves else ""))
     marker = build_dir / ".npu_built"
     _apply_env(sim)
@@ -111,12 +114,28 @@ def build(design, params, sim="verilator", waves=False):
                     "-O3"]
             if waves:
                 args += ["--trace-fst", "--trace-structs"]
+        sources = [vpath]
+        if sim == "icarus":
+            sources = [_icarus_source(vpath, build_dir)]
         runner = get_runner(sim)
-        runner.build(sources=[vpath], hdl_toplevel=top, build_dir=build_dir, build_args=args,
+        runner.build(sources=sources, hdl_toplevel=top, build_dir=build_dir, build_args=args,
                      timescale=TIMESCALE, waves=waves, always=True,
                      log_file=build_dir.parent / (build_dir.name + ".build.log"))
         marker.write_text(json.dumps({"design": design, "params": params, "verilog": str(vpath)}))
         return build_dir, top, time.perf_counter() - t0
+
+
+def _icarus_source(vpath, build_dir):
+    """Icarus never runs an ``always @*`` block whose inputs do not change after time 0, so
+    combinational outputs of an idle FSM would stay X. Yosys gives every such block a dummy
+    trigger register initialised to 0, which Icarus may set before the blocks wait on it; here
+    it is toggled once more at 1 ns, so every block evaluates once. The logic is unchanged."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    out = build_dir / (vpath.stem + ".icarus.v")
+    text = re.sub(r"(reg (\\\$auto\$verilog_backend\S+)\s*=\s*0;)",
+                  lambda mt: f"{mt.group(1)}\n  initial #1 {mt.group(2)} = 1'b1;", vpath.read_text())
+    out.write_text(text)
+    return out
 
 
 @dataclass
