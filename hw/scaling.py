@@ -72,7 +72,9 @@ def _sim_speed(n, sim, k):
     if not r.ok:
         return {"error": f"testbench failed, see {r.results_xml.parent}"}
     case = next(ET.parse(r.results_xml).iter("testcase"))
-    sim_ns = float(case.get("sim_time_ns"))
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props.get("sim_time_unit") == "ns", props
+    sim_ns = float(props["sim_time_duration"])
     wall = float(case.get("time"))
     cycles = sim_ns / CLOCK_NS
     rec = json.loads(report.read_text())["records"][0]
@@ -163,7 +165,7 @@ def markdown(rows):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="4,8,16,32", help="square array sizes, comma-separated")
-    ap.add_argument("-k", type=int, default=256, help="reduction length of the speed GEMM")
+    ap.add_argument("-k", type=int, default=512, help="reduction length of the speed GEMM")
     ap.add_argument("--freq", type=float, default=150.0)
     ap.add_argument("--fresh", action="store_true", help="re-run P&R even if a result exists")
     ap.add_argument("--no-fpga", action="store_true")
@@ -174,7 +176,8 @@ def main(argv=None):
     # Rows of other sizes from an earlier run are kept (sizes can be measured one at a time).
     rows = json.loads(jpath.read_text())["rows"] if jpath.exists() else []
     for n in (int(x) for x in args.sizes.split(",")):
-        new = measure(n, args)
+        old = next((r for r in rows if r["rows"] == n), {})
+        new = {**old, **measure(n, args)}      # --no-fpga / --no-sim keep the other half
         rows = sorted([r for r in rows if r["rows"] != n] + [new], key=lambda r: r["rows"])
         jpath.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
     md = markdown(rows)

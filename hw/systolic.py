@@ -250,13 +250,17 @@ class SystolicArray(wiring.Component):
             m.d.sync += [
                 q_r.eq(q_r + 1),
                 valid_b.eq(1),
-                out.payload.last.eq(is_last_row),
                 row_in_tile.eq(Mux(is_last_row, 0, row_in_tile + 1)),
             ]
-            m.d.sync += [out.payload.data[j].eq(rows_q[j] + self.bias.payload[j])
-                         for j in range(C)]
         with m.Elif(out.ready):
             m.d.sync += valid_b.eq(0)
+        # The wide output register loads whenever it may (empty or being taken), whether or
+        # not a row advances (then valid_b is 0 and the value is ignored): its enable depends
+        # on two flip-flops only and is a different net from `adv`'s small fan-out.
+        with m.If(~valid_b | out.ready):
+            m.d.sync += out.payload.last.eq(is_last_row)
+            m.d.sync += [out.payload.data[j].eq(rows_q[j] + self.bias.payload[j])
+                         for j in range(C)]
         m.d.comb += [
             out.valid.eq(valid_b),
             self.bias.ready.eq(adv & is_last_row),
