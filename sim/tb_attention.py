@@ -8,6 +8,8 @@ the error against float64 attention reported (cosine similarity, max abs error).
   "stall"}`` (``kv_len``, ``v_dim`` optional);
 * ``ATT_SEED``: seed of the data (``npu.attention.random_case``) and of the backpressure;
 * ``ATT_REPORT``: JSON file receiving, per case, cycles, per-instruction counters and errors.
+
+After the cases, a SOFTMAX with SM_CAUSAL = 2 must end with ``Error.CONFIG``.
 """
 
 import json
@@ -18,7 +20,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from hw.isa import CSR, ID_MAGIC
+from hw.isa import CSR, ID_MAGIC, Error, Op, Reg, encode, encode_set
 from npu.attention import compile_attention, error_vs_float, random_case
 from sim.npu_env import NpuHost
 
@@ -71,6 +73,17 @@ async def attention_cases(dut):
                       st.cycles, cos, err, lsb)
         results.append({"case": case, "exact": exact, "cycles": st.cycles,
                         "instr": counters, "cos": cos, "max_err": err, "max_err_lsb": lsb})
+    # SM_CAUSAL other than 0/1 is refused (Error.CONFIG) and leaves the NPU usable.
+    regs = {Reg.IN_ADDR: 0, Reg.IN_H: 1, Reg.IN_W: 1, Reg.IN_CW: 1, Reg.CIN: 1, Reg.BATCH: 1,
+            Reg.OUT_ADDR: 1, Reg.SM_MULT: 1 << 30, Reg.SM_SHIFT: 20, Reg.SM_CAUSAL: 2}
+    await host.load_program([encode_set(r, v) for r, v in regs.items()]
+                            + [encode(Op.SOFTMAX), encode(Op.DONE)])
+    host.set_backpressure(np.random.default_rng(seed), 0.0)
+    st = await host.run(0, timeout_cycles=20_000)
+    assert st.failed and st.error == Error.CONFIG, f"SM_CAUSAL=2: expected CONFIG, got {st}"
+    await host.load_program([encode_set(Reg.SM_CAUSAL, 0), encode(Op.DONE)])
+    st = await host.run(0, timeout_cycles=20_000)
+    assert st.done and not st.failed, f"after the refused SOFTMAX: {st}"
     report = os.environ.get("ATT_REPORT")
     if report:
         with open(report, "w") as f:
