@@ -47,7 +47,7 @@ from golden.gemm import MAX_K
 from .activation import ActivationLUT, table_layout
 from .isa import Error, Reg
 from .requantizer import Requantizer
-from .sizes import SIZE_BITS, ProductSteps
+from .sizes import SIZE_BITS, ProductSteps, engine_fsm
 from .systolic import SystolicArray
 
 __all__ = ["ConvEngine", "cfg_layout", "OPERAND_FIFO_DEPTH"]
@@ -368,55 +368,31 @@ class ConvEngine(wiring.Component):
                                  wb_tile.eq(wb_tile + 1), wb_addr.eq(wb_tile + 1)]
 
         # ---- Control FSM ------------------------------------------------------------------
-        setup_run = Signal()
-        restart = Signal()
-        sizes.elaborate_into(m, setup_run, restart)
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.next = "CHECK_SIZES"
-            with m.State("CHECK_SIZES"):
-                m.d.comb += [self.busy.eq(1), restart.eq(1)]
-                with m.If(sizes_ok & int8_ok & other_ok):
-                    m.next = "SETUP"
-                with m.Else():
-                    m.d.comb += [self.done.eq(1), self.error.eq(Error.CONFIG)]
-                    m.next = "IDLE"
-            with m.State("SETUP"):
-                m.d.comb += [self.busy.eq(1), setup_run.eq(1)]
-                with m.If(sizes.last):
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(sizes.overflow | (K > MAX_K)):
-                    m.d.comb += [self.done.eq(1), self.error.eq(Error.CONFIG)]
-                    m.next = "IDLE"
-                with m.Elif(~addr_ok):
-                    m.d.comb += [self.done.eq(1), self.error.eq(Error.ADDRESS)]
-                    m.next = "IDLE"
-                with m.Else():
-                    base0 = reg(Reg.IN_ADDR) - p_off
-                    m.d.sync += [
-                        run.eq(1),
-                        st_oy.eq(0), st_ox.eq(0), st_m.eq(0), fill.eq(0),
-                        st_y0.eq(neg_pad), st_x0.eq(neg_pad),
-                        st_imgbase.eq(reg(Reg.IN_ADDR)), st_rowbase.eq(base0),
-                        st_base.eq(base0),
-                        iw_active.eq(0), iw_more.eq(1), iw_mbase.eq(0), iw_nb.eq(0),
-                        iw_k.eq(0), iw_cin.eq(0), iw_lane.eq(0), iw_kh.eq(0), iw_kw.eq(0),
-                        iw_koff.eq(0), iw_kwoff.eq(0), iw_khoff.eq(0),
-                        iw_waddr.eq(reg(Reg.W_ADDR)),
-                        pw_active.eq(1), pw_nb.eq(0), pw_mbase.eq(0),
-                        wb_active.eq(1), wb_m.eq(0), wb_mbase.eq(0), wb_nb.eq(0),
-                        wb_addr.eq(reg(Reg.OUT_ADDR)), wb_tile.eq(reg(Reg.OUT_ADDR)),
-                        wb_blk.eq(reg(Reg.OUT_ADDR)),
-                    ]
-                    m.next = "RUN"
-            with m.State("RUN"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(finished):
-                    m.d.sync += [run.eq(0), wb_active.eq(0), iw_active.eq(0), iw_more.eq(0),
-                                 pw_active.eq(0)]
-                    m.d.comb += [self.done.eq(1), self.error.eq(Error.NONE)]
-                    m.next = "IDLE"
+        def enter_run():
+            base0 = reg(Reg.IN_ADDR) - p_off
+            m.d.sync += [
+                run.eq(1),
+                st_oy.eq(0), st_ox.eq(0), st_m.eq(0), fill.eq(0),
+                st_y0.eq(neg_pad), st_x0.eq(neg_pad),
+                st_imgbase.eq(reg(Reg.IN_ADDR)), st_rowbase.eq(base0),
+                st_base.eq(base0),
+                iw_active.eq(0), iw_more.eq(1), iw_mbase.eq(0), iw_nb.eq(0),
+                iw_k.eq(0), iw_cin.eq(0), iw_lane.eq(0), iw_kh.eq(0), iw_kw.eq(0),
+                iw_koff.eq(0), iw_kwoff.eq(0), iw_khoff.eq(0),
+                iw_waddr.eq(reg(Reg.W_ADDR)),
+                pw_active.eq(1), pw_nb.eq(0), pw_mbase.eq(0),
+                wb_active.eq(1), wb_m.eq(0), wb_mbase.eq(0), wb_nb.eq(0),
+                wb_addr.eq(reg(Reg.OUT_ADDR)), wb_tile.eq(reg(Reg.OUT_ADDR)),
+                wb_blk.eq(reg(Reg.OUT_ADDR)),
+            ]
+
+        def run_state():
+            with m.If(finished):
+                m.d.sync += [run.eq(0), wb_active.eq(0), iw_active.eq(0), iw_more.eq(0),
+                             pw_active.eq(0)]
+                m.d.comb += [self.done.eq(1), self.error.eq(Error.NONE)]
+                m.next = "IDLE"
+
+        engine_fsm(m, self, sizes, sizes_ok & int8_ok & other_ok,
+                   [(K <= MAX_K, Error.CONFIG), (addr_ok, Error.ADDRESS)], enter_run, run_state)
         return m

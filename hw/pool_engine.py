@@ -19,7 +19,7 @@ from .conv_engine import cfg_layout, _bits
 from .dma import StoreEngine
 from .isa import Error, Reg
 from .pooling import Pooling
-from .sizes import SIZE_BITS, ProductSteps
+from .sizes import SIZE_BITS, ProductSteps, engine_fsm
 
 __all__ = ["PoolEngine"]
 
@@ -110,46 +110,22 @@ class PoolEngine(wiring.Component):
         with m.If(rd.done):
             m.d.sync += in_done.eq(1)
 
-        setup_run = Signal()
-        restart = Signal()
-        sizes.elaborate_into(m, setup_run, restart)
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.next = "CHECK_SIZES"
-            with m.State("CHECK_SIZES"):
-                m.d.comb += [self.busy.eq(1), restart.eq(1)]
-                with m.If(sizes_ok):
-                    m.next = "SETUP"
-                with m.Else():
-                    m.d.comb += [self.done.eq(1), self.error.eq(Error.CONFIG)]
-                    m.next = "IDLE"
-            with m.State("SETUP"):
-                m.d.comb += [self.busy.eq(1), setup_run.eq(1)]
-                with m.If(sizes.last):
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(sizes.overflow):
-                    m.d.comb += [self.done.eq(1), self.error.eq(Error.CONFIG)]
-                    m.next = "IDLE"
-                with m.Elif(~addr_ok):
-                    m.d.comb += [self.done.eq(1), self.error.eq(Error.ADDRESS)]
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.comb += rd.start.eq(1)
-                    m.d.sync += [wr_ptr.eq(reg(Reg.OUT_ADDR)), frames.eq(0), in_done.eq(0)]
-                    m.next = "RUN"
-            with m.State("RUN"):
-                m.d.comb += self.busy.eq(1)
-                # Done when every image's output has arrived and the reader has streamed the
-                # whole input (rows or columns no window covers are still consumed).
-                with m.If((frames == reg(Reg.BATCH)) & (in_done | rd.done)):
-                    m.d.comb += self.done.eq(1)
-                    with m.If(wr_ptr != out_end):
-                        m.d.comb += self.error.eq(Error.CONFIG)   # OUT_H/OUT_W disagree
-                    m.next = "IDLE"
-                with m.Elif(in_done & pool.error):
-                    m.d.comb += [self.done.eq(1), self.error.eq(Error.CONFIG)]
-                    m.next = "IDLE"
+        def enter_run():
+            m.d.comb += rd.start.eq(1)
+            m.d.sync += [wr_ptr.eq(reg(Reg.OUT_ADDR)), frames.eq(0), in_done.eq(0)]
+
+        def run_state():
+            # Done when every image's output has arrived and the reader has streamed the
+            # whole input (rows or columns no window covers are still consumed).
+            with m.If((frames == reg(Reg.BATCH)) & (in_done | rd.done)):
+                m.d.comb += self.done.eq(1)
+                with m.If(wr_ptr != out_end):
+                    m.d.comb += self.error.eq(Error.CONFIG)   # OUT_H/OUT_W disagree
+                m.next = "IDLE"
+            with m.Elif(in_done & pool.error):
+                m.d.comb += [self.done.eq(1), self.error.eq(Error.CONFIG)]
+                m.next = "IDLE"
+
+        engine_fsm(m, self, sizes, sizes_ok, [(addr_ok, Error.ADDRESS)], enter_run,
+                   run_state)
         return m

@@ -6,7 +6,9 @@ shared 32 x 16 multiplier, one product per cycle, instead of a multiplier per pr
 
 from amaranth.hdl import Signal
 
-__all__ = ["ProductSteps", "SIZE_BITS"]
+from .isa import Error
+
+__all__ = ["ProductSteps", "SIZE_BITS", "engine_fsm"]
 
 SIZE_BITS = 16          # sizes (H, W, K*, stride, pad, batch, channel words) are < 2**16
 
@@ -37,3 +39,49 @@ class ProductSteps:
                     m.d.sync += dst.eq(product[:32])
             m.d.sync += [self.step.eq(self.step + 1),
                          self.overflow.eq(self.overflow | (product[32:] != 0))]
+
+
+def engine_fsm(m, engine, sizes, sizes_ok, checks, enter_run, run_state):
+    """The control FSM every engine shares:
+
+    IDLE -> CHECK_SIZES (``sizes_ok`` or end with ``Error.CONFIG``) -> SETUP (the products of
+    ``sizes``) -> CHECK (a product overflow is ``Error.CONFIG``; then each ``(ok, error)`` of
+    ``checks`` in order) -> RUN, calling ``enter_run()`` in the cycle it gets there;
+    ``run_state()`` describes RUN (it ends with ``m.next = "IDLE"`` and a ``done`` pulse). An
+    instruction that fails a check ends (``done`` with ``error``) before touching memory.
+    ``engine`` has ``start``, ``busy``, ``done`` and ``error``."""
+    setup_run = Signal()
+    restart = Signal()
+    sizes.elaborate_into(m, setup_run, restart)
+
+    def finish(code):
+        m.d.comb += [engine.done.eq(1), engine.error.eq(code)]
+        m.next = "IDLE"
+
+    with m.FSM():
+        with m.State("IDLE"):
+            with m.If(engine.start):
+                m.next = "CHECK_SIZES"
+        with m.State("CHECK_SIZES"):
+            m.d.comb += [engine.busy.eq(1), restart.eq(1)]
+            with m.If(sizes_ok):
+                m.next = "SETUP"
+            with m.Else():
+                finish(Error.CONFIG)
+        with m.State("SETUP"):
+            m.d.comb += [engine.busy.eq(1), setup_run.eq(1)]
+            with m.If(sizes.last):
+                m.next = "CHECK"
+        with m.State("CHECK"):
+            m.d.comb += engine.busy.eq(1)
+            with m.If(sizes.overflow):
+                finish(Error.CONFIG)
+            for ok, code in checks:
+                with m.Elif(~ok):
+                    finish(code)
+            with m.Else():
+                enter_run()
+                m.next = "RUN"
+        with m.State("RUN"):
+            m.d.comb += engine.busy.eq(1)
+            run_state()

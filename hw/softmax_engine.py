@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from .conv_engine import cfg_layout, _bits
 from .dma import StoreEngine
 from .isa import Error, Reg
-from .sizes import SIZE_BITS, ProductSteps
+from .sizes import SIZE_BITS, ProductSteps, engine_fsm
 from .softmax import SoftmaxUnit
 
 __all__ = ["SoftmaxEngine"]
@@ -151,42 +151,18 @@ class SoftmaxEngine(wiring.Component):
                 m.d.sync += [out_chan.eq(0), done_vectors.eq(done_vectors + 1), p_word.eq(0),
                              pad_left.eq(reg(Reg.IN_CW) - 1 - p_word)]
 
-        setup_run = Signal()
-        restart = Signal()
-        sizes.elaborate_into(m, setup_run, restart)
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.next = "CHECK_SIZES"
-            with m.State("CHECK_SIZES"):
-                m.d.comb += [self.busy.eq(1), restart.eq(1)]
-                with m.If(sizes_ok):
-                    m.next = "SETUP"
-                with m.Else():
-                    m.d.comb += [self.done.eq(1), self.error.eq(Error.CONFIG)]
-                    m.next = "IDLE"
-            with m.State("SETUP"):
-                m.d.comb += [self.busy.eq(1), setup_run.eq(1)]
-                with m.If(sizes.last):
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(sizes.overflow):
-                    m.d.comb += [self.done.eq(1), self.error.eq(Error.CONFIG)]
-                    m.next = "IDLE"
-                with m.Elif(~addr_ok):
-                    m.d.comb += [self.done.eq(1), self.error.eq(Error.ADDRESS)]
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.comb += rd.start.eq(1)
-                    m.d.sync += [wr_ptr.eq(reg(Reg.OUT_ADDR)), done_vectors.eq(0),
-                                 have.eq(0), lane.eq(0), chan.eq(0), out_lane.eq(0),
-                                 out_chan.eq(0), t_word.eq(0), t_base.eq(0), t_row.eq(0),
-                                 p_word.eq(0), pad_left.eq(0)]
-                    m.next = "RUN"
-            with m.State("RUN"):
-                m.d.comb += self.busy.eq(1)
-                with m.If((done_vectors == vectors) & ~padding):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
+        def enter_run():
+            m.d.comb += rd.start.eq(1)
+            m.d.sync += [wr_ptr.eq(reg(Reg.OUT_ADDR)), done_vectors.eq(0),
+                         have.eq(0), lane.eq(0), chan.eq(0), out_lane.eq(0),
+                         out_chan.eq(0), t_word.eq(0), t_base.eq(0), t_row.eq(0),
+                         p_word.eq(0), pad_left.eq(0)]
+
+        def run_state():
+            with m.If((done_vectors == vectors) & ~padding):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+
+        engine_fsm(m, self, sizes, sizes_ok, [(addr_ok, Error.ADDRESS)], enter_run,
+                   run_state)
         return m
