@@ -172,7 +172,8 @@ def compile_model(model, config=None, batch=1):
                 p_ = L.softmax_params
                 regs = {Reg.IN_ADDR: addr, Reg.IN_H: H, Reg.IN_W: W, Reg.IN_CW: words(Cin),
                         Reg.CIN: Cin, Reg.OUT_ADDR: other, Reg.BATCH: batch,
-                        Reg.SM_MULT: p_.multiplier, Reg.SM_SHIFT: p_.right_shift}
+                        Reg.SM_MULT: p_.multiplier, Reg.SM_SHIFT: p_.right_shift,
+                        Reg.SM_CAUSAL: 0}
                 op, out_geo, gemm = Op.SOFTMAX, (H, W, Cin), (batch * H * W, Cin, 0)
             else:
                 k, s_, p_ = a["kernel"], a["stride"], a["padding"]
