@@ -23,7 +23,7 @@ ICE_COLS ?= 4
 ICE_FREQ ?= 50
 SIZES  ?= 4,8,16,32
 
-.PHONY: all sim sim-all sim-gemm onnx test regress verilog stat synth synth-ice40 scaling report model clean distclean venv
+.PHONY: all sim sim-all sim-gemm onnx bench test regress verilog stat synth synth-ice40 scaling report model clean distclean venv
 
 all: test
 
@@ -90,6 +90,11 @@ synth-ice40: $(STAMP)
 # build/scaling/scaling.{json,md}. Long: runs P&R and Verilator/Icarus builds per size.
 scaling: $(STAMP)
 	$(PY) -m hw.scaling --sizes $(SIZES)
+
+# Performance report: reference CNN cycles at batch 1 and batch R on the RTL, utilization per
+# layer, cycle model vs counters, wall time, Fmax of the last `make synth`; docs/bench/.
+bench: $(STAMP)
+	$(PY) -m npu.bench --rows $(ROWS) --cols $(COLS)
 
 # onnxruntime as an independent oracle: float and QDQ exports of the reference CNN compared with
 # the float model and the golden integer inference (exact fraction, max LSB difference, top-1).

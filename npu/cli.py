@@ -26,7 +26,7 @@ import numpy as np
 from golden.model import ModelFormatError, load_model
 from hw.npu import NpuConfig
 from npu.compiler import CompileError, compile_model
-from npu.perf import layer_table, predict
+from npu.perf import layer_table, predict, program_cycles
 
 REFERENCE_MODEL = Path(__file__).resolve().parent.parent / "golden" / "data" / "digits_cnn_int8.npz"
 
@@ -189,7 +189,7 @@ def cmd_run(args):
         "simulator": args.sim, "images": records, "all_exact": exact,
         "cycles_per_batch": per_batch[-1] if per_batch else None,
         "cycles_per_image": (per_batch[-1] / args.batch) if per_batch else None,
-        "predicted_cycles_per_batch": sum(predict(prog.infer, cfg)),
+        "predicted_cycles_per_batch": program_cycles(prog.infer, cfg),
         "wall_seconds": wall,
         "hw_wall_seconds_per_batch": float(np.mean([b["wall_s"] for b in batches])),
         "layers": table, "waves": waves,

@@ -15,7 +15,7 @@ DONE costs 2. Engine costs, derived from the RTL (R x C array, beats per tile = 
   last row is written;
 * POOL: 9 setup cycles, then per image (H + 2p) * (W + 2p) * G cycles (padding positions
   cost a cycle each, G = words per pixel); the instruction ends 8 cycles after the last beat
-  any window needs, or 3 cycles after the input has been read, whichever is later;
+  any window needs, or 2 cycles after the last input beat, whichever is later;
 * SOFTMAX: a stage-by-stage schedule of the unit (:func:`softmax_cycles`): input, exp-sum
   (L + 1 per vector), divider (11), output (L + 1), 4 vector banks; in steady state
   max(L + 1, 11, about (3L + 18) / 4) cycles per vector after a lone-vector latency of
@@ -33,7 +33,7 @@ from hw.isa import PARAM_BEATS, Mem, Op, Reg, decode
 from hw.pe import ProcessingElement
 from hw.requantizer import LATENCY as REQUANT_LATENCY
 
-__all__ = ["predict", "conv_cycles", "pool_cycles", "softmax_cycles", "scalesim_cycles",
+__all__ = ["predict", "program_cycles", "conv_cycles", "pool_cycles", "softmax_cycles", "scalesim_cycles",
            "layer_table"]
 
 SEQ = 3                 # FETCH + DECODE + NEXT
@@ -53,7 +53,7 @@ def conv_tail(R, C):
     return CONV_ENGINE_TAIL + array_result_latency(R, C) + (R - 1) + REQUANT_LATENCY
 POOL_SETUP = 9
 POOL_OUT_TAIL = 8
-POOL_IN_TAIL = 3
+POOL_IN_TAIL = 2
 SOFTMAX_SETUP = 4
 
 
@@ -70,8 +70,10 @@ def pool_cycles(C, batch, H, W, cin, k, stride, pad):
     Ho, Wo = (Hp - k) // stride + 1, (Wp - k) // stride + 1
     # walk position just after the last beat any window needs
     last_needed = (((Ho - 1) * stride + k - 1) * Wp + (Wo - 1) * stride + k - 1) * G + G
+    # walk position just after the last real (not padding) input beat
+    last_input = ((H + pad - 1) * Wp + W + pad - 1) * G + G
     end = max((batch - 1) * per_image + last_needed + POOL_OUT_TAIL,
-              batch * per_image + POOL_IN_TAIL)
+              (batch - 1) * per_image + last_input + POOL_IN_TAIL)
     return SEQ + POOL_SETUP + end
 
 
@@ -151,6 +153,15 @@ def _instr_cycles(word, regs, cfg):
         return softmax_cycles(C, g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W], g[Reg.CIN],
                               bool(g[Reg.SM_CAUSAL]))
     raise ValueError(f"no cycle model for opcode {op:#x}")
+
+
+#: CSR.CYCLES counts one cycle more than the instructions' counters: the START cycle.
+RUN_OVERHEAD = 1
+
+
+def program_cycles(instructions, cfg):
+    """Predicted CSR.CYCLES of running ``instructions`` from the first to DONE."""
+    return sum(predict(instructions, cfg)) + RUN_OVERHEAD
 
 
 def predict(instructions, cfg):

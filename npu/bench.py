@@ -1,0 +1,166 @@
+"""``make bench``: the performance report, regenerated from measurements.
+
+It runs the reference CNN on the RTL (Verilator) at batch 1 and at batch R, reads the hardware
+cycle counters and the cycle model, the wall time per inference, and the Fmax of the last
+``make synth`` run (``build/synth/npu-RxC-ecp5.json``, if there is one), and prints one table.
+It also reports LeNet-5 (CIFAR-10 shape, random weights: only the shapes matter for cycles)
+from the cycle model, whose CONV predictions agree with the RTL counters to the cycle, against
+the SCALE-Sim textbook formula.
+
+Outputs: ``docs/bench/bench.json``, ``docs/bench/utilization.png`` and, when a scaling table
+exists (``build/scaling/scaling.json`` from ``python -m hw.scaling``),
+``docs/bench/scaling.png``.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from golden import float_model
+from golden.ptq import activation_qparams, quantize_model
+from npu.cli import main as npu_main
+from npu.compiler import compile_model
+from npu.perf import layer_table, predict
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "bench"
+
+LENET5 = {
+    "name": "lenet5", "input_shape": [32, 32, 3],
+    "layers": [
+        {"type": "conv2d", "name": "conv1", "kernel": 5, "stride": 1, "padding": 0,
+         "in_channels": 3, "out_channels": 6, "activation": "relu"},
+        {"type": "maxpool2d", "name": "pool1", "kernel": 2, "stride": 2, "padding": 0},
+        {"type": "conv2d", "name": "conv2", "kernel": 5, "stride": 1, "padding": 0,
+         "in_channels": 6, "out_channels": 16, "activation": "relu"},
+        {"type": "maxpool2d", "name": "pool2", "kernel": 2, "stride": 2, "padding": 0},
+        {"type": "flatten", "name": "flatten"},
+        {"type": "dense", "name": "fc1", "in_features": 400, "out_features": 120,
+         "activation": "relu"},
+        {"type": "dense", "name": "fc2", "in_features": 120, "out_features": 84,
+         "activation": "relu"},
+        {"type": "dense", "name": "fc3", "in_features": 84, "out_features": 10,
+         "activation": "none"},
+        {"type": "softmax", "name": "softmax"},
+    ],
+}
+
+
+def run_reference(rows, cols, batch, images):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = npu_main(["run", "--images", images, "--batch", str(batch), "--rows", str(rows),
+                         "--cols", str(cols), "--json"])
+    text = out.getvalue()
+    result = json.loads(text[text.index("{"):])
+    result["exit_code"] = code
+    return result
+
+
+def lenet5(rows, cols):
+    rng = np.random.default_rng(5)
+    params = float_model.init_params(LENET5, rng)
+    calib = rng.uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
+    model = quantize_model(LENET5, params, calib, *activation_qparams(-1, 1))
+    prog = compile_model(model, {"rows": rows, "cols": cols, "wgt_depth": 8192}, batch=1)
+    return layer_table(prog), sum(predict(prog.infer, prog.config))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=8)
+    ap.add_argument("--cols", type=int, default=8)
+    args = ap.parse_args(argv)
+    R, C = args.rows, args.cols
+    runs = {1: run_reference(R, C, 1, "0:4"), R: run_reference(R, C, R, f"0:{2 * R}")}
+    synth_file = ROOT / "build" / "synth" / f"npu-{R}x{C}-ecp5.json"
+    synth = json.loads(synth_file.read_text()) if synth_file.exists() else None
+    fmax = synth["fmax_mhz"] if synth else None
+    lenet_rows, lenet_cycles = lenet5(R, C)
+
+    print(f"\nreference CNN on npu_top {R}x{C} (Verilator)")
+    print(f"{'batch':>5} {'cycles/batch':>12} {'model':>8} {'cycles/image':>12} {'wall s/image':>12} "
+          f"{'inferences/s @Fmax':>19} {'bit-exact':>9}")
+    for b, res in runs.items():
+        cpi = res["cycles_per_image"]
+        ips = f"{fmax * 1e6 / cpi:,.0f}" if fmax else "run make synth"
+        print(f"{b:>5} {res['cycles_per_batch']:>12} {res['predicted_cycles_per_batch']:>8} "
+              f"{cpi:>12.0f} "
+              f"{res['hw_wall_seconds_per_batch'] / b:>12.3f} {ips:>19} "
+              f"{'yes' if res['all_exact'] else 'NO':>9}")
+    print(f"\nper layer at batch {R}: measured / model cycles, PE utilization vs MACs/(R*C)")
+    for row in runs[R]["layers"]:
+        u = f"{100 * row['utilization']:.1f}%" if row["utilization"] else ""
+        print(f"  {row['layer']:8s} {row['type']:10s} {row['measured']:>7} / {row['predicted']:<7} {u}")
+    print(f"\nFmax (ECP5-85F, last make synth): "
+          f"{f'{fmax:.1f} MHz' if fmax else 'no synthesis result yet (make synth)'}")
+    print(f"\nLeNet-5 (32x32x3, batch 1) on {R}x{C}, cycle model vs SCALE-Sim formula:")
+    macs = ss = 0
+    for row in lenet_rows:
+        if row["macs"]:
+            macs += row["macs"]
+            ss += row["scalesim"]
+            print(f"  {row['layer']:6s} model {row['predicted']:>6} cycles "
+                  f"({100 * row['macs'] / (R * C * row['predicted']):.1f}%), "
+                  f"SCALE-Sim {row['scalesim']:>6} ({100 * row['macs'] / (R * C * row['scalesim']):.1f}%)")
+    conv_model = sum(r["predicted"] for r in lenet_rows if r["macs"])
+    print(f"  conv+dense: model {100 * macs / (R * C * conv_model):.1f}% utilization, "
+          f"SCALE-Sim {100 * macs / (R * C * ss):.1f}%; whole program {lenet_cycles} cycles")
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    report = {"rows": R, "cols": C, "reference": {str(b): {k: v for k, v in r.items()
+                                                           if k != "images"}
+                                                   for b, r in runs.items()},
+              "fmax_mhz": fmax, "synth": synth, "lenet5": {"layers": lenet_rows,
+                                                            "cycles": lenet_cycles}}
+    (OUT / "bench.json").write_text(json.dumps(report, indent=1))
+    _plots(runs, R, C)
+    print(f"\nwrote {OUT / 'bench.json'} and plots in {OUT}")
+    return 0 if all(r["all_exact"] for r in runs.values()) else 1
+
+
+def _plots(runs, R, C):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = [r["layer"] for r in runs[1]["layers"] if r["macs"]]
+    x = np.arange(len(names))
+    for n, (b, res) in enumerate(runs.items()):
+        u = [100 * r["utilization"] for r in res["layers"] if r["macs"]]
+        ax.bar(x + 0.4 * n - 0.2, u, 0.4, label=f"batch {b}")
+    ax.set_xticks(x, names)
+    ax.set_ylabel("PE utilization (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"reference CNN on npu_top {R}x{C}: MACs / (R*C*cycles), RTL counters")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "utilization.png", dpi=100)
+    scaling = ROOT / "build" / "scaling" / "scaling.json"
+    if scaling.exists():
+        rows = json.loads(scaling.read_text())
+        rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
+        pts = [(r["rows"] * r["cols"], r) for r in rows if r.get("fmax_mhz")]
+        if pts:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            pes = [p for p, _ in pts]
+            ax.plot(pes, [r["fmax_mhz"] for _, r in pts], "o-", label="Fmax (MHz)")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("PEs")
+            ax.set_ylabel("MHz")
+            ax2 = ax.twinx()
+            ax2.plot(pes, [r.get("lut4_equiv") or r.get("design_cells", {}).get("lut4_equiv", 0)
+                           for _, r in pts], "s--", color="tab:red", label="LUT4 equivalents")
+            ax2.set_ylabel("LUT4 equivalents")
+            ax.set_title("resources and Fmax against array size (ECP5-85F)")
+            fig.tight_layout()
+            fig.savefig(OUT / "scaling.png", dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
