@@ -30,7 +30,8 @@ Datapath
   added by the requantizer).
 * *Post-processing*: :class:`hw.requantizer.Requantizer` with the column block's bias, M0 and
   shift from PARAM (prefetched), then optionally :class:`hw.activation.ActivationLUT`.
-* *Writeback*: each result row goes to ``OUT_ADDR + m*OUT_CW + nb``; rows past M (padding of
+* *Writeback*: each result row goes to ``OUT_ADDR + m*OUT_CW + nb`` (nb < OUT_NB, the column
+  blocks of this instruction, all OUT_CW of them unless OUT_NB says fewer); rows past M (padding of
   the last block) are dropped.
 
 Throughput: one operand beat per cycle, i.e. each tile takes max(K, R) cycles in steady state
@@ -120,6 +121,9 @@ class ConvEngine(wiring.Component):
         p_off = Signal(32)       # pad * in_row + pad * IN_CW: offset of the top-left tap
         r_ocw = Signal(32)       # R * OUT_CW: words per block of R output pixels
         m.d.comb += r_ocw.eq(reg(Reg.OUT_CW) * R)
+        # Column blocks computed by this instruction (OUT_NB, default all OUT_CW of them).
+        nb_count = Signal(32)
+        m.d.comb += nb_count.eq(Mux(reg(Reg.OUT_NB) == 0, reg(Reg.OUT_CW), reg(Reg.OUT_NB)))
 
         sizes = ProductSteps([  # (destination, a, b): one product per cycle
             (khkw, reg(Reg.KH), reg(Reg.KW)),
@@ -130,7 +134,7 @@ class ConvEngine(wiring.Component):
             (M, hw, reg(Reg.BATCH)),
             (in_total, in_img, reg(Reg.BATCH)),
             (out_total, M, reg(Reg.OUT_CW)),
-            (w_total, K, reg(Reg.OUT_CW)),
+            (w_total, K, nb_count),
             (s_cw, reg(Reg.IN_CW), reg(Reg.STRIDE)),
             (s_row, in_row, reg(Reg.STRIDE)),
             (p_off, in_row + reg(Reg.IN_CW), reg(Reg.PAD)),
@@ -142,20 +146,21 @@ class ConvEngine(wiring.Component):
         int8_ok = Cat(*[(reg(r) < 128) | (reg(r) >= (1 << 32) - 128)
                         for r in (Reg.IN_ZP, Reg.OUT_ZP, Reg.QMIN, Reg.QMAX)]).all()
         other_ok = ((reg(Reg.PAD) < (1 << SIZE_BITS)) & (reg(Reg.USE_LUT) <= 1) &
+                    (reg(Reg.OUT_NB) <= reg(Reg.OUT_CW)) &
                     (s8(Reg.QMIN) <= s8(Reg.QMAX)) & (reg(Reg.CIN) <= reg(Reg.IN_CW) * C))
         in_end = Signal(34)
         out_end = Signal(34)
         m.d.comb += [in_end.eq(reg(Reg.IN_ADDR) + in_total),
-                     out_end.eq(reg(Reg.OUT_ADDR) + out_total)]
+                     # the last row ends nb_count words after its start
+                     out_end.eq(reg(Reg.OUT_ADDR) + out_total - reg(Reg.OUT_CW) + nb_count)]
         addr_ok = ((in_end <= self.act_depth) & (out_end <= self.act_depth) &
                    (reg(Reg.W_ADDR) + w_total <= self.wgt_depth) &
-                   (reg(Reg.P_ADDR) + reg(Reg.OUT_CW) <= self.param_depth) &
+                   (reg(Reg.P_ADDR) + nb_count <= self.param_depth) &
                    ((out_end <= reg(Reg.IN_ADDR)) | (in_end <= reg(Reg.OUT_ADDR))))
 
         # ---- Run-time state ---------------------------------------------------------------
         run = Signal()           # walkers active
         m_total = M
-        nb_count = reg(Reg.OUT_CW)
 
         # Pixel stepper: produces consecutive output pixels (raster order, image by image).
         st_oy = Signal(SIZE_BITS)

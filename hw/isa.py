@@ -110,6 +110,9 @@ class Reg(IntEnum):
     SM_MULT = 22       # SOFTMAX: M0 of golden.softmax.softmax_params (31 bits)
     SM_SHIFT = 23      # SOFTMAX: its right shift (-shift, 0..31)
     SM_CAUSAL = 24     # SOFTMAX: 1 = causal mask (vector v uses its first (v mod CIN) + 1
+    OUT_NB = 25        # CONV: column blocks this instruction computes, 0 = all OUT_CW of them
+                       # (a layer whose weights do not fit WGT runs as several CONVs, each on
+                       # a slice of its output channels; OUT_ADDR then points at the slice)
                        # values, the rest of its CIN outputs are -128, probability 0)
 
 

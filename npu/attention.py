@@ -270,7 +270,7 @@ def compile_attention(seq_len, head_dim, params, kv_len=None, v_dim=None, num_he
 
     dense = {Reg.IN_H: 1, Reg.IN_W: 1, Reg.KH: 1, Reg.KW: 1, Reg.STRIDE: 1, Reg.PAD: 0,
              Reg.OUT_H: 1, Reg.OUT_W: 1, Reg.BATCH: Sq, Reg.QMIN: -128, Reg.QMAX: 127,
-             Reg.USE_LUT: 0}
+             Reg.USE_LUT: 0, Reg.OUT_NB: 0}
     pcs = []
     for h in range(H):
         if h == 0:

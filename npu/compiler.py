@@ -10,7 +10,9 @@ The result is a :class:`Program`:
   ``infer_stream(images)`` on ``s_axis``. Pooling layers become POOL, softmax SOFTMAX.
 
 Memory plan: activations ping-pong between two ACT regions of ``region_words`` each (the
-largest tensor of the batch); all weights stay resident in WGT, all parameters in PARAM.
+largest tensor of the batch); all parameters stay resident in PARAM; all weights stay resident
+in WGT when they fit, otherwise each conv/dense layer streams its weights in the inference
+program, in slices of as many column blocks as WGT holds, one CONV (OUT_NB) per slice.
 Anything that does not fit is refused with :class:`CompileError` naming the layer and the
 limit. ``flatten`` costs nothing (NHWC is already the dense layers' order); an ``activation``
 layer right after a conv/dense layer is fused into it (its table is loaded just before).
@@ -42,6 +44,7 @@ class LayerPlan:
     conv_pc: int           # index of its CONV / POOL / SOFTMAX instruction in IMEM
     regs: dict             # the CONV registers
     macs: int
+    extra_pcs: list = field(default_factory=list)   # further CONVs of a sliced layer
 
 
 @dataclass
@@ -134,8 +137,20 @@ def compile_model(model, config=None, batch=1):
             f"(ping-pong), the hardware has act_depth={cfg.act_depth}; use a smaller batch "
             f"or a larger act_depth")
 
+    # Weights stay resident in WGT (loaded once by the setup program) when they all fit;
+    # otherwise every conv/dense layer streams its weights in the inference program, in slices
+    # of as many column blocks as WGT holds, one CONV per slice (OUT_NB).
+    total_w, geo = 0, shape if len(shape) == 3 else (1, 1, shape[0])
+    for L in layers:
+        if L.type in ("conv2d", "dense"):
+            k_ = (L.attrs["kernel"] ** 2 if L.type == "conv2d" else geo[0] * geo[1]) * geo[2]
+            total_w += k_ * words(L.out_shape[-1])
+        if L.type not in ("flatten", "activation"):
+            geo = L.out_shape if len(L.out_shape) == 3 else (1, 1, L.out_shape[0])
+    streamed = total_w > cfg.wgt_depth
+
     setup, infer = [], []
-    setup_beats, infer_chunks = [], []
+    setup_wgt, setup_prm, infer_chunks = [], [], []
     wgt_words = 0
     prm_entries = 0
     regs_known = {}
@@ -215,13 +230,14 @@ def compile_model(model, config=None, batch=1):
         nb = words(Cout)
         wpad = np.zeros((K, nb * C), np.int8)
         wpad[:, :Cout] = wq
-        blocks = wpad.reshape(K, nb, C).transpose(1, 0, 2).reshape(nb * K, C)
-        setup_beats.append(blocks.view(np.uint8))
-        w_addr = wgt_words
-        wgt_words += nb * K
-        if wgt_words > cfg.wgt_depth:
-            raise CompileError(f"layer {L.index} {L.name!r}: weights need {wgt_words} WGT words "
-                               f"in total, the hardware has wgt_depth={cfg.wgt_depth}")
+        blocks = wpad.reshape(K, nb, C).transpose(1, 0, 2).reshape(nb * K, C).view(np.uint8)
+        if not streamed:
+            setup_wgt.append(blocks)
+            w_addr = wgt_words
+            wgt_words += nb * K
+        elif K > cfg.wgt_depth:
+            raise CompileError(f"layer {L.index} {L.name!r}: one column block of weights needs "
+                               f"K={K} WGT words, the hardware has wgt_depth={cfg.wgt_depth}")
         bias = np.zeros(nb * C, np.int32)
         m0 = np.zeros(nb * C, np.int32)
         sh = np.zeros(nb * C, np.int8)
@@ -231,7 +247,7 @@ def compile_model(model, config=None, batch=1):
         entries = [np.concatenate([bias[b * C:(b + 1) * C].astype("<i4").view(np.uint8),
                                    m0[b * C:(b + 1) * C].astype("<i4").view(np.uint8),
                                    sh[b * C:(b + 1) * C].view(np.uint8)]) for b in range(nb)]
-        setup_beats.append(np.concatenate(entries).reshape(-1, C))
+        setup_prm.append(np.concatenate(entries).reshape(-1, C))
         p_addr = prm_entries
         prm_entries += nb
         if prm_entries > cfg.param_depth:
@@ -249,21 +265,31 @@ def compile_model(model, config=None, batch=1):
             Reg.IN_ADDR: addr, Reg.IN_H: H, Reg.IN_W: W, Reg.IN_CW: words(Cin), Reg.CIN: Cin,
             Reg.KH: KH, Reg.KW: KW, Reg.STRIDE: s, Reg.PAD: p, Reg.IN_ZP: L.in_zero_point,
             Reg.OUT_ADDR: other, Reg.OUT_H: Ho, Reg.OUT_W: Wo, Reg.OUT_CW: nb,
-            Reg.W_ADDR: w_addr, Reg.P_ADDR: p_addr, Reg.BATCH: batch,
+            Reg.W_ADDR: 0 if streamed else w_addr, Reg.P_ADDR: p_addr, Reg.BATCH: batch,
             Reg.OUT_ZP: L.out_zero_point, Reg.QMIN: a["qmin"], Reg.QMAX: a["qmax"],
-            Reg.USE_LUT: int(use_lut),
+            Reg.USE_LUT: int(use_lut), Reg.OUT_NB: 0,
         }
         if use_lut:        # the table's output quantization is the block's output
             nxt = layers[i + 1]
             if nxt.in_zero_point != L.out_zero_point:
                 raise CompileError(f"layer {nxt.name!r}: input zero point differs from "
                                    f"{L.name!r}'s output")
-        for reg, value in regs.items():
-            set_reg(reg, value)
-        plans.append(LayerPlan(L.name, L.type, (batch * Ho * Wo, K, Cout),
-                               len(infer), {r.name: int(v) for r, v in regs.items()},
-                               batch * Ho * Wo * K * Cout))
-        infer.append(encode(Op.CONV))
+        per = max(1, min(nb, cfg.wgt_depth // K)) if streamed else nb
+        pcs = []
+        for nb0 in range(0, nb, per):
+            n = min(per, nb - nb0)
+            if streamed:
+                infer.append(encode_load(Mem.WGT, 0, n * K))
+                infer_chunks.append(blocks[nb0 * K:(nb0 + n) * K])
+                regs.update({Reg.OUT_ADDR: other + nb0, Reg.P_ADDR: p_addr + nb0,
+                             Reg.OUT_NB: 0 if n == nb else n})
+            for reg, value in regs.items():
+                set_reg(reg, value)
+            pcs.append(len(infer))
+            infer.append(encode(Op.CONV))
+        plans.append(LayerPlan(L.name, L.type, (batch * Ho * Wo, K, Cout), pcs[0],
+                               {r.name: int(v) for r, v in regs.items()},
+                               batch * Ho * Wo * K * Cout, pcs[1:]))
         geometry = (Ho, Wo, Cout)
         addr, other = other, addr
         i += 2 if use_lut else 1
@@ -279,9 +305,8 @@ def compile_model(model, config=None, batch=1):
         setup.append(encode_load(Mem.PARAM, 0, prm_entries))
     setup.append(encode(Op.DONE))
     # the two WGT/PARAM loads take the beats in this order
-    wgt = [b for n, b in enumerate(setup_beats) if n % 2 == 0]
-    prm = [b for n, b in enumerate(setup_beats) if n % 2 == 1]
-    stream = np.concatenate(wgt + prm, axis=0) if setup_beats else np.zeros((0, C), np.uint8)
+    parts = setup_wgt + setup_prm
+    stream = np.concatenate(parts, axis=0) if parts else np.zeros((0, C), np.uint8)
 
     total = len(setup) + len(infer)
     if total > cfg.imem_depth:
@@ -289,5 +314,6 @@ def compile_model(model, config=None, batch=1):
                            f"imem_depth={cfg.imem_depth}")
     for plan in plans:
         plan.conv_pc += len(setup)
+        plan.extra_pcs = [pc + len(setup) for pc in plan.extra_pcs]
     return Program(cfg, batch, setup, infer, stream, infer_chunks, tuple(model.input_shape), 0,
                    out_shape, addr, out_words, plans, region)

@@ -145,7 +145,8 @@ def _instr_cycles(word, regs, cfg):
     if op == Op.CONV:
         M = g[Reg.BATCH] * g[Reg.OUT_H] * g[Reg.OUT_W]
         K = g[Reg.KH] * g[Reg.KW] * g[Reg.CIN]
-        return conv_cycles(R, C, M, K, g[Reg.OUT_CW] * C, g[Reg.USE_LUT])
+        nb = g[Reg.OUT_NB] or g[Reg.OUT_CW]
+        return conv_cycles(R, C, M, K, nb * C, g[Reg.USE_LUT])
     if op == Op.POOL:
         return pool_cycles(C, g[Reg.BATCH], g[Reg.IN_H], g[Reg.IN_W], g[Reg.CIN], g[Reg.KH],
                            g[Reg.STRIDE], g[Reg.PAD])
@@ -185,13 +186,13 @@ def layer_table(program, measured=None):
     pred = predict(program.infer, cfg)
     rows = []
     for L in program.layers:
-        i = L.conv_pc - program.infer_pc
+        pcs = [pc - program.infer_pc for pc in [L.conv_pc] + list(L.extra_pcs)]
         M, K, N = L.gemm
-        meas = measured[i] if measured is not None else None
+        meas = sum(measured[i] for i in pcs) if measured is not None else None
         ideal = L.macs / (R * C) if L.macs else None
         rows.append({
             "layer": L.name, "type": L.type, "gemm": L.gemm, "macs": L.macs,
-            "predicted": pred[i], "measured": meas, "ideal": ideal,
+            "predicted": sum(pred[i] for i in pcs), "measured": meas, "ideal": ideal,
             "utilization": (L.macs / (R * C * meas)) if (L.macs and meas) else None,
             "scalesim": scalesim_cycles(R, C, M, K, N) if L.macs else None,
         })

@@ -36,7 +36,7 @@ def test_reference_compiles(reference):
 
 @pytest.mark.parametrize("config,batch,needles", [
     ({}, 9, ["act_depth=2048", "batch of 9"]),
-    ({"wgt_depth": 512}, 1, ["'fc1'", "wgt_depth=512"]),
+    ({"wgt_depth": 128}, 1, ["'fc1'", "K=256", "wgt_depth=128"]),
     ({"param_depth": 4}, 1, ["'fc1'", "param_depth=4"]),
     ({"imem_depth": 32}, 1, ["imem_depth=32"]),
     ({"pool_max_c": 8}, 1, ["'pool'", "limit 8"]),
@@ -77,3 +77,10 @@ def test_standalone_activation_refused():
 def test_npu_config_refuses(kwargs, name):
     with pytest.raises(ValueError, match=name):
         NpuConfig(**kwargs)
+
+
+def test_weights_that_do_not_fit_are_streamed_in_slices(reference):
+    prog = compile_model(reference, {"wgt_depth": 512}, batch=1)
+    assert decode(prog.setup[0])["op"] == Op.LOAD and len(prog.setup) == 2   # PARAM, DONE
+    fc1 = next(L for L in prog.layers if L.name == "fc1")
+    assert len(fc1.extra_pcs) == 1          # 4 column blocks of K=256 in slices of 2

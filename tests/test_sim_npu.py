@@ -170,3 +170,30 @@ def icarus_model(seed):
     calib = rng.uniform(-1, 1, (16, 5, 5, 2)).astype(np.float32)
     s_in, z_in = activation_qparams(calib.min(), calib.max())
     return quantize_model(arch, params, calib, s_in, z_in)
+
+
+def big_dense_model(seed):
+    """Weights of 8,320 WGT words, over the default wgt_depth of 2048: the compiler streams
+    them per layer, the 1024 -> 64 layer in slices of 2 column blocks (one CONV each)."""
+    rng = np.random.default_rng(seed)
+    arch = {"name": "bigdense", "input_shape": [8, 8, 16], "layers": [
+        {"type": "flatten", "name": "flatten"},
+        {"type": "dense", "name": "fc0", "in_features": 1024, "out_features": 64,
+         "activation": "relu"},
+        {"type": "dense", "name": "fc1", "in_features": 64, "out_features": 10,
+         "activation": "none"},
+    ]}
+    params = float_model.init_params(arch, rng)
+    calib = rng.uniform(-1, 1, (16, 8, 8, 16)).astype(np.float32)
+    s_in, z_in = activation_qparams(calib.min(), calib.max())
+    return quantize_model(arch, params, calib, s_in, z_in)
+
+
+def test_verilator_weights_streamed_in_slices(tmp_path, sim_seed):
+    model = big_dense_model(sim_seed(51))
+    prog = compile_model(model, CONFIG, batch=2)
+    fc0 = prog.layers[0]
+    assert len(fc0.extra_pcs) == 3, "fc0 should run as 4 CONVs of 2 column blocks"
+    rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(51), batch=2, model=model)
+    assert all(r["exact"] for r in rep["records"])
+    check_cycle_model(model, 2, rep)
