@@ -91,17 +91,16 @@ def _fpga(n, fresh, freq):
     sha = hashlib.sha256(vpath.read_bytes()).hexdigest()[:16]
     probe = {"design": "gemm", "rows": n, "cols": n, "arch": "ecp5"}
     path = output_path(probe)
-    if fits and not fresh and path.exists():
+    if not fresh and path.exists():
         old = json.loads(path.read_text())
-        if old.get("verilog_sha256") == sha and old.get("placed"):
+        if old.get("verilog_sha256") == sha and (old.get("placed") or not fits):
             old["reused"] = str(path.relative_to(ROOT))
             return old
     r = synth_pnr("gemm", n, n, "ecp5", freq=freq, pnr=fits)
-    if fits:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(r, indent=1) + "\n")
-    else:
+    if not fits:
         r["not_placed"] = f"{n * n} MULT18X18D needed, the LFE5U-85F has {ECP5_MULTS}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(r, indent=1) + "\n")
     return r
 
 
@@ -179,6 +178,13 @@ def main(argv=None):
         old = next((r for r in rows if r["rows"] == n), {})
         new = {**old, **measure(n, args)}      # --no-fpga / --no-sim keep the other half
         rows = sorted([r for r in rows if r["rows"] != n] + [new], key=lambda r: r["rows"])
+        # Re-read before writing: another run (e.g. --no-sim beside --no-fpga) may have
+        # written other sizes or fields meanwhile.
+        if jpath.exists():
+            latest = {r["rows"]: r for r in json.loads(jpath.read_text())["rows"]}
+            rows = sorted([{**latest.get(r["rows"], {}), **r} for r in rows]
+                          + [r for k, r in latest.items() if k not in {x["rows"] for x in rows}],
+                          key=lambda r: r["rows"])
         jpath.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
     md = markdown(rows)
     (OUT / "scaling.md").write_text(md + "\n")
