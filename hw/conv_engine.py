@@ -38,7 +38,7 @@ Throughput: one operand beat per cycle, i.e. each tile takes max(K, R) cycles in
 (see :mod:`npu.perf` for the exact cycle count).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out

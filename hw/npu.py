@@ -24,8 +24,8 @@ FETCH (1 cycle), DECODE (1 cycle; SET and NOP finish here), EXEC (the engine's c
 run and the accelerator is idle again; a reset at any time leaves it idle with cleared status.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -34,7 +34,7 @@ from .conv_engine import ConvEngine, cfg_layout
 from .dma import LoadEngine, StoreEngine
 from .pool_engine import PoolEngine
 from .softmax_engine import SoftmaxEngine
-from .isa import CSR, ID_MAGIC, ISA_VERSION, Error, Mem, Op, Reg
+from .isa import CSR, ID_MAGIC, ISA_VERSION, Error, Op, Reg
 from .systolic import _check_dim
 
 __all__ = ["NpuTop", "NpuConfig"]

@@ -9,14 +9,29 @@ and waits for the interrupt; it also reads the status and the per-instruction cy
 import logging
 
 import numpy as np
+import cocotb
+from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
                            AxiStreamSink, AxiStreamSource)
 
-from hw.isa import CSR
+from hw.isa import CSR, ID_MAGIC
 from sim.gemm_env import set_pause
 
-__all__ = ["NpuHost", "RunStatus"]
+__all__ = ["NpuHost", "RunStatus", "bring_up"]
+
+
+async def bring_up(dut):
+    """Start the clock, reset, and return an :class:`NpuHost` after checking the ID register."""
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 3)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+    host = NpuHost(dut)
+    ident = await host.read(CSR.ID)
+    assert ident == ID_MAGIC, f"ID register reads {ident:#x}, expected {ID_MAGIC:#x}"
+    return host
 
 
 class RunStatus:

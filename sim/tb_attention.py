@@ -17,24 +17,10 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
 
-from hw.isa import CSR, ID_MAGIC, Error, Op, Reg, encode, encode_set
+from hw.isa import Error, Op, Reg, encode, encode_set
 from npu.attention import compile_attention, error_vs_float, random_case
-from sim.npu_env import NpuHost
-
-
-async def bring_up(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
-    host = NpuHost(dut)
-    ident = await host.read(CSR.ID)
-    assert ident == ID_MAGIC, f"ID register reads {ident:#x}, expected {ID_MAGIC:#x}"
-    return host
+from sim.npu_env import bring_up
 
 
 @cocotb.test()

@@ -14,30 +14,17 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from golden.inference import run as golden_run
 from golden.model import load_model
-from hw.isa import CSR, ID_MAGIC, Error, Mem, Op, Reg, encode, encode_load, encode_set, encode_store
+from hw.isa import CSR, Error, Mem, Op, Reg, encode, encode_load, encode_set, encode_store
 from npu.compiler import compile_model
-from sim.npu_env import NpuHost
+from sim.npu_env import bring_up
 
 
 def _env(name, default=None):
     return os.environ.get(name, default)
-
-
-async def bring_up(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
-    host = NpuHost(dut)
-    ident = await host.read(CSR.ID)
-    assert ident == ID_MAGIC, f"ID register reads {ident:#x}, expected {ID_MAGIC:#x}"
-    return host
 
 
 def hw_config():
