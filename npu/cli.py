@@ -76,8 +76,8 @@ def cmd_compile(args):
     cfg = prog.config
     pred = predict(prog.infer, cfg)
     print(f"model {model.name!r} on {cfg}, batch {prog.batch}")
-    print(f"  setup program: {len(prog.setup)} instructions, {len(prog.setup_stream)} beats "
-          f"(weights {sum(1 for _ in prog.setup)} loads)")
+    print(f"  setup program: {len(prog.setup)} instructions, {len(prog.setup_stream)} beats of "
+          f"resident weights and parameters")
     print(f"  inference program: {len(prog.infer)} instructions at pc {prog.infer_pc}, "
           f"{sum(pred)} cycles predicted per batch ({sum(pred) / prog.batch:.0f} per image)")
     print(f"  ACT: 2 regions of {prog.region_words} words of {cfg.act_depth}")
