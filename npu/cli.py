@@ -79,7 +79,8 @@ def cmd_compile(args):
     print(f"  setup program: {len(prog.setup)} instructions, {len(prog.setup_stream)} beats of "
           f"resident weights and parameters")
     print(f"  inference program: {len(prog.infer)} instructions at pc {prog.infer_pc}, "
-          f"{sum(pred)} cycles predicted per batch ({sum(pred) / prog.batch:.0f} per image)")
+          f"{program_cycles(prog.infer, cfg)} cycles predicted per batch "
+          f"({program_cycles(prog.infer, cfg) / prog.batch:.0f} per image)")
     print(f"  ACT: 2 regions of {prog.region_words} words of {cfg.act_depth}")
     for row in layer_table(prog):
         M, K, N = row["gemm"]
