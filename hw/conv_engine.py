@@ -48,21 +48,13 @@ from golden.gemm import MAX_K
 from .activation import ActivationLUT, table_layout
 from .isa import Error, Reg
 from .requantizer import Requantizer
-from .sizes import SIZE_BITS, ProductSteps, engine_fsm
+from .sizes import SIZE_BITS, ProductSteps, addr_bits, cfg_layout, engine_fsm
 from .systolic import SystolicArray
 
 __all__ = ["ConvEngine", "cfg_layout", "OPERAND_FIFO_DEPTH"]
 
 OPERAND_FIFO_DEPTH = 8
 PARAM_FIFO_DEPTH = 4
-
-
-def cfg_layout():
-    return data.ArrayLayout(unsigned(32), len(Reg))
-
-
-def _bits(n):
-    return max(1, (n - 1).bit_length())
 
 
 class ConvEngine(wiring.Component):
@@ -72,7 +64,7 @@ class ConvEngine(wiring.Component):
         self.array = SystolicArray(rows, cols)
         self.requant = Requantizer(lanes=cols)
         self.lut = ActivationLUT(lanes=cols)
-        aw, ww, pw = _bits(act_depth), _bits(wgt_depth), _bits(param_depth)
+        aw, ww, pw = addr_bits(act_depth), addr_bits(wgt_depth), addr_bits(param_depth)
         super().__init__({
             "cfg": In(cfg_layout()),
             "start": In(1),
@@ -266,11 +258,11 @@ class ConvEngine(wiring.Component):
             m.d.sync += [iw_active.eq(1), iw_more.eq(iw_mbase + R < m_total)]
 
         # Stage 1: addresses.
-        s1_addr = Signal(data.ArrayLayout(unsigned(_bits(self.act_depth)), R))
+        s1_addr = Signal(data.ArrayLayout(unsigned(addr_bits(self.act_depth)), R))
         s1_tap = Signal(R)
         s1_lane = Signal(range(C))
         s1_last = Signal()
-        s1_waddr = Signal(_bits(self.wgt_depth))
+        s1_waddr = Signal(addr_bits(self.wgt_depth))
         m.d.sync += s1_valid.eq(issue)
         with m.If(issue):
             m.d.sync += [s1_lane.eq(iw_lane), s1_last.eq(k_last), s1_waddr.eq(iw_waddr)]

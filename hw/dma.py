@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from .activation import table_layout
 from .isa import PARAM_BEATS, Error, Mem
+from .sizes import addr_bits
 
 __all__ = ["LoadEngine", "StoreEngine", "beat_layout", "LUT_BEATS"]
 
@@ -33,10 +34,6 @@ def beat_layout(cols):
 
 def LUT_BEATS(cols):
     return -(-256 // cols)
-
-
-def _bits(n):
-    return max(1, (n - 1).bit_length())
 
 
 class LoadEngine(wiring.Component):
@@ -52,9 +49,9 @@ class LoadEngine(wiring.Component):
             "done": Out(1),
             "error": Out(4),
             "data": In(stream.Signature(beat_layout(cols))),
-            "act_we": Out(1), "act_addr": Out(_bits(act_depth)), "act_data": Out(8 * cols),
-            "wgt_we": Out(1), "wgt_addr": Out(_bits(wgt_depth)), "wgt_data": Out(8 * cols),
-            "prm_we": Out(1), "prm_addr": Out(_bits(param_depth)), "prm_data": Out(72 * cols),
+            "act_we": Out(1), "act_addr": Out(addr_bits(act_depth)), "act_data": Out(8 * cols),
+            "wgt_we": Out(1), "wgt_addr": Out(addr_bits(wgt_depth)), "wgt_data": Out(8 * cols),
+            "prm_we": Out(1), "prm_addr": Out(addr_bits(param_depth)), "prm_data": Out(72 * cols),
             "lut_table": Out(stream.Signature(table_layout())),
         })
 
@@ -158,7 +155,7 @@ class StoreEngine(wiring.Component):
             "done": Out(1),
             "error": Out(4),
             "data": Out(stream.Signature(beat_layout(cols))),
-            "act_addr": Out(_bits(act_depth)),
+            "act_addr": Out(addr_bits(act_depth)),
             "act_data": In(8 * cols),
         })
 

@@ -30,7 +30,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .axil import AxiLiteSlave
-from .conv_engine import ConvEngine, cfg_layout
+from .conv_engine import ConvEngine
+from .sizes import cfg_layout
 from .dma import LoadEngine, StoreEngine
 from .pool_engine import PoolEngine
 from .softmax_engine import SoftmaxEngine
@@ -247,7 +248,9 @@ class NpuTop(wiring.Component):
 
         engine_done = Signal()
         engine_error = Signal(4)
-        engines = [conv, load, store, pool, smx]
+        dispatch = [(Op.LOAD, load), (Op.STORE, store), (Op.CONV, conv), (Op.POOL, pool),
+                    (Op.SOFTMAX, smx)]
+        engines = [engine for _, engine in dispatch]
         m.d.comb += [engine_done.eq(Cat(*[e.done for e in engines]).any()),
                      engine_error.eq(0)]
         for e in engines:          # only the running engine can finish
@@ -281,21 +284,10 @@ class NpuTop(wiring.Component):
                             m.next = "NEXT"
                         with m.Else():
                             fail(Error.CONFIG)
-                    with m.Case(Op.LOAD):
-                        m.d.comb += load.start.eq(1)
-                        m.next = "EXEC"
-                    with m.Case(Op.STORE):
-                        m.d.comb += store.start.eq(1)
-                        m.next = "EXEC"
-                    with m.Case(Op.CONV):
-                        m.d.comb += conv.start.eq(1)
-                        m.next = "EXEC"
-                    with m.Case(Op.POOL):
-                        m.d.comb += pool.start.eq(1)
-                        m.next = "EXEC"
-                    with m.Case(Op.SOFTMAX):
-                        m.d.comb += smx.start.eq(1)
-                        m.next = "EXEC"
+                    for code, engine in dispatch:
+                        with m.Case(code):
+                            m.d.comb += engine.start.eq(1)
+                            m.next = "EXEC"
                     with m.Case(Op.DONE):
                         m.d.comb += cnt_wp.en.eq(1)
                         m.d.sync += [busy.eq(0), done_flag.eq(1)]

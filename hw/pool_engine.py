@@ -13,13 +13,11 @@ engine ends with ``Error.CONFIG``; output words past the checked region are neve
 
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
-from .conv_engine import cfg_layout, _bits
 from .dma import StoreEngine
 from .isa import Error, Reg
 from .pooling import Pooling
-from .sizes import SIZE_BITS, ProductSteps, engine_fsm
+from .sizes import SIZE_BITS, ProductSteps, engine_fsm, streaming_engine_members
 
 __all__ = ["PoolEngine"]
 
@@ -30,19 +28,7 @@ class PoolEngine(wiring.Component):
         self.limits = dict(max_h=max_h, max_w=max_w, max_c=max_c, max_k=max_k)
         self.pool = Pooling(lanes=cols, **self.limits)
         self.reader = StoreEngine(cols, act_depth)
-        aw = _bits(act_depth)
-        super().__init__({
-            "cfg": In(cfg_layout()),
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "error": Out(4),
-            "act_rd_addr": Out(aw),
-            "act_rd_data": In(8 * cols),
-            "act_wr_en": Out(1),
-            "act_wr_addr": Out(aw),
-            "act_wr_data": Out(8 * cols),
-        })
+        super().__init__(streaming_engine_members(cols, act_depth))
 
     def elaborate(self, platform):
         m = Module()

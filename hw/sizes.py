@@ -4,11 +4,42 @@ Engines compute the sizes they must check (``K = KH*KW*CIN``, region lengths ...
 shared 32 x 16 multiplier, one product per cycle, instead of a multiplier per product.
 """
 
-from amaranth.hdl import Signal
+from amaranth.hdl import Signal, unsigned
+from amaranth.lib import data
+from amaranth.lib.wiring import In, Out
 
-from .isa import Error
+from .isa import Error, Reg
 
-__all__ = ["ProductSteps", "SIZE_BITS", "engine_fsm"]
+__all__ = ["ProductSteps", "SIZE_BITS", "engine_fsm", "addr_bits", "cfg_layout",
+           "streaming_engine_members"]
+
+
+def addr_bits(depth):
+    """Address width of a memory of ``depth`` words."""
+    return max(1, (depth - 1).bit_length())
+
+
+def cfg_layout():
+    """The configuration registers (``Reg``) as the engines see them."""
+    return data.ArrayLayout(unsigned(32), len(Reg))
+
+
+def streaming_engine_members(cols, act_depth):
+    """Ports of an engine that streams ACT words through a unit and writes them back to ACT
+    (POOL, SOFTMAX): control, one ACT read port and the ACT write port."""
+    aw = addr_bits(act_depth)
+    return {
+        "cfg": In(cfg_layout()),
+        "start": In(1),
+        "busy": Out(1),
+        "done": Out(1),
+        "error": Out(4),
+        "act_rd_addr": Out(aw),
+        "act_rd_data": In(8 * cols),
+        "act_wr_en": Out(1),
+        "act_wr_addr": Out(aw),
+        "act_wr_data": Out(8 * cols),
+    }
 
 SIZE_BITS = 16          # sizes (H, W, K*, stride, pad, batch, channel words) are < 2**16
 

@@ -20,12 +20,10 @@ disjoint, SM_MULT < 2**31, SM_SHIFT <= 31, SM_CAUSAL <= 1); a refused configurat
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
-from amaranth.lib.wiring import In, Out
 
-from .conv_engine import cfg_layout, _bits
 from .dma import StoreEngine
 from .isa import Error, Reg
-from .sizes import SIZE_BITS, ProductSteps, engine_fsm
+from .sizes import SIZE_BITS, ProductSteps, engine_fsm, streaming_engine_members
 from .softmax import SoftmaxUnit
 
 __all__ = ["SoftmaxEngine"]
@@ -36,19 +34,7 @@ class SoftmaxEngine(wiring.Component):
         self.cols, self.act_depth, self.max_len = cols, act_depth, max_len
         self.unit = SoftmaxUnit(max_len=max_len)
         self.reader = StoreEngine(cols, act_depth)
-        aw = _bits(act_depth)
-        super().__init__({
-            "cfg": In(cfg_layout()),
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "error": Out(4),
-            "act_rd_addr": Out(aw),
-            "act_rd_data": In(8 * cols),
-            "act_wr_en": Out(1),
-            "act_wr_addr": Out(aw),
-            "act_wr_data": Out(8 * cols),
-        })
+        super().__init__(streaming_engine_members(cols, act_depth))
 
     def elaborate(self, platform):
         m = Module()
