@@ -58,10 +58,10 @@ PARAM_FIFO_DEPTH = 4
 
 
 class ConvEngine(wiring.Component):
-    def __init__(self, rows, cols, act_depth, wgt_depth, param_depth):
+    def __init__(self, rows, cols, act_depth, wgt_depth, param_depth, dsp="generic"):
         self.rows, self.cols = rows, cols
         self.act_depth, self.wgt_depth, self.param_depth = act_depth, wgt_depth, param_depth
-        self.array = SystolicArray(rows, cols)
+        self.array = SystolicArray(rows, cols, dsp=dsp)
         self.requant = Requantizer(lanes=cols)
         self.lut = ActivationLUT(lanes=cols)
         aw, ww, pw = addr_bits(act_depth), addr_bits(wgt_depth), addr_bits(param_depth)

@@ -11,12 +11,15 @@
 :class:`StoreEngine` sends ACT words ``addr .. addr + count - 1`` on its ``data`` stream,
 ``last`` on the final beat, under backpressure.
 
+``abort`` returns the LoadEngine to idle at once (the sequencer stops a background LOAD when
+another instruction fails).
+
 Both latch their arguments when ``start`` pulses and check the range in the next cycle:
 ``count >= 1`` and ``addr + count <= depth``, else they finish with ``Error.ADDRESS`` having
 touched nothing. ``done`` pulses for one cycle.
 """
 
-from amaranth.hdl import Cat, Module, Signal, unsigned
+from amaranth.hdl import Cat, Module, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -42,6 +45,7 @@ class LoadEngine(wiring.Component):
         self.depths = {Mem.ACT: act_depth, Mem.WGT: wgt_depth, Mem.PARAM: param_depth}
         super().__init__({
             "start": In(1),
+            "abort": In(1),
             "mem": In(4),
             "addr": In(24),
             "count": In(24),
@@ -138,7 +142,8 @@ class LoadEngine(wiring.Component):
             with m.State("DONE"):
                 m.d.comb += [self.busy.eq(1), self.done.eq(1)]
                 m.next = "IDLE"
-        return m
+        # abort = a synchronous reset of the whole engine (idle, nothing pending).
+        return ResetInserter(self.abort)(m)
 
 
 class StoreEngine(wiring.Component):

@@ -10,11 +10,15 @@ name       code  fields and meaning
 =========  ====  ==========================================================================
 NOP        0x00  nothing (1 cycle)
 SET        0x01  [15:8] configuration register (``Reg``), [63:32] value: sets the register
-LOAD       0x02  [11:8] memory (``Mem``), [35:12] word address, [63:40] count: take words from
-                 ``s_axis`` into the memory. ACT/WGT: one beat per word (C bytes). PARAM: one
-                 entry per column block = 9 beats (4 of C int32 bias, 4 of C int32 M0, 1 of C
-                 int8 shift). LUT: ``ceil(256 / C)`` beats, the 256 table bytes in order
-                 (count and address ignored).
+LOAD       0x02  [11:8] memory (``Mem``), [35:12] word address, [36] background, [63:40] count:
+                 take words from ``s_axis`` into the memory. ACT/WGT: one beat per word (C
+                 bytes). PARAM: one entry per column block = 9 beats (4 of C int32 bias, 4 of
+                 C int32 M0, 1 of C int8 shift). LUT: ``ceil(256 / C)`` beats, the 256 table
+                 bytes in order (count and address ignored).
+                 Background (bit 36, WGT and PARAM only): the sequencer checks the range and
+                 goes on to the next instruction while the LOAD runs, so a LOAD of the next
+                 weights overlaps CONV/POOL/SOFTMAX/STORE (double buffering). The program
+                 must not read what a background LOAD writes before a WAIT.
 STORE      0x03  [35:12] ACT word address, [63:40] count: send words to ``m_axis``, ``tlast``
                  on the last one
 CONV       0x04  convolution / dense layer described by the configuration registers: im2col
@@ -24,8 +28,12 @@ POOL       0x05  max / average pooling (KH x KH window, STRIDE, PAD) of BATCH im
                  IN_H x IN_W x CIN at IN_ADDR into OUT_ADDR (OUT_H x OUT_W), streaming
 SOFTMAX    0x06  integer softmax over the CIN channels of each of BATCH * IN_H * IN_W pixels
                  at IN_ADDR into OUT_ADDR (scale 1/256, zero point -128)
-DONE       0x0F  finish: status DONE, interrupt, back to idle
+WAIT       0x07  barrier: waits until no background LOAD is running
+DONE       0x0F  finish (after any background LOAD): status DONE, interrupt, back to idle
 =========  ====  ==========================================================================
+
+A LOAD (of either kind) waits for a running background LOAD to finish first, since both
+take their beats from ``s_axis`` in program order.
 
 Any other opcode stops the program with ``Error.ILLEGAL_OPCODE``; an instruction whose
 addresses or sizes fall outside the configured memories or limits stops it with
@@ -73,6 +81,7 @@ class Op(IntEnum):
     CONV = 0x04
     POOL = 0x05
     SOFTMAX = 0x06
+    WAIT = 0x07
     DONE = 0x0F
 
 
@@ -120,7 +129,8 @@ class Error(IntEnum):
     NONE = 0
     ILLEGAL_OPCODE = 1
     ADDRESS = 2        # an access outside ACT / WGT / PARAM / IMEM
-    CONFIG = 3         # a CONV configuration the hardware cannot run (zero size, K too long..)
+    CONFIG = 3         # a configuration the hardware cannot run (zero size, K too long, a
+                       # background LOAD into ACT or LUT..)
     PC_OVERFLOW = 4    # ran past the end of instruction memory
 
 
@@ -143,11 +153,11 @@ class CSR(IntEnum):
     COUNTERS = 0x2000  # ro: cycles taken by instruction n at COUNTERS + 4n (last run)
 
 
-ISA_VERSION = 1
+ISA_VERSION = 2                # 2: background LOAD, WAIT
 
 _FIELD = {  # name: (lsb, width)
     "op": (0, 8), "reg": (8, 8), "value": (32, 32),
-    "mem": (8, 4), "addr": (12, 24), "count": (40, 24),
+    "mem": (8, 4), "addr": (12, 24), "background": (36, 1), "count": (40, 24),
 }
 
 
@@ -173,8 +183,11 @@ def encode_set(reg, value):
     return encode(Op.SET, reg=int(reg), value=value)
 
 
-def encode_load(mem, addr, count):
-    return encode(Op.LOAD, mem=int(mem), addr=addr, count=count)
+def encode_load(mem, addr, count, background=False):
+    """LOAD; ``background=True`` lets the program go on while it runs (WGT and PARAM only)."""
+    if background and mem not in (Mem.WGT, Mem.PARAM):
+        raise ValueError(f"a background LOAD must target WGT or PARAM, not {Mem(mem).name}")
+    return encode(Op.LOAD, mem=int(mem), addr=addr, count=count, background=int(background))
 
 
 def encode_store(addr, count):

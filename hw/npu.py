@@ -22,6 +22,12 @@ the program's LOADs take. The sequencer runs one instruction at a time from inst
 FETCH (1 cycle), DECODE (1 cycle; SET and NOP finish here), EXEC (the engine's cycles), NEXT
 (1 cycle: the instruction's cycle count is stored in COUNTERS[pc]). DONE or an error ends the
 run and the accelerator is idle again; a reset at any time leaves it idle with cleared status.
+
+The one exception is a background LOAD (WGT or PARAM; :mod:`hw.isa`): after its range check
+(BG_CHECK, 1 cycle) the sequencer goes on while the LoadEngine keeps taking beats, so the next
+layer's weights stream in while CONV/POOL/SOFTMAX/STORE run; those engines use other memory
+ports. LOAD, WAIT and DONE wait in DECODE until the LoadEngine is idle. An error stops a
+background LOAD too.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
@@ -35,7 +41,7 @@ from .sizes import cfg_layout
 from .dma import LoadEngine, StoreEngine
 from .pool_engine import PoolEngine
 from .softmax_engine import SoftmaxEngine
-from .isa import CSR, ID_MAGIC, ISA_VERSION, Error, Op, Reg
+from .isa import CSR, ID_MAGIC, ISA_VERSION, Error, Mem, Op, Reg
 from .systolic import _check_dim
 
 __all__ = ["NpuTop", "NpuConfig"]
@@ -79,11 +85,20 @@ class NpuConfig:
 
 
 class NpuTop(wiring.Component):
-    def __init__(self, **config):
+    """The accelerator; ``config`` are :class:`NpuConfig`'s parameters.
+
+    ``dsp`` is the multiplier implementation of the systolic array (:data:`hw.pe.DSP_KINDS`):
+    ``"generic"`` for simulation and most targets, ``"ecp5"`` for Lattice ECP5 (same cycle
+    behaviour, so it is not part of the configuration the compiler sees).
+    """
+
+    def __init__(self, dsp="generic", **config):
         self.config = cfg = NpuConfig(**config)
+        self.dsp = dsp
         C = cfg.cols
         self.axil = AxiLiteSlave(addr_width=14)
-        self.conv = ConvEngine(cfg.rows, cfg.cols, cfg.act_depth, cfg.wgt_depth, cfg.param_depth)
+        self.conv = ConvEngine(cfg.rows, cfg.cols, cfg.act_depth, cfg.wgt_depth, cfg.param_depth,
+                               dsp=dsp)
         self.load = LoadEngine(C, cfg.act_depth, cfg.wgt_depth, cfg.param_depth)
         self.store = StoreEngine(C, cfg.act_depth)
         self.pool = PoolEngine(C, cfg.act_depth, max_h=cfg.pool_max_size, max_w=cfg.pool_max_size,
@@ -199,6 +214,7 @@ class NpuTop(wiring.Component):
         f_value = instr[32:64]
         f_mem = instr[8:12]
         f_addr = instr[12:36]
+        f_background = instr[36]
         f_count = instr[40:64]
         m.d.comb += [load.mem.eq(f_mem), load.addr.eq(f_addr), load.count.eq(f_count),
                      store.addr.eq(f_addr), store.count.eq(f_count)]
@@ -251,14 +267,19 @@ class NpuTop(wiring.Component):
         dispatch = [(Op.LOAD, load), (Op.STORE, store), (Op.CONV, conv), (Op.POOL, pool),
                     (Op.SOFTMAX, smx)]
         engines = [engine for _, engine in dispatch]
-        m.d.comb += [engine_done.eq(Cat(*[e.done for e in engines]).any()),
+        # The engine EXEC waits for (a background LOAD may finish while another engine runs).
+        active = Signal(len(engines))
+        m.d.comb += [engine_done.eq((Cat(*[e.done for e in engines]) & active).any()),
                      engine_error.eq(0)]
-        for e in engines:          # only the running engine can finish
-            with m.If(e.done):
+        for n, e in enumerate(engines):
+            with m.If(e.done & active[n]):
                 m.d.comb += engine_error.eq(e.error)
+        load_idle = ~load.busy
+        background_ok = (f_mem == Mem.WGT) | (f_mem == Mem.PARAM)
 
         def fail(code):
             m.d.sync += [busy.eq(0), err_flag.eq(1), err_code.eq(code), err_pc.eq(pc)]
+            m.d.comb += load.abort.eq(1)        # a background LOAD stops too
             m.next = "IDLE"
 
         with m.FSM():
@@ -284,16 +305,40 @@ class NpuTop(wiring.Component):
                             m.next = "NEXT"
                         with m.Else():
                             fail(Error.CONFIG)
-                    for code, engine in dispatch:
+                    with m.Case(Op.LOAD):
+                        with m.If(f_background & ~background_ok):
+                            fail(Error.CONFIG)
+                        with m.Elif(load_idle):     # else wait for the background LOAD
+                            m.d.comb += load.start.eq(1)
+                            m.d.sync += active.eq(1 << 0)
+                            with m.If(f_background):
+                                m.next = "BG_CHECK"
+                            with m.Else():
+                                m.next = "EXEC"
+                    for n, (code, engine) in enumerate(dispatch):
+                        if code == Op.LOAD:
+                            continue
                         with m.Case(code):
                             m.d.comb += engine.start.eq(1)
+                            m.d.sync += active.eq(1 << n)
                             m.next = "EXEC"
+                    with m.Case(Op.WAIT):
+                        with m.If(load_idle):
+                            m.next = "NEXT"
                     with m.Case(Op.DONE):
-                        m.d.comb += cnt_wp.en.eq(1)
-                        m.d.sync += [busy.eq(0), done_flag.eq(1)]
-                        m.next = "IDLE"
+                        with m.If(load_idle):
+                            m.d.comb += cnt_wp.en.eq(1)
+                            m.d.sync += [busy.eq(0), done_flag.eq(1)]
+                            m.next = "IDLE"
                     with m.Default():
                         fail(Error.ILLEGAL_OPCODE)
+            with m.State("BG_CHECK"):
+                # The LoadEngine checks the range in the cycle after start; it ends only with
+                # an error here, else it runs on in the background.
+                with m.If(load.done):
+                    fail(load.error)
+                with m.Else():
+                    m.next = "NEXT"
             with m.State("EXEC"):
                 with m.If(engine_done):
                     with m.If(engine_error != Error.NONE):

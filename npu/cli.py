@@ -12,8 +12,8 @@ table: cycle model against the hardware counters, PE utilization against the ide
 MACs / (R*C), and the SCALE-Sim textbook prediction. It exits 1 on any mismatch.
 Images: ``A:B`` indexes the reference test set (scikit-learn digits, committed), or the
 ``images`` array of ``--data FILE.npz`` (int8 N x H x W x C, optional ``labels``).
-``--waves`` writes the whole run's trace (one simulator run): FST with Icarus, and with
-Verilator when the lz4 headers are installed (``apt-get install liblz4-dev``), else VCD.
+``--waves`` writes the whole run's trace (one simulator run) as FST, with Icarus or Verilator
+(Verilator needs zlib's header, ``zlib1g-dev``; without it the trace is VCD).
 """
 
 import argparse
@@ -272,8 +272,7 @@ def main(argv=None):
             p.add_argument("--data", help=".npz with int8 'images' (and 'labels')")
             p.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
             p.add_argument("--waves", action="store_true",
-                           help="write a trace: FST (Icarus; Verilator with liblz4-dev "
-                                "installed), else VCD")
+                           help="write an FST trace (Verilator needs zlib1g-dev, else VCD)")
             p.add_argument("--json", action="store_true", help="print the result as JSON")
             p.add_argument("--seed", type=int, default=1, help="seed of the backpressure")
             p.add_argument("--stall", type=float, default=0.0,

@@ -12,7 +12,11 @@ The result is a :class:`Program`:
 Memory plan: activations ping-pong between two ACT regions of ``region_words`` each (the
 largest tensor of the batch); all parameters stay resident in PARAM; all weights stay resident
 in WGT when they fit, otherwise each conv/dense layer streams its weights in the inference
-program, in slices of as many column blocks as WGT holds, one CONV (OUT_NB) per slice.
+program, in slices of column blocks, one CONV (OUT_NB) per slice. Streamed weights are double
+buffered: WGT is split into two halves, and while the CONV of one slice runs, the next slice
+(of the same or the next layer) streams into the other half as a background LOAD; the CONV
+that needs it comes after a WAIT (or after the next background LOAD, which waits for it
+too). A layer with K > wgt_depth / 2 uses the whole WGT, in slices loaded in the foreground.
 Anything that does not fit is refused with :class:`CompileError` naming the layer and the
 limit. ``flatten`` costs nothing (NHWC is already the dense layers' order); an ``activation``
 layer right after a conv/dense layer is fused into it (its table is loaded just before).
@@ -24,10 +28,10 @@ import numpy as np
 
 from golden.gemm import MAX_K
 from hw.dma import LUT_BEATS
-from hw.isa import (Mem, Op, Reg, encode, encode_load, encode_set, encode_store)
+from hw.isa import Mem, Op, Reg, decode, encode, encode_load, encode_set, encode_store
 from hw.npu import NpuConfig
 
-__all__ = ["CompileError", "Program", "LayerPlan", "compile_model"]
+__all__ = ["CompileError", "Program", "LayerPlan", "compile_model", "check_background_loads"]
 
 SUPPORTED = ("conv2d", "dense", "flatten", "activation", "maxpool2d", "avgpool2d", "softmax")
 
@@ -98,12 +102,42 @@ class Program:
         return w[..., :ch].view(np.int8).reshape(self.batch, *self.output_shape)
 
 
+def check_background_loads(instructions):
+    """Refuse a program that reads what a running background LOAD writes: a CONV whose WGT
+    (or PARAM) region overlaps a background LOAD not yet waited for (WAIT, LOAD or DONE)."""
+    regs, pending = {}, []
+    for pc, word in enumerate(instructions):
+        f = decode(word)
+        op = f["op"]
+        if op == Op.SET:
+            regs[f["reg"]] = f["value"]
+        elif op in (Op.WAIT, Op.DONE) or (op == Op.LOAD and not f["background"]):
+            pending = []
+        if op == Op.LOAD and f["background"]:
+            pending = [(f["mem"], f["addr"], f["addr"] + f["count"])]
+        elif op == Op.CONV and pending:
+            g = lambda r: regs.get(r, 0)  # noqa: E731
+            nb = g(Reg.OUT_NB) or g(Reg.OUT_CW)
+            K = g(Reg.KH) * g(Reg.KW) * g(Reg.CIN)
+            reads = {Mem.WGT: (g(Reg.W_ADDR), g(Reg.W_ADDR) + nb * K),
+                     Mem.PARAM: (g(Reg.P_ADDR), g(Reg.P_ADDR) + nb)}
+            for mem, lo, hi in pending:
+                rlo, rhi = reads[mem]
+                if lo < rhi and rlo < hi:
+                    raise CompileError(
+                        f"instruction {pc}: CONV reads {Mem(mem).name} [{rlo}, {rhi}) while a "
+                        f"background LOAD writes [{lo}, {hi}); a WAIT must come first")
+
+
 def _s8(v):
     return int(v) & 0xFFFFFFFF
 
 
-def compile_model(model, config=None, batch=1):
-    """Lower a validated :class:`golden.model.Model` to a :class:`Program`."""
+def compile_model(model, config=None, batch=1, double_buffer=True):
+    """Lower a validated :class:`golden.model.Model` to a :class:`Program`.
+
+    ``double_buffer=False`` streams weights that do not fit WGT in foreground LOADs, in slices
+    of the whole WGT (for comparison: ``npu.bench`` reports both)."""
     cfg = config if isinstance(config, NpuConfig) else NpuConfig(**(config or {}))
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise CompileError(f"batch must be an integer >= 1, got {batch!r}")
@@ -132,10 +166,13 @@ def compile_model(model, config=None, batch=1):
     if 2 * region > cfg.act_depth:
         big = max(range(len(tensors)), key=lambda i: tensor_words(tensors[i]))
         where = "the input" if big == 0 else f"layer {layers[big - 1].name!r}"
+        fits = cfg.act_depth // (2 * (region // batch))
+        hint = (f"the largest batch that fits is {fits}" if fits else
+                f"even one image needs {2 * (region // batch)} words")
         raise CompileError(
             f"{where}: activations of a batch of {batch} need 2 x {region} ACT words "
-            f"(ping-pong), the hardware has act_depth={cfg.act_depth}; use a smaller batch "
-            f"or a larger act_depth")
+            f"(ping-pong), the hardware has act_depth={cfg.act_depth}; {hint} "
+            f"(or use a larger act_depth)")
 
     # Weights stay resident in WGT (loaded once by the setup program) when they all fit;
     # otherwise every conv/dense layer streams its weights in the inference program, in slices
@@ -148,6 +185,33 @@ def compile_model(model, config=None, batch=1):
         if L.type not in ("flatten", "activation"):
             geo = L.out_shape if len(L.out_shape) == 3 else (1, 1, L.out_shape[0])
     streamed = total_w > cfg.wgt_depth
+    half = cfg.wgt_depth // 2 if double_buffer else 0
+
+    def slice_blocks(K, nb):
+        """Column blocks per streamed slice of a layer: half of WGT if K fits in it."""
+        room = half if K <= half else cfg.wgt_depth
+        return max(1, min(nb, room // K))
+
+    # Every streamed slice in program order, (K, column blocks), to prefetch across layers.
+    slices, geo = [], shape if len(shape) == 3 else (1, 1, shape[0])
+    for L in layers:
+        if L.type in ("conv2d", "dense"):
+            k_ = (L.attrs["kernel"] ** 2 if L.type == "conv2d" else geo[0] * geo[1]) * geo[2]
+            nb_ = words(L.out_shape[-1])
+            per_ = slice_blocks(k_, nb_)
+            slices += [(k_, min(per_, nb_ - b)) for b in range(0, nb_, per_)]
+        if L.type not in ("flatten", "activation"):
+            geo = L.out_shape if len(L.out_shape) == 3 else (1, 1, L.out_shape[0])
+    slice_base = []          # WGT address of each slice: alternating halves when they fit
+    for j, (k_, n_) in enumerate(slices):
+        if k_ * n_ > half:
+            slice_base.append(0)
+        else:
+            prev = slice_base[-1] if slice_base else half
+            slice_base.append(half if prev == 0 and slices[j - 1][0] * slices[j - 1][1] <= half
+                              else 0)
+    slice_blocks_data = {}   # slice index -> uint8 beats, filled as layers are lowered
+    prefetched = set()       # slices already loaded in the background
 
     setup, infer = [], []
     setup_wgt, setup_prm, infer_chunks = [], [], []
@@ -274,15 +338,30 @@ def compile_model(model, config=None, batch=1):
             if nxt.in_zero_point != L.out_zero_point:
                 raise CompileError(f"layer {nxt.name!r}: input zero point differs from "
                                    f"{L.name!r}'s output")
-        per = max(1, min(nb, cfg.wgt_depth // K)) if streamed else nb
+        per = slice_blocks(K, nb) if streamed else nb
         pcs = []
         for nb0 in range(0, nb, per):
             n = min(per, nb - nb0)
             if streamed:
-                infer.append(encode_load(Mem.WGT, 0, n * K))
-                infer_chunks.append(blocks[nb0 * K:(nb0 + n) * K])
+                j = len(slice_blocks_data)
+                slice_blocks_data[j] = blocks[nb0 * K:(nb0 + n) * K]
+                base = slice_base[j]
+                if j not in prefetched:
+                    infer.append(encode_load(Mem.WGT, base, n * K))
+                    infer_chunks.append(slice_blocks_data[j])
                 regs.update({Reg.OUT_ADDR: other + nb0, Reg.P_ADDR: p_addr + nb0,
-                             Reg.OUT_NB: 0 if n == nb else n})
+                             Reg.OUT_NB: 0 if n == nb else n, Reg.W_ADDR: base})
+                nxt = j + 1
+                if nxt < len(slices) and slice_base[nxt] != base and K * n <= half \
+                        and slices[nxt][0] * slices[nxt][1] <= half:
+                    # The next slice streams into the other half while this CONV runs; this
+                    # LOAD first waits for a background LOAD of this slice, if any.
+                    infer.append(encode_load(Mem.WGT, slice_base[nxt],
+                                             slices[nxt][0] * slices[nxt][1], background=True))
+                    infer_chunks.append(lambda nxt=nxt: slice_blocks_data[nxt])
+                    prefetched.add(nxt)
+                elif j in prefetched:
+                    infer.append(encode(Op.WAIT))
             for reg, value in regs.items():
                 set_reg(reg, value)
             pcs.append(len(infer))
@@ -308,6 +387,9 @@ def compile_model(model, config=None, batch=1):
     parts = setup_wgt + setup_prm
     stream = np.concatenate(parts, axis=0) if parts else np.zeros((0, C), np.uint8)
 
+    # background LOADs of a later layer's first slice were emitted before its weights existed
+    infer_chunks = [c() if callable(c) else c for c in infer_chunks]
+    check_background_loads(infer)
     total = len(setup) + len(infer)
     if total > cfg.imem_depth:
         raise CompileError(f"model {model.name!r}: program of {total} instructions exceeds "

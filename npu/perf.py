@@ -6,6 +6,10 @@ DONE costs 2. Engine costs, derived from the RTL (R x C array, beats per tile = 
 
 * LOAD ACT/WGT of n words: n + 2; PARAM of n entries: 9n + 2; LUT: ceil(256/C) * (C+2) + 2
   (with ``s_axis`` always valid);
+* background LOAD: 4 (FETCH, DECODE, BG_CHECK, NEXT); its engine stays busy until
+  ``beats + 3`` cycles after its DECODE. LOAD, WAIT and DONE wait in DECODE for it, so
+  :func:`predict` keeps a timeline: those instructions take the cycles they waited on top
+  (WAIT alone costs 3);
 * STORE of n words: n + 3 (with ``m_axis`` always ready);
 * CONV: 15 setup cycles (size check, 12 products, range check), R cycles to prepare the first
   block of R output pixels, then the tiles: ceil(M/R) * ceil(N/C) tiles, each taking
@@ -134,11 +138,12 @@ def _instr_cycles(word, regs, cfg):
         return SEQ
     if op == Op.DONE:
         return 2
+    if op == Op.WAIT:
+        return SEQ
     if op == Op.LOAD:
-        mem, n = f["mem"], f["count"]
-        if mem == Mem.LUT:
+        if f["mem"] == Mem.LUT:
             return SEQ + LUT_BEATS(C) * (C + 2) + 2
-        return SEQ + (PARAM_BEATS * n if mem == Mem.PARAM else n) + 2
+        return SEQ + load_beats(f) + 2
     if op == Op.STORE:
         return SEQ + f["count"] + 3
     g = {r: regs.get(r, 0) for r in Reg}
@@ -165,16 +170,36 @@ def program_cycles(instructions, cfg):
     return sum(predict(instructions, cfg)) + RUN_OVERHEAD
 
 
+def load_beats(f):
+    """``s_axis`` beats of a decoded ACT/WGT/PARAM LOAD."""
+    return PARAM_BEATS * f["count"] if f["mem"] == Mem.PARAM else f["count"]
+
+
+BG_LOAD = 4             # FETCH, DECODE, BG_CHECK, NEXT
+BG_BUSY = 3             # the LoadEngine is idle again beats + 3 cycles after its start
+
+
 def predict(instructions, cfg):
     """Predicted cycles of each instruction (a list the length of ``instructions``)."""
     regs = {}
     out = []
+    t = 0               # FETCH cycle of the current instruction
+    load_idle = 0       # first cycle in which the LoadEngine is idle
     for word in instructions:
         f = decode(word)
-        if f["op"] == Op.SET:
+        op = f["op"]
+        if op == Op.SET:
             v = f["value"]
             regs[f["reg"]] = v - (1 << 32) if v >= 1 << 31 else v
-        out.append(_instr_cycles(word, regs, cfg))
+        # LOAD, WAIT and DONE stay in DECODE (cycle t + 1 on) until the LoadEngine is idle.
+        wait = max(0, load_idle - (t + 1)) if op in (Op.LOAD, Op.WAIT, Op.DONE) else 0
+        if op == Op.LOAD and f["background"]:
+            load_idle = t + 1 + wait + load_beats(f) + BG_BUSY
+            cycles = BG_LOAD + wait
+        else:
+            cycles = _instr_cycles(word, regs, cfg) + wait
+        out.append(cycles)
+        t += cycles
     return out
 
 

@@ -153,11 +153,25 @@ async def error_paths(dut):
     await expect_error(host, prog, Error.ADDRESS, what="CONV output overlapping its input")
     # Running off the end of IMEM without DONE.
     await expect_error(host, [encode(Op.NOP)] * imem, Error.PC_OVERFLOW, what="no DONE")
+    # Background LOADs: only into WGT or PARAM, range-checked before the program goes on.
+    await expect_error(host, [encode(Op.LOAD, mem=Mem.ACT, addr=0, count=4, background=1),
+                              encode(Op.DONE)], Error.CONFIG, what="background LOAD into ACT")
+    await expect_error(host, [encode_load(Mem.WGT, wgt - 1, 2, background=True),
+                              encode(Op.DONE)], Error.ADDRESS, what="background LOAD past WGT")
     # Still usable, and nothing was written: the pattern is intact.
     await host.load_program(ok_prog[1:])
     st = await host.run(0)
     assert st.done and not st.failed, st
     assert np.array_equal(await host.receive(4), pattern), "a refused instruction wrote ACT"
+    # An error while a background LOAD waits for data stops that LOAD too: the next program's
+    # LOAD takes the next beats.
+    await expect_error(host, [encode_load(Mem.WGT, 0, 64, background=True), encode(Op.NOP),
+                              0xEE], Error.ILLEGAL_OPCODE, what="error during a background LOAD")
+    await host.load_program(ok_prog)
+    st = await host.run(0, pattern[::-1])
+    assert st.done and not st.failed, st
+    assert np.array_equal(await host.receive(4), pattern[::-1]), \
+        "the LOAD after an aborted background LOAD got the wrong beats"
     dut._log.info("error paths OK (config %s)", cfg)
 
 

@@ -7,9 +7,9 @@ from golden import float_model
 from golden.model import load_model
 from golden.digits import DATA_DIR
 from golden.ptq import activation_qparams, quantize_model
-from hw.isa import Op, decode
+from hw.isa import Mem, Op, Reg, decode, encode, encode_load, encode_set
 from hw.npu import NpuConfig
-from npu.compiler import CompileError, compile_model
+from npu.compiler import CompileError, check_background_loads, compile_model
 from npu.perf import predict
 
 REFERENCE = DATA_DIR / "digits_cnn_int8.npz"
@@ -35,7 +35,7 @@ def test_reference_compiles(reference):
 
 
 @pytest.mark.parametrize("config,batch,needles", [
-    ({}, 9, ["act_depth=2048", "batch of 9"]),
+    ({}, 9, ["act_depth=2048", "batch of 9", "largest batch that fits is 8"]),
     ({"wgt_depth": 128}, 1, ["'fc1'", "K=256", "wgt_depth=128"]),
     ({"param_depth": 4}, 1, ["'fc1'", "param_depth=4"]),
     ({"imem_depth": 32}, 1, ["imem_depth=32"]),
@@ -83,4 +83,49 @@ def test_weights_that_do_not_fit_are_streamed_in_slices(reference):
     prog = compile_model(reference, {"wgt_depth": 512}, batch=1)
     assert decode(prog.setup[0])["op"] == Op.LOAD and len(prog.setup) == 2   # PARAM, DONE
     fc1 = next(L for L in prog.layers if L.name == "fc1")
-    assert len(fc1.extra_pcs) == 1          # 4 column blocks of K=256 in slices of 2
+    # 4 column blocks of K=256 in slices of 1 (half of WGT: double buffered)
+    assert len(fc1.extra_pcs) == 3
+
+
+def test_streamed_weights_are_double_buffered(reference):
+    """Each slice after the first streams into the other half of WGT in the background while
+    the CONV before it runs; the cycle model charges the overlap, not the sum."""
+    prog = compile_model(reference, {"wgt_depth": 512}, batch=1)
+    loads = [decode(w) for w in prog.infer if decode(w)["op"] == Op.LOAD
+             and decode(w)["mem"] == Mem.WGT]
+    assert [f["background"] for f in loads][:2] == [0, 1]
+    assert {f["addr"] for f in loads if f["background"]} <= {0, 256}
+    assert any(decode(w)["op"] == Op.WAIT for w in prog.infer)
+    # One chunk per LOAD, in LOAD order, each as long as its LOAD's beats.
+    all_loads = [decode(w) for w in prog.infer if decode(w)["op"] == Op.LOAD]
+    assert len(all_loads) == len(prog.infer_chunks)
+    for f, chunk in zip(all_loads, prog.infer_chunks):
+        if f["mem"] == Mem.WGT:
+            assert len(chunk) == f["count"]
+
+
+def test_background_load_hazard_is_refused():
+    """A CONV reading the WGT words a background LOAD is still writing is refused."""
+    prog = [encode_load(Mem.WGT, 0, 64, background=True), encode_set(Reg.KH, 1),
+            encode_set(Reg.KW, 1), encode_set(Reg.CIN, 8), encode_set(Reg.OUT_CW, 1),
+            encode_set(Reg.W_ADDR, 56), encode(Op.CONV), encode(Op.DONE)]
+    with pytest.raises(CompileError, match=r"instruction 6: CONV reads WGT \[56, 64\)"):
+        check_background_loads(prog)
+    check_background_loads(prog[:6] + [encode(Op.WAIT)] + prog[6:])     # waited: fine
+    with pytest.raises(ValueError, match="background LOAD must target WGT or PARAM"):
+        encode_load(Mem.ACT, 0, 4, background=True)
+
+
+def test_cycle_model_overlaps_background_loads():
+    """A background LOAD of n beats costs 4 cycles; a WAIT right after it waits for the
+    rest (the LoadEngine is busy until n + 3 cycles after its DECODE)."""
+    cfg = NpuConfig()
+    n = 100
+    prog = [encode_load(Mem.WGT, 0, n, background=True), encode(Op.WAIT), encode(Op.DONE)]
+    bg, wait, done = predict(prog, cfg)
+    assert bg == 4
+    # WAIT's FETCH is 4 cycles after the LOAD's; DECODE waits until cycle 1 + n + 3.
+    assert wait == 3 + (1 + n + 3) - (4 + 1)
+    assert done == 2
+    sync = predict([encode_load(Mem.WGT, 0, n), encode(Op.DONE)], cfg)
+    assert sum(predict(prog, cfg)) == sum(sync) + 1      # + BG_CHECK

@@ -174,7 +174,8 @@ def icarus_model(seed):
 
 def big_dense_model(seed):
     """Weights of 8,320 WGT words, over the default wgt_depth of 2048: the compiler streams
-    them per layer, the 1024 -> 64 layer in slices of 2 column blocks (one CONV each)."""
+    them, double buffered: the 1024 -> 64 layer in slices of 1 column block (K = 1024 words,
+    half of WGT), one CONV each, every next slice loaded in the background."""
     rng = np.random.default_rng(seed)
     arch = {"name": "bigdense", "input_shape": [8, 8, 16], "layers": [
         {"type": "flatten", "name": "flatten"},
@@ -193,7 +194,8 @@ def test_verilator_weights_streamed_in_slices(tmp_path, sim_seed):
     model = big_dense_model(sim_seed(51))
     prog = compile_model(model, CONFIG, batch=2)
     fc0 = prog.layers[0]
-    assert len(fc0.extra_pcs) == 3, "fc0 should run as 4 CONVs of 2 column blocks"
+    assert len(fc0.extra_pcs) == 7, "fc0 should run as 8 CONVs of 1 column block"
+    assert sum(decode(w)["background"] for w in prog.infer if decode(w)["op"] == Op.LOAD) == 8
     rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(51), batch=2, model=model)
     assert all(r["exact"] for r in rep["records"])
     check_cycle_model(model, 2, rep)
