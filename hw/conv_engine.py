@@ -62,7 +62,7 @@ class ConvEngine(wiring.Component):
         self.rows, self.cols = rows, cols
         self.act_depth, self.wgt_depth, self.param_depth = act_depth, wgt_depth, param_depth
         self.array = SystolicArray(rows, cols, dsp=dsp)
-        self.requant = Requantizer(lanes=cols)
+        self.requant = Requantizer(lanes=cols, dsp=dsp)
         self.lut = ActivationLUT(lanes=cols)
         aw, ww, pw = addr_bits(act_depth), addr_bits(wgt_depth), addr_bits(param_depth)
         super().__init__({

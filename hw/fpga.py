@@ -212,15 +212,20 @@ def _critical_path(report):
 
 
 def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, dsp="auto",
-              keep=None, pnr=True):
+              keep=None, pnr=True, params=None):
     """Synthesize and place-and-route one configuration; returns the result dict.
 
+    ``rows``/``cols`` go to designs that take them (the array tops); ``params`` are further
+    keyword arguments of the design's class (e.g. ``{"lanes": 8}`` for a unit's top).
     With ``pnr=False`` only Yosys runs (design cells, no Fmax): for configurations that do not
     fit the device."""
     a = ARCHS[arch]
     if dsp == "auto":
         dsp = a["dsp"]
-    params = {"rows": rows, "cols": cols}
+    extra = dict(params or {})
+    params = {k: v for k, v in (("rows", rows), ("cols", cols))
+              if _design_class_takes(design, k)}
+    params.update(extra)
     if _design_class_takes(design, "dsp"):
         params["dsp"] = dsp
     elif dsp != "generic":
@@ -373,9 +378,18 @@ def main(argv=None):
     ap.add_argument("--freq", type=float, default=150.0, help="nextpnr target, MHz")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", type=Path, help="copy Verilog, logs and report here")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="another parameter of the design's class (integer), e.g. lanes=8")
     args = ap.parse_args(argv)
+    extra = {}
+    for item in args.param:
+        name, _, value = item.partition("=")
+        try:
+            extra[name] = int(value, 0)
+        except ValueError:
+            ap.error(f"-p {item}: expected NAME=INTEGER")
     r = synth_pnr(args.design, args.rows, args.cols, args.arch, args.freq, args.seed, args.dsp,
-                  keep=args.keep)
+                  keep=args.keep, params=extra)
     if args.design == "gemm" or _design_class_takes(args.design, "dsp"):
         r["pe_alone"] = pe_cost(args.arch, args.dsp)
     print(format_table(r))

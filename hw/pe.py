@@ -37,7 +37,7 @@ from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, ResetSignal,
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ProcessingElement", "DSP_KINDS"]
+__all__ = ["ProcessingElement", "DSP_KINDS", "Ecp5Mult18", "RegisteredMultiplier"]
 
 OPERAND = signed(8)
 PRODUCT = signed(16)
@@ -129,13 +129,37 @@ class ProcessingElement(wiring.Component):
 
     def _ecp5_product(self, m):
         assert self.PRODUCT_STAGES >= 3, "MULT18X18D has input, pipeline and output registers"
-        p = Signal(36, name="dsp_p")
-        a18 = self.a.as_signed()
-        b18 = self.b.as_signed()
+        m.submodules.mult = mult = Ecp5Mult18(8, 8)
+        m.d.comb += [mult.a.eq(self.a), mult.b.eq(self.b), mult.ce.eq(1)]
+        product = mult.p[:16].as_signed()
+        for n in range(self.PRODUCT_STAGES - 3):
+            nxt = Signal(PRODUCT, name=f"product_d{n + 4}", reset_less=True)
+            m.d.sync += nxt.eq(product)
+            product = nxt
+        return product
+
+
+class Ecp5Mult18(wiring.Component):
+    """A Lattice ECP5 ``MULT18X18D`` with its input, pipeline and output registers enabled:
+    ``p`` = ``a * b`` (signed, sign-extended to 18 bits) of 3 ``ce`` cycles earlier.
+
+    ``synth_ecp5`` does not pack fabric registers into the DSP, and a DSP used
+    combinationally costs about 4 ns; with its own registers it closes timing on its own."""
+
+    def __init__(self, a_width, b_width):
+        if not (1 <= a_width <= 18 and 1 <= b_width <= 18):
+            raise ValueError(f"MULT18X18D operands are at most 18 bits, got {a_width} x {b_width}")
+        super().__init__({"a": In(signed(a_width)), "b": In(signed(b_width)), "ce": In(1),
+                          "p": Out(signed(a_width + b_width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        p = Signal(36)
+        a, b = self.a, self.b
         ports = {}
         for n in range(18):
-            ports[f"i_A{n}"] = a18[min(n, 7)]       # sign-extended to 18 bits
-            ports[f"i_B{n}"] = b18[min(n, 7)]
+            ports[f"i_A{n}"] = a[min(n, len(a) - 1)]        # sign-extended to 18 bits
+            ports[f"i_B{n}"] = b[min(n, len(b) - 1)]
             ports[f"i_C{n}"] = Const(0)
         for n in range(36):
             ports[f"o_P{n}"] = p[n]
@@ -149,12 +173,41 @@ class ProcessingElement(wiring.Component):
             p_REG_INPUTC_CLK="NONE", p_GSR="DISABLED", p_RESETMODE="SYNC",
             p_CLK0_DIV="ENABLED", p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED",
             p_CAS_MATCH_REG="FALSE", p_HIGHSPEED_CLK="NONE",
-            i_CLK0=ClockSignal(), i_CE0=Const(1), i_RST0=Const(0),
+            i_CLK0=ClockSignal(), i_CE0=self.ce, i_RST0=Const(0),
             i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
             **ports)
-        product = p[:16].as_signed()
-        for n in range(self.PRODUCT_STAGES - 3):
-            nxt = Signal(PRODUCT, name=f"product_d{n + 4}", reset_less=True)
-            m.d.sync += nxt.eq(product)
-            product = nxt
-        return product
+        m.d.comb += self.p.eq(p[:len(self.p)])
+        return m
+
+
+class RegisteredMultiplier(wiring.Component):
+    """``p`` = ``a * b`` (signed) of :attr:`STAGES` (3) ``ce`` cycles earlier, for any target:
+    ``dsp="ecp5"`` is an :class:`Ecp5Mult18` (operands up to 18 bits), ``"generic"`` a
+    multiplier between an input register and two output registers (what a DSP block's
+    registers do; tools that retime or pack registers can use them)."""
+
+    STAGES = 3
+
+    def __init__(self, a_width, b_width, dsp="generic"):
+        self.dsp = check_dsp(dsp)
+        self.a_width, self.b_width = a_width, b_width
+        if dsp == "ecp5" and not (a_width <= 18 and b_width <= 18):
+            raise ValueError(f"MULT18X18D operands are at most 18 bits, got {a_width} x {b_width}")
+        super().__init__({"a": In(signed(a_width)), "b": In(signed(b_width)), "ce": In(1),
+                          "p": Out(signed(a_width + b_width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.dsp == "ecp5":
+            m.submodules.mult = mult = Ecp5Mult18(self.a_width, self.b_width)
+            m.d.comb += [mult.a.eq(self.a), mult.b.eq(self.b), mult.ce.eq(self.ce),
+                         self.p.eq(mult.p)]
+            return m
+        a = Signal.like(self.a, name="a_d1", reset_less=True)
+        b = Signal.like(self.b, name="b_d1", reset_less=True)
+        p2 = Signal.like(self.p, name="p_d2", reset_less=True)
+        p3 = Signal.like(self.p, name="p_d3", reset_less=True)
+        with m.If(self.ce):
+            m.d.sync += [a.eq(self.a), b.eq(self.b), p2.eq(a * b), p3.eq(p2)]
+        m.d.comb += self.p.eq(p3)
+        return m

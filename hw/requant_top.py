@@ -32,8 +32,8 @@ __all__ = ["RequantTop"]
 
 
 class RequantTop(wiring.Component):
-    def __init__(self, lanes=4):
-        self.core = Requantizer(lanes)
+    def __init__(self, lanes=4, dsp="generic"):
+        self.core = Requantizer(lanes, dsp=dsp)
         self.lanes = lanes
         super().__init__({
             "s_axis_acc_tdata": In(32 * lanes),

@@ -28,27 +28,45 @@ Arithmetic (see :mod:`golden.quant`; per lane)::
     q  = clamp(y + zero_point, qmin, qmax)
 
 ``(p + nudge)`` truncated toward zero equals ``(p + 2**30) >> 31`` (floor) for either sign of
-``p``, so SRDHM is one adder and a fixed shift. The 32 x 32 multiply is split into two
-32 x 16 partial products in one stage and summed in the next.
+``p``, so SRDHM is one rounding constant and a fixed shift.
 
 Pipeline and throughput
 -----------------------
-Seven register stages (latency 7 cycles); the whole pipeline advances whenever its last stage
-is empty or ``result.ready`` is high, so it accepts one beat (one element per lane) per cycle
-in steady state and holds everything under backpressure.
+:data:`LATENCY` (16) register stages, each a short path so that the unit closes timing at
+150 MHz and more on an ECP5 (no stage has more than one carry chain or a barrel shifter):
+
+* S0 bias add; the shift amounts split and clamped; S1 the left shift (39 bits); S2 the
+  saturation (the 8 top bits all equal, else a bound); the RDBPOT mask and thresholds are
+  precomputed from ``shift`` alongside;
+* S3-S5 four 16 x 16 partial products of ``xs * m0`` (``xs = xh*2**16 + xl``,
+  ``m0 = mh*2**16 + ml``, low halves unsigned), each a :class:`hw.pe.RegisteredMultiplier`:
+  a MULT18X18D with its own three registers on ECP5 (``dsp="ecp5"``), a plain multiplier
+  between registers elsewhere;
+* S6 ``q = xl*ml + 2**30`` and ``mid = xh*ml + xl*mh``; S7 ``s1 = mid + (q >> 16)``;
+  S8 ``h = 2*(xh*mh) + (s1 >> 15)`` = ``(xs*m0 + 2**30) >> 31`` (or INT32_MAX on the one
+  overflow);
+* S9 ``h >> right`` and the remainder; S10 the two threshold compares; S11 the rounding add;
+  S12 the zero point; S13 ``z`` narrowed to 10 bits (or flagged far out of range); S14 the
+  two clamp compares against the lane's own copy of qmin/qmax; S15 the clamp.
+
+The whole pipeline advances whenever its last stage is empty or ``result.ready`` is high, so
+it accepts one beat (one element per lane) per cycle in steady state and holds everything
+under backpressure.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.quant import INT32_MAX, INT32_MIN, MAX_SHIFT, MIN_SHIFT
 
+from .pe import RegisteredMultiplier, check_dsp
+
 __all__ = ["Requantizer", "MAX_LANES", "LATENCY", "acc_layout", "params_layout",
            "result_layout"]
 
 MAX_LANES = 64
-LATENCY = 7
+LATENCY = 16
 
 
 def acc_layout(lanes):
@@ -85,11 +103,14 @@ class Requantizer(wiring.Component):
     ----------
     lanes : int
         Elements per beat, 1 .. ``MAX_LANES``.
+    dsp : str
+        Multiplier implementation, :data:`hw.pe.DSP_KINDS` (same cycle behaviour for all).
     """
 
-    def __init__(self, lanes=4):
+    def __init__(self, lanes=4, dsp="generic"):
         check_lanes(lanes)
         self.lanes = lanes
+        self.dsp = check_dsp(dsp)
         super().__init__({
             "acc": In(stream.Signature(acc_layout(lanes))),
             "params": In(stream.Signature(params_layout(lanes))),
@@ -111,13 +132,16 @@ class Requantizer(wiring.Component):
         ]
         take = acc.valid & acc.ready
 
-        with m.If(par.valid & par.ready):
-            bad = par.payload.qmin > par.payload.qmax
-            for i in range(L):
-                sh = par.payload.shift[i]
-                bad = bad | (sh > MAX_SHIFT) | (sh < MIN_SHIFT)
-            with m.If(bad):
-                m.d.sync += self.error.eq(1)
+        # Parameter check, registered per lane first (it is wide: 2 compares per lane).
+        p_take = Signal()
+        p_bad = Signal(L + 1)
+        m.d.sync += p_take.eq(par.valid & par.ready)
+        m.d.sync += p_bad[L].eq(par.payload.qmin > par.payload.qmax)
+        for i in range(L):
+            sh = par.payload.shift[i]
+            m.d.sync += p_bad[i].eq((sh > MAX_SHIFT) | (sh < MIN_SHIFT))
+        with m.If(p_take & p_bad.any()):
+            m.d.sync += self.error.eq(1)
 
         with m.If(en):
             m.d.sync += valid[0].eq(take)
@@ -141,9 +165,9 @@ class Requantizer(wiring.Component):
 
         # Per-frame values travel with the data to the stage that uses them.
         p = par.payload
-        zp = carry("zp", p.zero_point, 6)[-1]
-        qmin = carry("qmin", p.qmin, 6)[-1]
-        qmax = carry("qmax", p.qmax, 6)[-1]
+        zp = carry("zp", p.zero_point, 12)[-1]
+        qmin = carry("qmin", p.qmin, 13)     # S0 .. S12
+        qmax = carry("qmax", p.qmax, 13)
         last = carry("last", acc.payload.last, LATENCY)[-1]
 
         out_data = []
@@ -155,43 +179,83 @@ class Requantizer(wiring.Component):
             # S0: bias add, shift split.
             x = stage(f"x_{i}", signed(32), acc.payload.data[i] + p.bias[i])
             left = stage(f"left_{i}", unsigned(3), left_in)
-            right = carry(f"right_{i}", stage(f"right0_{i}", unsigned(5), right_in), 4)[-1]
-            m0 = carry(f"m0_{i}", stage(f"m0a_{i}", signed(32), p.m0[i]), 1)[-1]
+            right0 = stage(f"right0_{i}", unsigned(5), right_in)
+            m0_0 = stage(f"m0_{i}", signed(32), p.m0[i])
 
-            # S1: saturating left shift.
-            wide = Signal(signed(40), name=f"wide_{i}")
-            m.d.comb += wide.eq(x << left)
+            # S1: left shift.
+            wide = stage(f"wide_{i}", signed(39), x << left)
+            m0_1 = stage(f"m0b_{i}", signed(32), m0_0)
+
+            # S2: saturation: wide fits int32 iff its 8 top bits are all equal.
+            top = wide[31:39]
+            fits = (top == 0) | (top == 0xFF)
             xs = stage(f"xs_{i}", signed(32),
-                       Mux(wide > INT32_MAX, INT32_MAX, Mux(wide < INT32_MIN, INT32_MIN, wide)))
+                       Mux(fits, wide[:32], Mux(wide[38], INT32_MIN, INT32_MAX)))
+            m0_2 = stage(f"m0c_{i}", signed(32), m0_1)
 
-            # S2: two 32 x 16 partial products (m0 = hi * 2**16 + lo, lo unsigned).
-            lo = stage(f"plo_{i}", signed(49), xs * m0[:16])
-            hi = stage(f"phi_{i}", signed(48), xs * m0[16:].as_signed())
-            ovf = stage(f"ovf_{i}", unsigned(1), (xs == INT32_MIN) & (m0 == INT32_MIN))
+            # S3..S5: four 16 x 16 partial products (low halves unsigned: 17-bit operands).
+            xl, xh = Cat(xs[:16], 0).as_signed(), xs[16:].as_signed()
+            ml, mh = Cat(m0_2[:16], 0).as_signed(), m0_2[16:].as_signed()
+            prods = {}
+            for name, pa, pb in (("ll", xl, ml), ("hl", xh, ml), ("lh", xl, mh), ("hh", xh, mh)):
+                mul = RegisteredMultiplier(17, 17, self.dsp)
+                m.submodules[f"mul_{name}_{i}"] = mul
+                m.d.comb += [mul.a.eq(pa), mul.b.eq(pb), mul.ce.eq(en)]
+                prods[name] = mul.p
+            ovf = carry(f"ovf_{i}", stage(f"ovf0_{i}", unsigned(1),
+                        (xs == INT32_MIN) & (m0_2 == INT32_MIN)), 2)[-1]
+            right = carry(f"right_{i}", right0, 8)      # S1 .. S8
+            # RDBPOT's mask = 2**right - 1 and thresholds (mask >> 1) + 0 or 1, as bit patterns
+            # decoded from `right` (no adder) beside h in S8: bit n of the mask is right > n.
+            r7 = right[6]
+            mask = stage(f"mask_{i}", unsigned(32), Cat(*[r7 > n for n in range(32)]))
+            thr0 = carry(f"thr0_{i}", stage(f"thr0a_{i}", unsigned(32),
+                                            Cat(*[r7 > n + 1 for n in range(32)])), 1)[-1]
+            # (mask >> 1) + 1 = 2**(right-1), or 1 for right = 0
+            thr1 = carry(f"thr1_{i}", stage(f"thr1a_{i}", unsigned(32),
+                                            Cat(*[(r7 == n + 1) | ((r7 == 0) if n == 0 else 0)
+                                                  for n in range(32)])), 1)[-1]
 
-            # S3: full product.
-            prod = stage(f"prod_{i}", signed(64), (hi << 16) + lo)
-            ovf3 = stage(f"ovf3_{i}", unsigned(1), ovf)
+            # S6: q = xl*ml + 2**30 (>= 0), mid = xh*ml + xl*mh.
+            q = stage(f"q_{i}", unsigned(34), prods["ll"][:32] + (1 << 30))
+            mid = stage(f"mid_{i}", signed(35), prods["hl"] + prods["lh"])
+            hh = stage(f"hh_{i}", signed(33), prods["hh"])
+            ovf6 = stage(f"ovf6_{i}", unsigned(1), ovf)
+            # S7: s1 = mid + (q >> 16)
+            s1 = stage(f"s1_{i}", signed(36), mid + q[16:])
+            hh7 = stage(f"hh7_{i}", signed(33), hh)
+            ovf7 = stage(f"ovf7_{i}", unsigned(1), ovf6)
+            # S8: h = 2*hh + (s1 >> 15), the low 32 bits (SRDHM always fits int32 but for the
+            # one overflow case).
+            h = stage(f"h_{i}", signed(32),
+                      Mux(ovf7, INT32_MAX, ((hh7 << 1) + (s1 >> 15))[:32]))
 
-            # S4: SRDHM rounding.
-            rounded = Signal(signed(65), name=f"rnd_{i}")
-            m.d.comb += rounded.eq(prod + (1 << 30))
-            h = stage(f"h_{i}", signed(32), Mux(ovf3, INT32_MAX, rounded[31:63].as_signed()))
-
-            # S5: RDBPOT (rounding arithmetic right shift).
-            mask = Signal(unsigned(32), name=f"mask_{i}")
-            m.d.comb += mask.eq((Const(1, unsigned(33)) << right) - 1)
-            rem = Signal(unsigned(32), name=f"rem_{i}")
-            thr = Signal(unsigned(32), name=f"thr_{i}")
-            m.d.comb += [rem.eq(h.as_unsigned() & mask),
-                         thr.eq((mask >> 1) + h[31])]
-            y = stage(f"y_{i}", signed(33), (h >> right) + (rem > thr))
-
-            # S6: zero point and saturation.
-            z = Signal(signed(34), name=f"z_{i}")
-            m.d.comb += z.eq(y + zp)
-            q = stage(f"q_{i}", signed(8), Mux(z > qmax, qmax, Mux(z < qmin, qmin, z)))
-            out_data.append(q)
+            # S9: RDBPOT: shift and remainder.
+            shifted = stage(f"shifted_{i}", signed(32), h >> right[7])
+            rem = stage(f"rem_{i}", unsigned(32), h.as_unsigned() & mask)
+            neg = carry(f"neg_{i}", stage(f"neg0_{i}", unsigned(1), h[31]), 1)[-1]
+            # S10: both threshold compares (threshold + 1 for negative h).
+            gt0 = stage(f"gt0_{i}", unsigned(1), rem > thr0)
+            gt1 = stage(f"gt1_{i}", unsigned(1), rem > thr1)
+            shifted10 = stage(f"shifted10_{i}", signed(32), shifted)
+            # S11: rounding add.
+            y = stage(f"y_{i}", signed(33), shifted10 + Mux(neg, gt1, gt0))
+            # S12: zero point.
+            z = stage(f"z_{i}", signed(34), y + zp)
+            # S13: z narrowed to 10 bits, or flagged far out of the int8 range; S14: the clamp
+            # compares against this lane's copy of qmin/qmax; S15: the clamp.
+            far = stage(f"far_{i}", unsigned(1), ~((z[9:] == 0) | (z[9:] == (1 << 25) - 1)))
+            zneg = stage(f"zneg_{i}", unsigned(1), z[33])
+            z10 = stage(f"z10_{i}", signed(10), z[:10])
+            qmax13 = stage(f"qmaxl_{i}", signed(8), qmax[-1])     # S13, beside z10
+            qmin13 = stage(f"qminl_{i}", signed(8), qmin[-1])
+            over = stage(f"over_{i}", unsigned(1), Mux(far, ~zneg, z10 > qmax13))
+            under = stage(f"under_{i}", unsigned(1), Mux(far, zneg, z10 < qmin13))
+            z8 = stage(f"z8_{i}", signed(8), z10[:8])
+            qmax14 = stage(f"qmax14_{i}", signed(8), qmax13)
+            qmin14 = stage(f"qmin14_{i}", signed(8), qmin13)
+            q_out = stage(f"qo_{i}", signed(8), Mux(over, qmax14, Mux(under, qmin14, z8)))
+            out_data.append(q_out)
 
         for i in range(L):
             m.d.comb += res.payload.data[i].eq(out_data[i])
