@@ -24,13 +24,14 @@ Datapath
   lasts >= R cycles.
 * *Issue walker*: per beat (kh, kw, cin), every row i reads ACT copy i at
   ``base_i + (kh*IN_W + kw)*IN_CW + cin // C`` and picks lane ``cin % C``; taps in the
-  padding read as ``IN_ZP``; WGT supplies row k of the column block. Two register stages,
-  then an operand FIFO with credits in front of the array.
+  padding read as ``IN_ZP``; WGT supplies row k of the column block. Four register stages
+  (coordinates and addresses; range check; memory data; lane select), each a short path for
+  timing, then an operand FIFO with credits in front of the array.
 * *Array*: :class:`hw.systolic.SystolicArray` (its bias input is tied to zero; the bias is
   added by the requantizer).
 * *Post-processing*: :class:`hw.requantizer.Requantizer` with the column block's bias, M0 and
   shift from PARAM (prefetched), then optionally :class:`hw.activation.ActivationLUT`.
-* *Writeback*: each result row goes to ``OUT_ADDR + m*OUT_CW + nb`` (nb < OUT_NB, the column
+* *Writeback* (registered): each result row goes to ``OUT_ADDR + m*OUT_CW + nb`` (nb < OUT_NB, the column
   blocks of this instruction, all OUT_CW of them unless OUT_NB says fewer); rows past M (padding of
   the last block) are dropped.
 
@@ -195,7 +196,7 @@ class ConvEngine(wiring.Component):
         with m.If(swap):
             m.d.sync += cur.eq(nxt)
 
-        # Issue walker (stage 0).
+        # Issue walker.
         iw_active = Signal()              # a block is being issued
         iw_more = Signal()                # more blocks after the current one
         iw_mbase = Signal(32)             # first pixel of the current block
@@ -210,11 +211,14 @@ class ConvEngine(wiring.Component):
         iw_khoff = Signal(32)             # word offset of (kh, kw=0, cin=0)
         iw_waddr = Signal(32)
 
+        s0_valid = Signal()
         s1_valid = Signal()
         s2_valid = Signal()
+        s3_valid = Signal()
         opfifo = m.submodules.opfifo = SyncFIFO(width=8 * R + 8 * C + 1,
                                                 depth=OPERAND_FIFO_DEPTH)
-        credit = opfifo.level + s1_valid + s2_valid < OPERAND_FIFO_DEPTH
+        credit = (opfifo.level + s0_valid + s1_valid + s2_valid + s3_valid
+                  < OPERAND_FIFO_DEPTH)
         issue = Signal()
         m.d.comb += issue.eq(iw_active & credit)
         k_last = iw_k + 1 == K
@@ -257,37 +261,60 @@ class ConvEngine(wiring.Component):
             m.d.comb += swap.eq(1)
             m.d.sync += [iw_active.eq(1), iw_more.eq(iw_mbase + R < m_total)]
 
-        # Stage 1: addresses.
+        # Stage 0: tap coordinates and unchecked word addresses (one adder each).
+        s0_y = Signal(data.ArrayLayout(signed(SIZE_BITS + 3), R))
+        s0_x = Signal(data.ArrayLayout(signed(SIZE_BITS + 3), R))
+        s0_in = Signal(R)
+        s0_addr = Signal(data.ArrayLayout(signed(35), R))
+        s0_lane = Signal(range(C))
+        s0_last = Signal()
+        s0_waddr = Signal(addr_bits(self.wgt_depth))
+        m.d.sync += s0_valid.eq(issue)
+        with m.If(issue):
+            m.d.sync += [s0_lane.eq(iw_lane), s0_last.eq(k_last), s0_waddr.eq(iw_waddr)]
+            for i in range(R):
+                m.d.sync += [s0_y[i].eq(cur[i].y0 + iw_kh), s0_x[i].eq(cur[i].x0 + iw_kw),
+                             s0_in[i].eq(cur[i].valid),
+                             s0_addr[i].eq(cur[i].base + iw_koff)]
+
+        # Stage 1: in-range check (taps in the padding read nothing) -> memory addresses.
         s1_addr = Signal(data.ArrayLayout(unsigned(addr_bits(self.act_depth)), R))
         s1_tap = Signal(R)
         s1_lane = Signal(range(C))
         s1_last = Signal()
         s1_waddr = Signal(addr_bits(self.wgt_depth))
-        m.d.sync += s1_valid.eq(issue)
-        with m.If(issue):
-            m.d.sync += [s1_lane.eq(iw_lane), s1_last.eq(k_last), s1_waddr.eq(iw_waddr)]
-            for i in range(R):
-                y = cur[i].y0 + iw_kh
-                x = cur[i].x0 + iw_kw
-                tap = (cur[i].valid & (y >= 0) & (y < reg(Reg.IN_H)) &
-                       (x >= 0) & (x < reg(Reg.IN_W)))
-                m.d.sync += [s1_tap[i].eq(tap),
-                             s1_addr[i].eq(Mux(tap, cur[i].base + iw_koff, 0))]
+        m.d.sync += [s1_valid.eq(s0_valid), s1_lane.eq(s0_lane), s1_last.eq(s0_last),
+                     s1_waddr.eq(s0_waddr)]
+        for i in range(R):
+            y, x = s0_y[i], s0_x[i]
+            tap = (s0_in[i] & (y >= 0) & (y < reg(Reg.IN_H)) & (x >= 0) & (x < reg(Reg.IN_W)))
+            m.d.sync += [s1_tap[i].eq(tap), s1_addr[i].eq(Mux(tap, s0_addr[i], 0))]
         m.d.comb += [self.act_rd_addr.eq(s1_addr), self.wgt_rd_addr.eq(s1_waddr)]
 
-        # Stage 2: memory data -> operand FIFO.
+        # Stage 2: the memories' read data, straight into registers (a block RAM's
+        # clock-to-output leaves no time for logic in the same cycle).
         s2_tap = Signal(R)
         s2_lane = Signal(range(C))
         s2_last = Signal()
+        s2_words = Signal(data.ArrayLayout(unsigned(8 * C), R))
+        s2_w = Signal(8 * C)
         m.d.sync += [s2_valid.eq(s1_valid), s2_tap.eq(s1_tap), s2_lane.eq(s1_lane),
                      s2_last.eq(s1_last)]
+        s3_tap = Signal(R)
+        s3_lane = Signal(range(C))
+        s3_last = Signal()
+        m.d.sync += [s3_valid.eq(s2_valid), s3_tap.eq(s2_tap), s3_lane.eq(s2_lane),
+                     s3_last.eq(s2_last),
+                     s2_words.eq(self.act_rd_data), s2_w.eq(self.wgt_rd_data)]
+
+        # Stage 3: lane select -> operand FIFO.
         a_vals = []
         for i in range(R):
-            word = data.ArrayLayout(signed(8), C)(self.act_rd_data[i])
-            a_vals.append(Mux(s2_tap[i], word[s2_lane], s8(Reg.IN_ZP)))
+            word = data.ArrayLayout(signed(8), C)(s2_words[i])
+            a_vals.append(Mux(s3_tap[i], word[s3_lane], s8(Reg.IN_ZP)))
         m.d.comb += [
-            opfifo.w_en.eq(s2_valid),
-            opfifo.w_data.eq(Cat(*a_vals, self.wgt_rd_data, s2_last)),
+            opfifo.w_en.eq(s3_valid),
+            opfifo.w_data.eq(Cat(*a_vals, s2_w, s3_last)),
             arr.operands.payload.as_value().eq(opfifo.r_data),
             arr.operands.valid.eq(opfifo.r_rdy),
             opfifo.r_en.eq(arr.operands.ready),
@@ -348,9 +375,13 @@ class ConvEngine(wiring.Component):
         wb_addr = Signal(34)              # address of the current row
         wb_tile = Signal(34)              # address of row 0 of the current tile
         wb_blk = Signal(34)               # address of row 0, column block 0, current block
-        m.d.comb += [self.act_wr_en.eq(wb_valid & wb_active & (wb_m < m_total)),
+        # The write port is registered: its enable, address and data fan out to every ACT
+        # copy. `done` waits for that last write (finished_d).
+        m.d.sync += [self.act_wr_en.eq(wb_valid & wb_active & (wb_m < m_total)),
                      self.act_wr_addr.eq(wb_addr), self.act_wr_data.eq(wb_data)]
         finished = Signal()
+        finished_d = Signal()
+        m.d.sync += finished_d.eq(finished)
         with m.If(wb_valid & wb_active):
             m.d.sync += [wb_m.eq(wb_m + 1), wb_addr.eq(wb_addr + reg(Reg.OUT_CW))]
             with m.If(wb_last):
@@ -384,7 +415,7 @@ class ConvEngine(wiring.Component):
             ]
 
         def run_state():
-            with m.If(finished):
+            with m.If(finished_d):
                 m.d.sync += [run.eq(0), wb_active.eq(0), iw_active.eq(0), iw_more.eq(0),
                              pw_active.eq(0)]
                 m.d.comb += [self.done.eq(1), self.error.eq(Error.NONE)]

@@ -19,7 +19,8 @@ Execution
 ---------
 The host writes a program into IMEM (AXI4-Lite), writes CTRL.START and streams the data that
 the program's LOADs take. The sequencer runs one instruction at a time from instruction 0:
-FETCH (1 cycle), DECODE (1 cycle; SET and NOP finish here), EXEC (the engine's cycles), NEXT
+FETCH and LATCH (2 cycles: IMEM read, instruction register), DECODE (1 cycle; SET and NOP
+finish here), EXEC (the engine's cycles), NEXT
 (1 cycle: the instruction's cycle count is stored in COUNTERS[pc]). DONE or an error ends the
 run and the accelerator is idle again; a reset at any time leaves it idle with cleared status.
 
@@ -204,8 +205,9 @@ class NpuTop(wiring.Component):
         m.d.comb += self.irq.eq(irq_en & (done_flag | err_flag))
 
         imem_rp_lo, imem_rp_hi = imem_lo.read_port(), imem_hi.read_port()
-        m.d.comb += [imem_rp_lo.addr.eq(pc), imem_rp_hi.addr.eq(pc),
-                     instr.eq(Cat(imem_rp_lo.data, imem_rp_hi.data))]
+        # IMEM is block RAM; its output goes straight into `instr` (LATCH), because a block
+        # RAM's clock-to-output leaves no time for decode logic in the same cycle.
+        m.d.comb += [imem_rp_lo.addr.eq(pc), imem_rp_hi.addr.eq(pc)]
         cnt_wp = counters.write_port()
         m.d.comb += [cnt_wp.addr.eq(pc), cnt_wp.data.eq(instr_cycles)]
 
@@ -294,6 +296,9 @@ class NpuTop(wiring.Component):
                                  run_cycles.eq(1), instr_cycles.eq(1)]
                     m.next = "FETCH"
             with m.State("FETCH"):
+                m.next = "LATCH"
+            with m.State("LATCH"):
+                m.d.sync += instr.eq(Cat(imem_rp_lo.data, imem_rp_hi.data))
                 m.next = "DECODE"
             with m.State("DECODE"):
                 with m.Switch(op):

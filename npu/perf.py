@@ -1,15 +1,15 @@
 """Cycle model of ``npu_top``: predicts the cycle count of every instruction of a program, as
 the hardware's per-instruction counters (CSR.COUNTERS) measure it (FETCH to NEXT inclusive).
 
-Every instruction costs 3 sequencer cycles (FETCH, DECODE, NEXT) plus what its engine takes;
-DONE costs 2. Engine costs, derived from the RTL (R x C array, beats per tile = K):
+Every instruction costs 4 sequencer cycles (FETCH, LATCH, DECODE, NEXT) plus what its engine
+takes; DONE costs 3. Engine costs, derived from the RTL (R x C array, beats per tile = K):
 
 * LOAD ACT/WGT of n words: n + 2; PARAM of n entries: 9n + 2; LUT: ceil(256/C) * (C+2) + 2
   (with ``s_axis`` always valid);
-* background LOAD: 4 (FETCH, DECODE, BG_CHECK, NEXT); its engine stays busy until
+* background LOAD: 5 (FETCH, LATCH, DECODE, BG_CHECK, NEXT); its engine stays busy until
   ``beats + 3`` cycles after its DECODE. LOAD, WAIT and DONE wait in DECODE for it, so
   :func:`predict` keeps a timeline: those instructions take the cycles they waited on top
-  (WAIT alone costs 3);
+  (WAIT alone costs 4);
 * STORE of n words: n + 3 (with ``m_axis`` always ready);
 * CONV: 15 setup cycles (size check, 12 products, range check), R cycles to prepare the first
   block of R output pixels, then the tiles: ceil(M/R) * ceil(N/C) tiles, each taking
@@ -40,9 +40,10 @@ from hw.requantizer import LATENCY as REQUANT_LATENCY
 __all__ = ["predict", "program_cycles", "conv_cycles", "pool_cycles", "softmax_cycles", "scalesim_cycles",
            "layer_table"]
 
-SEQ = 3                 # FETCH + DECODE + NEXT
+SEQ = 4                 # FETCH + LATCH + DECODE + NEXT
+DECODE = 2              # cycle of DECODE after FETCH
 CONV_SETUP = 15
-CONV_ENGINE_TAIL = 2    # operand pipeline to the array, writeback and done
+CONV_ENGINE_TAIL = 5    # operand pipeline (4 stages) to the array, registered writeback, done
 
 
 def array_result_latency(R, C):
@@ -137,7 +138,7 @@ def _instr_cycles(word, regs, cfg):
     if op in (Op.NOP, Op.SET):
         return SEQ
     if op == Op.DONE:
-        return 2
+        return SEQ - 1
     if op == Op.WAIT:
         return SEQ
     if op == Op.LOAD:
@@ -175,7 +176,7 @@ def load_beats(f):
     return PARAM_BEATS * f["count"] if f["mem"] == Mem.PARAM else f["count"]
 
 
-BG_LOAD = 4             # FETCH, DECODE, BG_CHECK, NEXT
+BG_LOAD = SEQ + 1       # FETCH, LATCH, DECODE, BG_CHECK, NEXT
 BG_BUSY = 3             # the LoadEngine is idle again beats + 3 cycles after its start
 
 
@@ -191,10 +192,11 @@ def predict(instructions, cfg):
         if op == Op.SET:
             v = f["value"]
             regs[f["reg"]] = v - (1 << 32) if v >= 1 << 31 else v
-        # LOAD, WAIT and DONE stay in DECODE (cycle t + 1 on) until the LoadEngine is idle.
-        wait = max(0, load_idle - (t + 1)) if op in (Op.LOAD, Op.WAIT, Op.DONE) else 0
+        # LOAD, WAIT and DONE stay in DECODE (cycle t + DECODE on) until the LoadEngine is
+        # idle.
+        wait = max(0, load_idle - (t + DECODE)) if op in (Op.LOAD, Op.WAIT, Op.DONE) else 0
         if op == Op.LOAD and f["background"]:
-            load_idle = t + 1 + wait + load_beats(f) + BG_BUSY
+            load_idle = t + DECODE + wait + load_beats(f) + BG_BUSY
             cycles = BG_LOAD + wait
         else:
             cycles = _instr_cycles(word, regs, cfg) + wait
