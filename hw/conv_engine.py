@@ -52,16 +52,20 @@ from .requantizer import Requantizer
 from .sizes import SIZE_BITS, ProductSteps, addr_bits, cfg_layout, engine_fsm
 from .systolic import SystolicArray
 
-__all__ = ["ConvEngine", "cfg_layout", "OPERAND_FIFO_DEPTH"]
+__all__ = ["ConvEngine", "cfg_layout", "OPERAND_FIFO_DEPTH", "SETUP_DEPS"]
 
 OPERAND_FIFO_DEPTH = 8
 PARAM_FIFO_DEPTH = 4
+#: The setup products' dependencies (step indices each one reads), for the schedule that the
+#: hardware and the cycle model share (:func:`hw.sizes.step_schedule`).
+SETUP_DEPS = [(), (0,), (), (2,), (), (4,), (3,), (5,), (1,), (), (2,), (2,)]
 
 
 class ConvEngine(wiring.Component):
     def __init__(self, rows, cols, act_depth, wgt_depth, param_depth, dsp="generic"):
         self.rows, self.cols = rows, cols
         self.act_depth, self.wgt_depth, self.param_depth = act_depth, wgt_depth, param_depth
+        self.dsp = dsp
         self.array = SystolicArray(rows, cols, dsp=dsp)
         self.requant = Requantizer(lanes=cols, dsp=dsp)
         self.lut = ActivationLUT(lanes=cols)
@@ -131,7 +135,7 @@ class ConvEngine(wiring.Component):
             (s_cw, reg(Reg.IN_CW), reg(Reg.STRIDE)),
             (s_row, in_row, reg(Reg.STRIDE)),
             (p_off, in_row + reg(Reg.IN_CW), reg(Reg.PAD)),
-        ])
+        ], SETUP_DEPS, dsp=self.dsp)
 
         size_regs = [Reg.IN_H, Reg.IN_W, Reg.IN_CW, Reg.CIN, Reg.KH, Reg.KW, Reg.STRIDE,
                      Reg.OUT_H, Reg.OUT_W, Reg.OUT_CW, Reg.BATCH]
@@ -141,14 +145,22 @@ class ConvEngine(wiring.Component):
         other_ok = ((reg(Reg.PAD) < (1 << SIZE_BITS)) & (reg(Reg.USE_LUT) <= 1) &
                     (reg(Reg.OUT_NB) <= reg(Reg.OUT_CW)) &
                     (s8(Reg.QMIN) <= s8(Reg.QMAX)) & (reg(Reg.CIN) <= reg(Reg.IN_CW) * C))
+        # Region ends, registered (one adder per register; the checks read them after
+        # SETTLE): the last output row ends nb_count words after its start.
         in_end = Signal(34)
         out_end = Signal(34)
-        m.d.comb += [in_end.eq(reg(Reg.IN_ADDR) + in_total),
-                     # the last row ends nb_count words after its start
-                     out_end.eq(reg(Reg.OUT_ADDR) + out_total - reg(Reg.OUT_CW) + nb_count)]
+        out_a = Signal(34)
+        out_b = Signal(34)
+        w_end = Signal(34)
+        p_end = Signal(34)
+        m.d.sync += [in_end.eq(reg(Reg.IN_ADDR) + in_total),
+                     out_a.eq(reg(Reg.OUT_ADDR) + nb_count),
+                     out_b.eq(out_total - reg(Reg.OUT_CW)),
+                     out_end.eq(out_a + out_b),
+                     w_end.eq(reg(Reg.W_ADDR) + w_total),
+                     p_end.eq(reg(Reg.P_ADDR) + nb_count)]
         addr_ok = ((in_end <= self.act_depth) & (out_end <= self.act_depth) &
-                   (reg(Reg.W_ADDR) + w_total <= self.wgt_depth) &
-                   (reg(Reg.P_ADDR) + nb_count <= self.param_depth) &
+                   (w_end <= self.wgt_depth) & (p_end <= self.param_depth) &
                    ((out_end <= reg(Reg.IN_ADDR)) | (in_end <= reg(Reg.OUT_ADDR))))
 
         # ---- Run-time state ---------------------------------------------------------------

@@ -19,14 +19,17 @@ from .isa import Error, Reg
 from .pooling import Pooling
 from .sizes import SIZE_BITS, ProductSteps, engine_fsm, streaming_engine_members
 
-__all__ = ["PoolEngine"]
+__all__ = ["PoolEngine", "SETUP_DEPS"]
+
+#: The setup products' dependencies (see :class:`hw.sizes.ProductSteps`).
+SETUP_DEPS = [(), (0,), (1,), (), (3,), (4,)]
 
 
 class PoolEngine(wiring.Component):
     def __init__(self, cols, act_depth, max_h=32, max_w=32, max_c=64, max_k=8):
         self.cols, self.act_depth = cols, act_depth
         self.limits = dict(max_h=max_h, max_w=max_w, max_c=max_c, max_k=max_k)
-        self.pool = Pooling(lanes=cols, **self.limits)
+        self.pool = Pooling(lanes=cols, registered_config=True, **self.limits)
         self.reader = StoreEngine(cols, act_depth)
         super().__init__(streaming_engine_members(cols, act_depth))
 
@@ -50,7 +53,7 @@ class PoolEngine(wiring.Component):
             (hw_out, reg(Reg.OUT_H), reg(Reg.OUT_W)),
             (img_out, hw_out, reg(Reg.IN_CW)),
             (out_total, img_out, reg(Reg.BATCH)),
-        ])
+        ], SETUP_DEPS)
         size_regs = [Reg.IN_H, Reg.IN_W, Reg.IN_CW, Reg.CIN, Reg.KH, Reg.STRIDE, Reg.OUT_H,
                      Reg.OUT_W, Reg.BATCH]
         sizes_ok = (Cat(*[(reg(r) != 0) & (reg(r) < (1 << SIZE_BITS)) for r in size_regs]).all()
@@ -62,7 +65,7 @@ class PoolEngine(wiring.Component):
                     & ((reg(Reg.IN_ZP) < 128) | (reg(Reg.IN_ZP) >= (1 << 32) - 128)))
         in_end = Signal(34)
         out_end = Signal(34)
-        m.d.comb += [in_end.eq(reg(Reg.IN_ADDR) + in_total),
+        m.d.sync += [in_end.eq(reg(Reg.IN_ADDR) + in_total),      # registered, for timing
                      out_end.eq(reg(Reg.OUT_ADDR) + out_total)]
         addr_ok = ((in_end <= self.act_depth) & (out_end <= self.act_depth) &
                    ((out_end <= reg(Reg.IN_ADDR)) | (in_end <= reg(Reg.OUT_ADDR))))

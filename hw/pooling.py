@@ -19,7 +19,11 @@ counts ``H*W*G`` beats); it only ends a frame that is being dropped (see ``error
 (average padding). While the unit is idle it reads these ports directly; a frame latches them
 in the cycle it starts (its first beat valid), so hold them from the first beat's ``valid``
 until that beat is accepted. They may change between frames without draining the unit: mode and
-kernel size travel with every beat through the pipeline.
+kernel size travel with every beat through the pipeline. With ``registered_config=True`` the
+unit instead registers the ports (and their check) every idle cycle and a frame uses the
+values of the cycle before it starts: the configuration must then be set at least one cycle
+before the frame's first beat, and no path runs from the ports into the datapath (for timing;
+``npu_top``'s PoolEngine holds its configuration for the whole instruction).
 
 ``error`` (out): the last frame's configuration was refused: ``h``, ``w``, ``c`` outside
 ``1..max_h/max_w/max_c``, ``k`` outside ``1..max_k``, ``stride`` 0, ``pad > k // 2``,
@@ -120,8 +124,10 @@ class Pooling(wiring.Component):
         pooling, ``k = H = W``, works with any stride).
     """
 
-    def __init__(self, lanes=4, max_h=32, max_w=32, max_c=64, max_k=32, slots=3):
+    def __init__(self, lanes=4, max_h=32, max_w=32, max_c=64, max_k=32, slots=3,
+                 registered_config=False):
         check_lanes(lanes)
+        self.registered_config = bool(registered_config)
         _check_int("max_h", max_h, 1, MAX_SIZE)
         _check_int("max_w", max_w, 1, MAX_SIZE)
         _check_int("max_c", max_c, 1, MAX_SIZE)
@@ -250,7 +256,8 @@ class Pooling(wiring.Component):
         pos_w = (max(self.max_h, self.max_w) + 2 * (K // 2)).bit_length()
         ch = cfg_in
         ok = Signal()
-        m.d.comb += ok.eq(
+        ok_domain = m.d.sync if self.registered_config else m.d.comb
+        ok_domain += ok.eq(
             (ch.h >= 1) & (ch.h <= self.max_h) & (ch.w >= 1) & (ch.w <= self.max_w)
             & (ch.c >= 1) & (ch.c <= self.max_c) & (ch.k >= 1) & (ch.k <= K)
             & (ch.stride >= 1) & ((ch.pad << 1) <= ch.k)
@@ -258,7 +265,8 @@ class Pooling(wiring.Component):
             & ((ch.k <= ch.stride * A) | (ch.stride * A + ch.k > ch.h + (ch.pad << 1)))
             & ((ch.k <= ch.stride * A) | (ch.stride * A + ch.k > ch.w + (ch.pad << 1))))
         # Frame parameters: latched when a frame starts; while idle the front reads the
-        # configuration ports directly, so a frame starts in the cycle its first beat arrives.
+        # configuration ports directly (or their registered copy, registered_config), so a
+        # frame starts in the cycle its first beat arrives.
         IDLE, RUN, DROP = 0, 1, 2
         state = Signal(2, name="state")
         idle = Signal()
@@ -275,7 +283,8 @@ class Pooling(wiring.Component):
         for name, shape in shapes.items():
             reg = Signal(shape, name=f"frame_{name}")
             cur[name] = Signal(shape, name=f"cur_{name}")
-            m.d.comb += cur[name].eq(Mux(idle, port_vals[name], reg))
+            m.d.comb += cur[name].eq(reg if self.registered_config
+                                     else Mux(idle, port_vals[name], reg))
             with m.If(idle):
                 m.d.sync += reg.eq(port_vals[name])
         hp, wp_, h, w, c = cur["hp"], cur["wp"], cur["h"], cur["w"], cur["c"]

@@ -1,17 +1,19 @@
 """Start-of-instruction size arithmetic shared by the engines.
 
 Engines compute the sizes they must check (``K = KH*KW*CIN``, region lengths ...) with one
-shared 32 x 16 multiplier, one product per cycle, instead of a multiplier per product.
+shared, pipelined 32 x 16 multiplier instead of a multiplier per product, and check them in
+registered steps, so that none of this start-up logic limits the clock.
 """
 
-from amaranth.hdl import Signal, unsigned
+from amaranth.hdl import Cat, Signal, Value, unsigned
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
 from .isa import Error, Reg
 
-__all__ = ["ProductSteps", "SIZE_BITS", "engine_fsm", "addr_bits", "cfg_layout",
-           "streaming_engine_members"]
+__all__ = ["ProductSteps", "SIZE_BITS", "STEP_LATENCY", "CHECK_SETTLE", "step_schedule",
+           "setup_cycles",
+           "engine_fsm", "addr_bits", "cfg_layout", "streaming_engine_members"]
 
 
 def addr_bits(depth):
@@ -43,41 +45,102 @@ def streaming_engine_members(cols, act_depth):
 
 SIZE_BITS = 16          # sizes (H, W, K*, stride, pad, batch, channel words) are < 2**16
 
+#: Cycles between the end of SETUP and CHECK: an engine's checks may use intermediate values
+#: registered in up to CHECK_SETTLE - 1 levels (e.g. an end address as two registered adds).
+CHECK_SETTLE = 3
+
+
+def setup_cycles(deps):
+    """Cycles of :func:`engine_fsm`'s start-up states (CHECK_SIZES, CHECK_SIZES2, SETUP,
+    SETTLE, CHECK) for setup products with dependencies ``deps``; the cycle model uses it."""
+    return 2 + step_schedule(deps)[1] + CHECK_SETTLE + 1
+
+
+#: Cycles from a ProductSteps step's issue to its destination being readable: operand
+#: registers (the multipliers' input registers), multiplier pipeline and output registers,
+#: the partial-product sum, the destination register.
+STEP_LATENCY = 5
+
+
+def step_schedule(deps):
+    """Greedy list schedule of products with dependencies (``deps[n]``: indices of earlier
+    steps that step ``n`` reads): returns ``(issue cycle of each step, total cycles)``. One
+    product issues per cycle; a step issues :data:`STEP_LATENCY` cycles after the steps it
+    reads, so independent products overlap in the pipeline."""
+    issue = [None] * len(deps)
+    cycle = 0
+    while None in issue:
+        for n, ds in enumerate(deps):
+            if issue[n] is None and all(issue[d] is not None and issue[d] + STEP_LATENCY <= cycle
+                                        for d in ds):
+                issue[n] = cycle
+                break
+        cycle += 1
+    return issue, (max(issue) + STEP_LATENCY if issue else 0)
+
 
 class ProductSteps:
-    """``steps`` is a list of ``(destination, a, b)``: ``destination = a * b`` in that order, one
-    per cycle while ``run`` is high, starting from step 0 after ``restart``. ``a`` may be any
-    32-bit value (earlier destinations included), ``b`` must be < 2**16. ``overflow`` is set
-    when any product leaves 32 bits; ``last`` is high during the final step."""
+    """``steps`` is a list of ``(destination, a, b)``: ``destination = a * b``, computed by one
+    pipelined 32 x 16 multiplier (two 16 x 16 partial products) while ``run`` is high,
+    starting after ``restart``; ``a`` may be any 32-bit value (earlier destinations
+    included), ``b`` must be < 2**16. ``deps`` declares, per step, the earlier steps it reads
+    (checked against the expressions); the steps are scheduled by :func:`step_schedule` and
+    take :attr:`cycles` cycles in all. ``overflow`` is set when any product leaves 32 bits;
+    ``last`` is high during the final cycle. Every path is short (a multiplexer, a
+    registered multiplier, one adder), for timing."""
 
-    def __init__(self, steps):
+    def __init__(self, steps, deps, dsp="generic"):
+        if len(deps) != len(steps):
+            raise ValueError("ProductSteps: one deps entry per step")
+        dsts = [dst for dst, _, _ in steps]
+        for n, ((_, a, b), ds) in enumerate(zip(steps, deps)):
+            reads = {i for i, dst in enumerate(dsts) if any(
+                sig is dst for v in (a, b) for sig in Value.cast(v)._rhs_signals())}
+            if reads != set(ds) or any(d >= n for d in ds):
+                raise ValueError(f"ProductSteps step {n}: declared deps {sorted(ds)}, "
+                                 f"reads {sorted(reads)}")
         self.steps = steps
-        self.step = Signal(range(len(steps) + 1))
+        self.dsp = dsp
+        self.issue, self.cycles = step_schedule(deps)
+        self.cycle = Signal(range(self.cycles + 1))
         self.overflow = Signal()
         self.last = Signal()
 
     def elaborate_into(self, m, run, restart):
+        from .pe import RegisteredMultiplier
         mul_a = Signal(32)
         mul_b = Signal(SIZE_BITS)
+        lo = RegisteredMultiplier(17, 17, self.dsp)
+        hi = RegisteredMultiplier(17, 17, self.dsp)
+        m.submodules += [lo, hi]
+        m.d.comb += [lo.a.eq(mul_a[:16]), lo.b.eq(mul_b), lo.ce.eq(1),
+                     hi.a.eq(mul_a[16:]), hi.b.eq(mul_b), hi.ce.eq(1),
+                     self.last.eq(self.cycle == self.cycles - 1)]
         product = Signal(48)
-        m.d.comb += [product.eq(mul_a * mul_b), self.last.eq(self.step == len(self.steps) - 1)]
+        m.d.sync += product.eq((hi.p[:32] << 16) + lo.p[:32])
         with m.If(restart):
-            m.d.sync += [self.step.eq(0), self.overflow.eq(0)]
+            m.d.sync += [self.cycle.eq(0), self.overflow.eq(0)]
         with m.Elif(run):
-            for n, (dst, a, b) in enumerate(self.steps):
-                with m.If(self.step == n):
-                    m.d.comb += [mul_a.eq(a), mul_b.eq(b)]
-                    m.d.sync += dst.eq(product[:32])
-            m.d.sync += [self.step.eq(self.step + 1),
-                         self.overflow.eq(self.overflow | (product[32:] != 0))]
+            m.d.sync += self.cycle.eq(self.cycle + 1)
+            with m.Switch(self.cycle):
+                for (dst, a, b), c in zip(self.steps, self.issue):
+                    with m.Case(c):
+                        m.d.comb += [mul_a.eq(a), mul_b.eq(b)]
+            with m.Switch(self.cycle):
+                for (dst, a, b), c in zip(self.steps, self.issue):
+                    with m.Case(c + STEP_LATENCY - 1):
+                        m.d.sync += [dst.eq(product[:32]),
+                                     self.overflow.eq(self.overflow | (product[32:] != 0))]
 
 
 def engine_fsm(m, engine, sizes, sizes_ok, checks, enter_run, run_state):
     """The control FSM every engine shares:
 
-    IDLE -> CHECK_SIZES (``sizes_ok`` or end with ``Error.CONFIG``) -> SETUP (the products of
-    ``sizes``) -> CHECK (a product overflow is ``Error.CONFIG``; then each ``(ok, error)`` of
-    ``checks`` in order) -> RUN, calling ``enter_run()`` in the cycle it gets there;
+    IDLE -> CHECK_SIZES, CHECK_SIZES2 (registered ``sizes_ok``, or end with ``Error.CONFIG``)
+    -> SETUP (the products of ``sizes``, ``sizes.cycles``) -> SETTLE (:data:`CHECK_SETTLE`
+    cycles) -> CHECK (a product overflow is ``Error.CONFIG``; then each registered
+    ``(ok, error)`` of ``checks`` in order) -> RUN, calling ``enter_run()`` in the cycle it
+    gets there; the whole start-up takes :func:`setup_cycles` cycles;
     ``run_state()`` describes RUN (it ends with ``m.next = "IDLE"`` and a ``done`` pulse). An
     instruction that fails a check ends (``done`` with ``error``) before touching memory.
     ``engine`` has ``start``, ``busy``, ``done`` and ``error``."""
@@ -89,26 +152,42 @@ def engine_fsm(m, engine, sizes, sizes_ok, checks, enter_run, run_state):
         m.d.comb += [engine.done.eq(1), engine.error.eq(code)]
         m.next = "IDLE"
 
+    # Every check is registered (and recomputed each cycle: its inputs are stable once SETUP
+    # ended); CHECK_SETTLE cycles let registered intermediate values of the checks settle.
+    sizes_ok_r = Signal()
+    oks = Signal(len(checks))
+    m.d.sync += [sizes_ok_r.eq(sizes_ok), oks.eq(Cat(*[ok for ok, _ in checks]))]
+    settle = Signal(range(CHECK_SETTLE + 1))
+
     with m.FSM():
         with m.State("IDLE"):
             with m.If(engine.start):
                 m.next = "CHECK_SIZES"
         with m.State("CHECK_SIZES"):
             m.d.comb += [engine.busy.eq(1), restart.eq(1)]
-            with m.If(sizes_ok):
+            m.next = "CHECK_SIZES2"
+        with m.State("CHECK_SIZES2"):
+            m.d.comb += engine.busy.eq(1)
+            with m.If(sizes_ok_r):
                 m.next = "SETUP"
             with m.Else():
                 finish(Error.CONFIG)
         with m.State("SETUP"):
             m.d.comb += [engine.busy.eq(1), setup_run.eq(1)]
+            m.d.sync += settle.eq(0)
             with m.If(sizes.last):
+                m.next = "SETTLE"
+        with m.State("SETTLE"):
+            m.d.comb += engine.busy.eq(1)
+            m.d.sync += settle.eq(settle + 1)
+            with m.If(settle == CHECK_SETTLE - 1):
                 m.next = "CHECK"
         with m.State("CHECK"):
             m.d.comb += engine.busy.eq(1)
             with m.If(sizes.overflow):
                 finish(Error.CONFIG)
-            for ok, code in checks:
-                with m.Elif(~ok):
+            for n, (ok, code) in enumerate(checks):
+                with m.Elif(~oks[n]):
                     finish(code)
             with m.Else():
                 enter_run()

@@ -26,7 +26,10 @@ from .isa import Error, Reg
 from .sizes import SIZE_BITS, ProductSteps, engine_fsm, streaming_engine_members
 from .softmax import SoftmaxUnit
 
-__all__ = ["SoftmaxEngine"]
+__all__ = ["SoftmaxEngine", "SETUP_DEPS"]
+
+#: The setup products' dependencies (see :class:`hw.sizes.ProductSteps`).
+SETUP_DEPS = [(), (0,), (1,)]
 
 
 class SoftmaxEngine(wiring.Component):
@@ -50,7 +53,7 @@ class SoftmaxEngine(wiring.Component):
             (hw, reg(Reg.IN_H), reg(Reg.IN_W)),
             (vectors, hw, reg(Reg.BATCH)),
             (total, vectors, reg(Reg.IN_CW)),
-        ])
+        ], SETUP_DEPS)
         size_regs = [Reg.IN_H, Reg.IN_W, Reg.IN_CW, Reg.CIN, Reg.BATCH]
         sizes_ok = (Cat(*[(reg(r) != 0) & (reg(r) < (1 << SIZE_BITS)) for r in size_regs]).all()
                     & (reg(Reg.CIN) <= self.max_len)

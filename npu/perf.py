@@ -11,19 +11,21 @@ takes; DONE costs 3. Engine costs, derived from the RTL (R x C array, beats per 
   :func:`predict` keeps a timeline: those instructions take the cycles they waited on top
   (WAIT alone costs 4);
 * STORE of n words: n + 3 (with ``m_axis`` always ready);
-* CONV: 15 setup cycles (size check, 12 products, range check), R cycles to prepare the first
-  block of R output pixels, then the tiles: ceil(M/R) * ceil(N/C) tiles, each taking
+* CONV: CONV_SETUP cycles to start (size check, 12 pipelined products, range checks), R
+  cycles to prepare the first block of R output pixels, then the tiles: ceil(M/R) * ceil(N/C)
+  tiles, each taking
   max(K, R) cycles except that the first takes only K (the drain-spacing rule of
   :mod:`hw.systolic` waits on the previous tile), and :func:`conv_tail` cycles (array
   latency, the tile's other rows, requantizer; one more with the activation table) until the
   last row is written;
-* POOL: 9 setup cycles, then per image (H + 2p) * (W + 2p) * G cycles (padding positions
-  cost a cycle each, G = words per pixel); the instruction ends 8 cycles after the last beat
+* POOL: POOL_SETUP cycles to start, then per image (H + 2p) * (W + 2p) * G cycles (padding
+  positions cost a cycle each, G = words per pixel); the instruction ends 8 cycles after the
+  last beat
   any window needs, or 2 cycles after the last input beat, whichever is later;
 * SOFTMAX: a stage-by-stage schedule of the unit (:func:`softmax_cycles`): input, exp-sum
-  (L + 1 per vector), divider (11), output (L + 1), 4 vector banks; in steady state
-  max(L + 1, 11, about (3L + 18) / 4) cycles per vector after a lone-vector latency of
-  3L + 35. With SM_CAUSAL the vectors have lengths (v mod L) + 1, each masked word costs a
+  (L + 1 per vector), divider (19), output (L + 1), 8 vector banks; in steady state
+  max(L + 1, 20, about (3L + 36) / 8) cycles per vector after a lone-vector latency of
+  3L + 61. With SM_CAUSAL the vectors have lengths (v mod L) + 1, each masked word costs a
   cycle at the input, and the -128 words written after a vector stall the output.
 
 ``scalesim_cycles`` is the textbook prediction SCALE-Sim uses for a plain output-stationary
@@ -35,14 +37,25 @@ from math import ceil
 from hw.dma import LUT_BEATS
 from hw.isa import PARAM_BEATS, Mem, Op, Reg, decode
 from hw.pe import ProcessingElement
+from hw.conv_engine import SETUP_DEPS as CONV_SETUP_DEPS
+from hw.pool_engine import SETUP_DEPS as POOL_SETUP_DEPS
 from hw.requantizer import LATENCY as REQUANT_LATENCY
+from hw.softmax import BANKS as SM_BANKS
+from hw.softmax import DIV_STEPS as SM_DIV_STEPS
+from hw.softmax import EXP_LATENCY as SM_EXP_LATENCY
+from hw.softmax import MUL_STAGES as SM_MUL_STAGES
+from hw.softmax import RAM_LATENCY as SM_RAM_LATENCY
+from hw.sizes import setup_cycles
+from hw.softmax_engine import SETUP_DEPS as SOFTMAX_SETUP_DEPS
 
 __all__ = ["predict", "program_cycles", "conv_cycles", "pool_cycles", "softmax_cycles", "scalesim_cycles",
            "layer_table"]
 
 SEQ = 4                 # FETCH + LATCH + DECODE + NEXT
 DECODE = 2              # cycle of DECODE after FETCH
-CONV_SETUP = 15
+# Engine start-up (hw.sizes.engine_fsm: size check, setup products, settle, range check),
+# from the same product schedule as the hardware.
+CONV_SETUP = 1 + setup_cycles(CONV_SETUP_DEPS)
 CONV_ENGINE_TAIL = 5    # operand pipeline (4 stages) to the array, registered writeback, done
 
 
@@ -56,10 +69,10 @@ def conv_tail(R, C):
     """From the last tile's last operand beat to the end of the CONV: the array, the other
     R - 1 rows of the tile, the requantizer."""
     return CONV_ENGINE_TAIL + array_result_latency(R, C) + (R - 1) + REQUANT_LATENCY
-POOL_SETUP = 9
+POOL_SETUP = 1 + setup_cycles(POOL_SETUP_DEPS)
 POOL_OUT_TAIL = 8
 POOL_IN_TAIL = 2
-SOFTMAX_SETUP = 4
+SOFTMAX_SETUP = setup_cycles(SOFTMAX_SETUP_DEPS) - 1
 
 
 def conv_cycles(R, C, M, K, N, use_lut=False):
@@ -83,10 +96,14 @@ def pool_cycles(C, batch, H, W, cin, k, stride, pad):
 
 
 SOFTMAX_FIRST = 3        # instruction-relative cycle of the first element into the unit
-SOFTMAX_BANKS = 4        # hw.softmax.SoftmaxUnit default
-SOFTMAX_SUM_READY = 8    # exp-sum pipeline: last element read to the sum in the divider FIFO
-SOFTMAX_DIVIDE = 10      # divider start to quotient available
-SOFTMAX_OUT = 10         # output stage: start to last probability, beyond L
+SOFTMAX_BANKS = SM_BANKS                        # hw.softmax.SoftmaxUnit default
+SOFTMAX_DESC = 2         # last element in to the exp-sum stage's start (registered descriptor)
+# exp-sum pipeline: last element read to the sum in the divider FIFO (buffer read, ExpUnit,
+# accumulator/FIFO write)
+SOFTMAX_SUM_READY = SM_RAM_LATENCY + SM_EXP_LATENCY + 1
+SOFTMAX_DIVIDE = SM_DIV_STEPS + 1               # divider start to quotient available
+# output stage: start to last probability, beyond L (buffer read, ExpUnit, e * R, v, clamp)
+SOFTMAX_OUT = SM_RAM_LATENCY + SM_EXP_LATENCY + SM_MUL_STAGES + 2
 SOFTMAX_DONE = 4         # last probability (or -128 word) to the end of the instruction
 
 
@@ -111,7 +128,8 @@ def softmax_cycles(C, vectors, L, causal=False):
         if v >= SOFTMAX_BANKS:
             start = max(start, give[v - SOFTMAX_BANKS] + 1)
         in_end = start + n - 1
-        b_load = in_end + 1 if v == 0 else max(in_end + 1, b_load + lengths[v - 1] + 1)
+        b_load = (in_end + SOFTMAX_DESC if v == 0
+                  else max(in_end + SOFTMAX_DESC, b_load + lengths[v - 1] + 1))
         d_load = b_load + n + SOFTMAX_SUM_READY
         if v:
             d_load = max(d_load, c_load[v - 1] + 1)
