@@ -14,9 +14,11 @@ SEED   ?= 1
 JOBS   ?= auto
 # Number of random GEMMs in `make regress`.
 N      ?= 1000
-# `make synth` / `make synth-ice40`: design name of hw/verilog.py DESIGNS, nextpnr target (MHz),
-# iCE40 UP5K array size (8 SB_MAC16: 2x4 or 4x2); `make scaling`: square array sizes.
-DESIGN ?= gemm
+# `make synth` / `make synth-ice40`: design name of hw/verilog.py DESIGNS (the accelerator top
+# `npu` by default; `gemm` is the array alone), nextpnr target (MHz), iCE40 UP5K design and
+# array size (8 SB_MAC16: 2x4 or 4x2); `make scaling`: square array sizes.
+DESIGN ?= npu
+ICE_DESIGN ?= gemm
 FREQ   ?= 150
 ICE_ROWS ?= 2
 ICE_COLS ?= 4
@@ -78,13 +80,14 @@ stat: $(STAMP)
 	$(PY) -m hw.synth gemm --rows $(ROWS) --cols $(COLS)
 
 # Synthesis + place-and-route for a Lattice ECP5-85F (Yosys synth_ecp5, nextpnr-ecp5, from PyPI):
-# LUT/FF/DSP/RAM use and post-route Fmax; table printed, JSON in build/synth/.
+# LUT/FF/DSP/RAM use and post-route Fmax; table printed, JSON in build/synth/. The default top
+# (npu_top 8x8) takes about 40 minutes here, most of it nextpnr; DESIGN=gemm about 2.
 synth: $(STAMP)
 	$(PY) -m hw.fpga $(DESIGN) --rows $(ROWS) --cols $(COLS) --arch ecp5 --freq $(FREQ)
 
 # The same for an iCE40 UP5K (synth_ice40 -dsp, nextpnr-ice40), small configuration.
 synth-ice40: $(STAMP)
-	$(PY) -m hw.fpga $(DESIGN) --rows $(ICE_ROWS) --cols $(ICE_COLS) --arch ice40 --freq $(ICE_FREQ)
+	$(PY) -m hw.fpga $(ICE_DESIGN) --rows $(ICE_ROWS) --cols $(ICE_COLS) --arch ice40 --freq $(ICE_FREQ)
 
 # Scaling table of the GEMM array (resources, Fmax, generation/build time, simulation speed):
 # build/scaling/scaling.{json,md}. Long: runs P&R and Verilator/Icarus builds per size.

@@ -6,16 +6,19 @@ component's members become the top-level ports when the owner forwards them and 
 
 Register-bus side (all in the ``sync`` domain):
 
-* ``wr_en`` pulses for one cycle with ``wr_addr`` (byte address) and ``wr_data`` when a write
-  (AW and W both present) is accepted; ``wstrb`` is ignored: registers are written whole.
-* ``rd_en`` pulses with ``rd_addr``; the owner drives ``rd_data`` in the **next** cycle (a
-  registered or synchronous-memory read), which is returned on R.
+* ``wr_en`` pulses for one cycle with ``wr_addr`` (byte address) and ``wr_data`` the cycle
+  after a write (AW and W both present) is accepted (they are registers, so no path runs from
+  the AXI inputs into the owner's logic); B answers in the same cycle. ``wstrb`` is ignored:
+  registers are written whole.
+* ``rd_en`` pulses with ``rd_addr``; the owner drives ``rd_data`` ``read_latency`` cycles
+  later (1: a register or a synchronous memory; 2: a memory read plus a register), which is
+  returned on R.
 
 One transaction of each kind is in flight at a time; responses are always OKAY (unmapped
 reads return 0, unmapped writes are ignored).
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,10 +26,13 @@ __all__ = ["AxiLiteSlave"]
 
 
 class AxiLiteSlave(wiring.Component):
-    def __init__(self, addr_width=16):
+    def __init__(self, addr_width=16, read_latency=1):
         if not 4 <= addr_width <= 32:
             raise ValueError(f"addr_width must be between 4 and 32, got {addr_width}")
+        if read_latency not in (1, 2):
+            raise ValueError(f"read_latency must be 1 or 2, got {read_latency!r}")
         self.addr_width = addr_width
+        self.read_latency = read_latency
         super().__init__({
             "s_axil_awaddr": In(addr_width),
             "s_axil_awvalid": In(1),
@@ -57,17 +63,18 @@ class AxiLiteSlave(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
-        # Write: take AW and W together, answer on B.
-        take_w = self.s_axil_awvalid & self.s_axil_wvalid & ~self.s_axil_bvalid
+        # Write: take AW and W together, register them, answer on B.
+        busy_w = Signal()
+        take_w = self.s_axil_awvalid & self.s_axil_wvalid & ~self.s_axil_bvalid & ~busy_w
         m.d.comb += [
             self.s_axil_awready.eq(take_w),
             self.s_axil_wready.eq(take_w),
             self.s_axil_bresp.eq(0),
-            self.wr_en.eq(take_w),
-            self.wr_addr.eq(self.s_axil_awaddr),
-            self.wr_data.eq(self.s_axil_wdata),
         ]
+        m.d.sync += [self.wr_en.eq(take_w), busy_w.eq(take_w)]
         with m.If(take_w):
+            m.d.sync += [self.wr_addr.eq(self.s_axil_awaddr), self.wr_data.eq(self.s_axil_wdata)]
+        with m.If(self.wr_en):
             m.d.sync += self.s_axil_bvalid.eq(1)
         with m.Elif(self.s_axil_bready):
             m.d.sync += self.s_axil_bvalid.eq(0)
@@ -81,8 +88,11 @@ class AxiLiteSlave(wiring.Component):
             self.rd_en.eq(take_r),
             self.rd_addr.eq(self.s_axil_araddr),
         ]
-        m.d.sync += pending.eq(take_r)
-        with m.If(pending):
+        waiting = [Signal(name=f"rd_wait{n}") for n in range(self.read_latency)]
+        m.d.sync += [waiting[0].eq(take_r)] + [waiting[n].eq(waiting[n - 1])
+                                               for n in range(1, self.read_latency)]
+        m.d.comb += pending.eq(Cat(*waiting).any())
+        with m.If(waiting[-1]):
             m.d.sync += [self.s_axil_rdata.eq(self.rd_data), self.s_axil_rvalid.eq(1)]
         with m.Elif(self.s_axil_rready):
             m.d.sync += self.s_axil_rvalid.eq(0)

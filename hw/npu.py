@@ -97,7 +97,7 @@ class NpuTop(wiring.Component):
         self.config = cfg = NpuConfig(**config)
         self.dsp = dsp
         C = cfg.cols
-        self.axil = AxiLiteSlave(addr_width=14)
+        self.axil = AxiLiteSlave(addr_width=14, read_latency=2)
         self.conv = ConvEngine(cfg.rows, cfg.cols, cfg.act_depth, cfg.wgt_depth, cfg.param_depth,
                                dsp=dsp)
         self.load = LoadEngine(C, cfg.act_depth, cfg.wgt_depth, cfg.param_depth)
@@ -150,10 +150,17 @@ class NpuTop(wiring.Component):
                    (pool.act_wr_en, pool.act_wr_addr, pool.act_wr_data),
                    (smx.act_wr_en, smx.act_wr_addr, smx.act_wr_data),
                    (conv.act_wr_en, conv.act_wr_addr, conv.act_wr_data)]
-        act_we = Cat(*[w[0] for w in writers]).any()
-        act_wa, act_wd = writers[-1][1], writers[-1][2]
+        # The selected write is registered before it fans out to every copy (R x the block
+        # RAMs of one copy): a write lands one cycle after the engine issues it, long before
+        # any later instruction can read ACT (FETCH, LATCH and DECODE come first).
+        act_we = Signal()
+        act_wa = Signal(len(writers[-1][1]))
+        act_wd = Signal(len(writers[-1][2]))
+        sel_a, sel_d = writers[-1][1], writers[-1][2]
         for en, a, d in reversed(writers[:-1]):
-            act_wa, act_wd = Mux(en, a, act_wa), Mux(en, d, act_wd)
+            sel_a, sel_d = Mux(en, a, sel_a), Mux(en, d, sel_d)
+        m.d.sync += [act_we.eq(Cat(*[w[0] for w in writers]).any()), act_wa.eq(sel_a),
+                     act_wd.eq(sel_d)]
         for i, mem in enumerate(acts):
             wp = mem.write_port()
             rp = mem.read_port()
@@ -256,7 +263,14 @@ class NpuTop(wiring.Component):
                         m.d.sync += rd_value.eq(value)
                 with m.Default():
                     m.d.sync += rd_value.eq(0)
-        m.d.comb += axil.rd_data.eq(Mux(rd_from_counters, cnt_rp.data, rd_value))
+        # Both sources registered once more (COUNTERS is block RAM: no logic right after its
+        # output); the AXI4-Lite slave takes rd_data 2 cycles after rd_en.
+        cnt_q = Signal(32)
+        rd_value_d = Signal(32)
+        from_counters_d = Signal()
+        m.d.sync += [cnt_q.eq(cnt_rp.data), rd_value_d.eq(rd_value),
+                     from_counters_d.eq(rd_from_counters)]
+        m.d.comb += axil.rd_data.eq(Mux(from_counters_d, cnt_q, rd_value_d))
 
         # ---- Sequencer ----------------------------------------------------------------------
         with m.If(clear_req & ~busy):
