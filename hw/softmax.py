@@ -19,41 +19,55 @@ buffer and ``exp`` is recomputed in the output pass. Stages, each on its own vec
 
 * stage A (input): writes the vector into a free bank of the buffer and tracks its maximum;
 * stage B (sum): reads the bank, ``e_i`` through an :class:`ExpUnit`, accumulates ``S``;
-* stage D (divide): ``R = floor(2**32 / S)``, restoring division, 2 quotient bits per cycle
-  (9 cycles);
+* stage D (divide): ``R = floor(2**32 / S)``, non-restoring division, one quotient bit per
+  cycle (:data:`DIV_STEPS` = 18 cycles);
 * stage C (output): reads the bank again, ``e_i`` through a second :class:`ExpUnit`,
-  ``v = (e_i * R + 2**23) >> 24``, ``q = min(v, 255) - 128``.
+  ``v = (e_i * R + 2**23) >> 24``, ``q = min(v, 255) - 128`` (product, ``v`` and the clamp in
+  three register stages).
 
 The buffer has ``banks`` banks of ``2**ceil(log2(max_len))`` int8 (one write port, two read
 ports). A, B, D and C work on different vectors at the same time; a bank is freed when C has
 read its last element, and A accepts a new vector only while a bank is free.
 
 Throughput and latency: with no backpressure each of A, B and C handles one element per cycle,
-plus one idle cycle per vector in B and C; D needs 11 cycles per vector including hand-over;
-a bank is held for about 3L + 18 cycles. A steady stream of length-L vectors therefore runs at
-``max(L + 1, 11, (3L + 18) / banks)`` cycles per vector: L + 1 for L >= 16 with the default
-4 banks (measured: 257 cycles for L = 256, 17 for L = 16, 11 for L <= 8). The last output
-element of a lone vector leaves about 3L + 29 cycles after its first input element.
+plus one idle cycle per vector in B and C; D needs 20 cycles per vector including hand-over;
+a bank is held for about 3L + 36 cycles. A steady stream of length-L vectors therefore runs at
+``max(L + 1, 20, (3L + 36) / banks)`` cycles per vector: L + 1 for L >= 19 with the default
+8 banks (measured: 257 cycles for L = 256, 65 for L = 64, 20 for L <= 19). The last output
+element of a lone vector leaves 3L + 54 cycles after its first input element.
 
-Multipliers are registered on both sides (``a * M0``: 8 x 31 bits, ``e * R``: 16 x 18 bits).
-Backpressure on ``probs`` stalls stage C as a whole (one enable for all its registers).
+Timing: every register stage holds at most one carry chain, one multiplexer tree or one
+block RAM read. Block RAM reads (:class:`BlockRam`) are registered twice, the array and an
+output register, so that no logic follows a block RAM's clock-to-output; multipliers are
+:class:`hw.pe.RegisteredMultiplier` (``a * M0`` as two 9 x 17 and 9 x 16 products, ``e * R``
+17 x 18). With ``dsp="ecp5"`` these are DP16KD with REGMODE OUTREG and MULT18X18D with their
+own registers (same cycle counts as ``"generic"``). Backpressure on ``probs`` stalls stage C
+as a whole (one enable for all its registers).
 """
 
 import math
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SoftmaxUnit", "ExpUnit", "exp_table", "MAX_LEN_LIMIT", "EXP_LATENCY",
-           "element_layout"]
+from .pe import RegisteredMultiplier, check_dsp
+
+__all__ = ["SoftmaxUnit", "ExpUnit", "BlockRam", "exp_table", "MAX_LEN_LIMIT", "BANKS",
+           "EXP_LATENCY", "RAM_LATENCY", "MUL_STAGES", "DIV_STEPS", "element_layout"]
 
 #: Largest supported ``max_len``.
 MAX_LEN_LIMIT = 1 << 16
-#: Register stages of :class:`ExpUnit` (input to ``e``).
-EXP_LATENCY = 6
+#: Default number of vector banks (8 x 256 int8 is one 2048 x 9 block RAM per read port).
+BANKS = 8
+#: Register stages of :class:`ExpUnit` (``x`` to ``e``).
+EXP_LATENCY = 12
+#: Register stages of a :class:`BlockRam` read (the array, then the output register).
+RAM_LATENCY = 2
+#: Register stages of the output multiplier ``e * R``.
+MUL_STAGES = RegisteredMultiplier.STAGES
 
 # Arithmetic constants; tests/test_hw_softmax.py checks them against golden.softmax.
 EXP_FRAC_BITS = 10
@@ -61,8 +75,10 @@ EXP_ONE_BITS = 15
 RECIP_BITS = 32
 OUT_SHIFT = RECIP_BITS - 8
 RECIP_WIDTH = RECIP_BITS - EXP_ONE_BITS + 1        # R <= 2**17: 18 bits
-#: Quotient bits the divider resolves per cycle (RECIP_WIDTH must be a multiple).
-DIV_BITS = 2
+#: Cycles of the divider per quotient (one quotient bit per cycle).
+DIV_STEPS = RECIP_WIDTH
+#: Width of R as the output multiplier takes it (R saturated to 2**17 - 1, see SoftmaxUnit).
+RECIP_SAT_BITS = RECIP_WIDTH - 1
 
 
 def exp_table():
@@ -75,23 +91,137 @@ def element_layout():
     return data.StructLayout({"data": signed(8), "last": 1})
 
 
-def _round_shift(m, value, amount, name):
-    """``(value + 2**(amount-1)) >> amount`` (round half up; ``amount == 0``: ``value``)."""
-    res = Signal(len(value), name=name)
-    m.d.comb += res.eq(Mux(amount == 0, value,
-                           ((value >> (amount - 1)[:len(amount)]) + 1) >> 1))
-    return res
+def _dp16kd(m, name, width, ports, init=None):
+    """A Lattice ECP5 ``DP16KD`` in ``width`` (9 or 18) bit mode. ``ports``: ``{"A": port,
+    "B": port}``, a port being ``("read", addr, en, data)`` (REGMODE OUTREG: ``data`` is the
+    word of two ``en`` cycles earlier) or ``("write", addr, en, wdata)``."""
+    shift = {9: 3, 18: 4}[width]
+    params = {"p_DATA_WIDTH_A": width, "p_DATA_WIDTH_B": width,
+              "p_CSDECODE_A": "0b000", "p_CSDECODE_B": "0b000", "p_GSR": "DISABLED",
+              "p_RESETMODE": "SYNC", "p_ASYNC_RESET_RELEASE": "SYNC",
+              "p_CLKAMUX": "CLKA", "p_CLKBMUX": "CLKB"}
+    if init is not None:
+        assert width == 18 and len(init) <= 1024
+        for idx in range(64):
+            v = 0
+            for i, word in enumerate(init[idx * 16:idx * 16 + 16]):
+                v |= (word & 0x3FFFF) << (20 * i)
+            params[f"p_INITVAL_{idx:02X}"] = Const(v, 320)
+    conns = {}
+    for p, (kind, addr, en, dat) in ports.items():
+        read = kind == "read"
+        params[f"p_REGMODE_{p}"] = "OUTREG" if read else "NOREG"
+        params[f"p_WRITEMODE_{p}"] = "NORMAL"
+        conns[f"i_CLK{p}"] = ClockSignal()
+        conns[f"i_CE{p}"] = en if read else Const(1)
+        conns[f"i_OCE{p}"] = en if read else Const(1)
+        conns[f"i_WE{p}"] = Const(0) if read else en
+        conns[f"i_RST{p}"] = Const(0)
+        for n in range(3):
+            conns[f"i_CS{p}{n}"] = Const(0)
+        for n in range(14):
+            bit = addr[n - shift] if n >= shift and n - shift < len(addr) else \
+                Const(int(not read and width == 18 and n < 2))     # byte enables
+            conns[f"i_AD{p}{n}"] = bit
+        for n in range(18):
+            conns[f"i_DI{p}{n}"] = dat[n] if not read and n < len(dat) else Const(0)
+            if read and n < len(dat):
+                conns[f"o_DO{p}{n}"] = dat[n]
+    m.submodules[name] = Instance("DP16KD", **params, **conns)
+
+
+class BlockRam(wiring.Component):
+    """``width`` x ``depth`` memory, optionally one write port (``w_*``), ``reads`` read ports
+    (``r{i}_addr``, ``r{i}_en``, ``r{i}_data``). A read returns the word of :data:`RAM_LATENCY`
+    ``en`` cycles earlier (the array read, then an output register), the write happens at the
+    clock edge; a location is never read and written in the same cycle (no collision logic).
+
+    ``dsp="ecp5"`` and at most 2048 x 9 or 1024 x 18 bits: ``DP16KD`` instances with their
+    output registers (REGMODE OUTREG; Yosys maps inferred memories without them, so the block
+    RAM's 5.8 ns clock-to-output would come on top of every path after it), one per read port
+    with the write port on A, or one per two read ports of a ROM. Otherwise a
+    :class:`~amaranth.lib.memory.Memory` read port followed by a register.
+    """
+
+    def __init__(self, width, depth, reads, write=True, init=None, dsp="generic"):
+        self.width, self.depth, self.reads, self.write = width, depth, reads, write
+        self.init = list(init) if init is not None else None
+        self.dsp = check_dsp(dsp)
+        abits = max(1, (depth - 1).bit_length())
+        members = {}
+        if write:
+            members.update(w_addr=In(abits), w_data=In(width), w_en=In(1))
+        for i in range(reads):
+            members.update({f"r{i}_addr": In(abits), f"r{i}_en": In(1),
+                            f"r{i}_data": Out(width)})
+        super().__init__(members)
+
+    def _ecp5_width(self):
+        for mode, depth in ((9, 2048), (18, 1024)):
+            if self.width <= mode and self.depth <= depth:
+                return mode
+        return None
+
+    def elaborate(self, platform):
+        m = Module()
+        reads = [(getattr(self, f"r{i}_addr"), getattr(self, f"r{i}_en"),
+                  getattr(self, f"r{i}_data")) for i in range(self.reads)]
+        mode = self._ecp5_width() if self.dsp == "ecp5" else None
+        if mode is not None:
+            if self.write:
+                wport = ("write", self.w_addr, self.w_en, self.w_data)
+                for i, (addr, en, dat) in enumerate(reads):
+                    _dp16kd(m, f"ram{i}", mode, {"A": wport, "B": ("read", addr, en, dat)})
+            else:
+                for j in range(0, len(reads), 2):
+                    ports = {p: ("read", *reads[j + n]) for n, p in enumerate("AB")
+                             if j + n < len(reads)}
+                    _dp16kd(m, f"rom{j // 2}", mode, ports, init=self.init)
+            return m
+        attrs = {"no_rw_check": 1} if self.write else None
+        mem = m.submodules.mem = Memory(shape=unsigned(self.width), depth=self.depth,
+                                        init=self.init or [], attrs=attrs)
+        if self.write:
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en)]
+        for i, (addr, en, dat) in enumerate(reads):
+            rp = mem.read_port()
+            q = Signal(self.width, name=f"r{i}_q", reset_less=True)
+            m.d.comb += [rp.addr.eq(addr), rp.en.eq(en), dat.eq(q)]
+            with m.If(en):
+                m.d.sync += q.eq(rp.data)
+        return m
 
 
 class ExpUnit(wiring.Component):
     """``e = 2**15 * 2**-(u / 1024)`` for ``u = a * s * log2(e)``, ``a = mx - x`` (golden steps 1-3).
 
     Pipelined, :data:`EXP_LATENCY` stages, every register advances only while ``en`` is high.
-    ``tag`` travels alongside the data unchanged. Requires ``mx >= x``.
+    ``tag`` travels alongside the data unchanged. Requires ``mx >= x``; ``x`` and ``mx`` must
+    come from registers. The exponent table is outside (:func:`exp_table`, shared by two
+    units): ``rom_data`` must be ``T[rom_addr]`` of :data:`RAM_LATENCY` ``en`` cycles earlier
+    (a :class:`BlockRam` read port).
+
+    With ``y = a * M0 + 2**8 + (k > 0) * 2**(k+8)`` (``k = right_shift``), SRDHM followed by
+    RDBPOT is ``u = y >> (9 + k)`` (both round half up, so the two roundings fold into one
+    added constant), and ``u >> 10 > 17`` (``e = 0``) is ``y >= 18 << (19 + k)``. The constants
+    depend on the static configuration only and are registered. Stages, at most one carry chain
+    or one block RAM read each:
+
+    1-3. ``a = mx - x`` into two :class:`hw.pe.RegisteredMultiplier`: ``a * M0[:16]`` and
+         ``a * M0[16:]``;
+    4. low product plus the rounding constant;     5. plus the high product: ``y``;
+    6. ``y >> 9`` shifted by the multiple-of-8 part of ``k``; the saturation compare;
+    7. the rest of the shift: ``u = y >> (9 + k)``;
+    8. ``n = min(u >> 10, 17)``; the ROM reads ``T[u mod 1024]``;
+    9. the ROM's output register; ``n - 1``;
+    10. ``T >> (n - 1)``, the multiple-of-8 part of the shift;     11. the rest of it;
+    12. ``e``, the rounding increment.
     """
 
-    def __init__(self, tag_width=1):
+    def __init__(self, tag_width=1, dsp="generic"):
         self.tag_width = tag_width
+        self.dsp = check_dsp(dsp)
         super().__init__({
             "en": In(1),
             "valid": In(1),
@@ -100,6 +230,8 @@ class ExpUnit(wiring.Component):
             "tag": In(tag_width),
             "multiplier": In(31),
             "right_shift": In(5),
+            "rom_addr": Out(EXP_FRAC_BITS),
+            "rom_data": In(EXP_ONE_BITS + 1),
             "valid_out": Out(1),
             "tag_out": Out(tag_width),
             "e": Out(EXP_ONE_BITS + 1),
@@ -107,44 +239,73 @@ class ExpUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        rom = m.submodules.rom = Memory(shape=unsigned(EXP_ONE_BITS + 1),
-                                        depth=1 << EXP_FRAC_BITS, init=exp_table())
-        rd = rom.read_port()
         en = self.en
+        k = self.right_shift
 
         valid = [Signal(name=f"v{i}") for i in range(EXP_LATENCY)]
-        tags = [Signal(self.tag_width, name=f"tag{i}") for i in range(EXP_LATENCY)]
+        tags = [Signal(self.tag_width, name=f"tag{i}", reset_less=True)
+                for i in range(EXP_LATENCY)]
         with m.If(en):
             m.d.sync += [valid[0].eq(self.valid), tags[0].eq(self.tag)]
             for i in range(1, EXP_LATENCY):
                 m.d.sync += [valid[i].eq(valid[i - 1]), tags[i].eq(tags[i - 1])]
 
-        # s1: a = mx - x, 0 .. 255
+        # Static constants of the configuration (registered; the configuration does not change
+        # while a vector is in the unit).
+        YW = 8 + 31 + 2                                 # y < 2**41
+        rnd = Signal(YW, reset_less=True)               # 2**8 + (k > 0) * 2**(k + 8)
+        th = Signal(YW, reset_less=True)                # 18 << (19 + k), if below 2**41
+        th_big = Signal(reset_less=True)                # 18 << (19 + k) >= 2**41: never
+        m.d.sync += [
+            rnd.eq((1 << 8) | Mux(k == 0, 0, Const(1 << 8, YW) << k)),
+            th.eq(Const(18 << 19, YW + 32) << k),
+            th_big.eq(k > YW - 19 - 5),
+        ]
+
+        mul_lo = m.submodules.mul_lo = RegisteredMultiplier(9, 17, self.dsp)
+        mul_hi = m.submodules.mul_hi = RegisteredMultiplier(9, 16, self.dsp)
         a = Signal(8)
-        # s2: registered product a * M0 (39 bits)
-        p = Signal(8 + 31)
-        # s3: SRDHM(a * 2**22, M0) = (a * M0 + 2**8) >> 9
-        h = Signal(8 + 31 - 9 + 1)
-        # s4: u = RDBPOT(h, right_shift); feeds the ROM address (read at the s4 -> s5 edge)
-        u = Signal(len(h))
-        # s5: ROM word and n = min(u >> 10, 17)
-        n = Signal(range(18))
-        # s6: e
-        u_rnd = _round_shift(m, h, self.right_shift, "u_rnd")
-        n_full = u >> EXP_FRAC_BITS
+        m.d.comb += [
+            a.eq(self.mx - self.x),
+            mul_lo.a.eq(a), mul_lo.b.eq(self.multiplier[:16]), mul_lo.ce.eq(en),
+            mul_hi.a.eq(a), mul_hi.b.eq(self.multiplier[16:]), mul_hi.ce.eq(en),
+        ]
+        p_lo = mul_lo.p[:8 + 16]
+        p_hi = mul_hi.p[:8 + 15]
+        y1 = Signal(YW, reset_less=True)
+        hi4 = Signal(8 + 15, reset_less=True)
+        y = Signal(YW, reset_less=True)
+        uc = Signal(YW - 9, reset_less=True)
+        kf = Signal(3, reset_less=True)
+        sat = Signal(reset_less=True)
+        u = Signal(YW - 9, reset_less=True)
+        sat7 = Signal(reset_less=True)
+        n = Signal(range(18), reset_less=True)
+        sh = Signal(5, reset_less=True)                 # n - 1 (0 if n = 0)
+        z8 = Signal(reset_less=True)
+        t = self.rom_data
+        tc = Signal(EXP_ONE_BITS + 1, reset_less=True)
+        shf = Signal(3, reset_less=True)
+        z9 = Signal(reset_less=True)
+        tf = Signal(EXP_ONE_BITS + 1, reset_less=True)
+        z10 = Signal(reset_less=True)
+        e = Signal(EXP_ONE_BITS + 1, reset_less=True)
         with m.If(en):
             m.d.sync += [
-                a.eq(self.mx - self.x),
-                p.eq(a * self.multiplier),
-                h.eq((p + (1 << 8)) >> 9),
-                u.eq(u_rnd),
-                n.eq(Mux(n_full > 17, 17, n_full)),
+                y1.eq(p_lo + rnd), hi4.eq(p_hi),                        # 4
+                y.eq(y1 + (hi4 << 16)),                                 # 5
+                uc.eq((y >> 9) >> Cat(Const(0, 3), k[3:])), kf.eq(k[:3]),  # 6
+                sat.eq(~th_big & (y >= th)),
+                u.eq(uc >> kf), sat7.eq(sat),                           # 7
+                n.eq(Mux(sat7, 17, u[EXP_FRAC_BITS:EXP_FRAC_BITS + 5])),  # 8 (ROM array)
+                sh.eq(Mux(n == 0, 0, n - 1)), z8.eq(n == 0),            # 9 (ROM register)
+                tc.eq(t >> Cat(Const(0, 3), sh[3:])),                   # 10
+                shf.eq(sh[:3]), z9.eq(z8),
+                tf.eq(tc >> shf), z10.eq(z9),                           # 11
+                e.eq(Mux(z10, tf, (tf + 1) >> 1)),                      # 12
             ]
-        m.d.comb += [rd.addr.eq(u[:EXP_FRAC_BITS]), rd.en.eq(en)]
-        e_rnd = _round_shift(m, rd.data, n, "e_rnd")
-        with m.If(en):
-            m.d.sync += self.e.eq(e_rnd)
-        m.d.comb += [self.valid_out.eq(valid[-1]), self.tag_out.eq(tags[-1])]
+        m.d.comb += [self.rom_addr.eq(u[:EXP_FRAC_BITS]),
+                     self.valid_out.eq(valid[-1]), self.tag_out.eq(tags[-1]), self.e.eq(e)]
         return m
 
 
@@ -163,14 +324,19 @@ class SoftmaxUnit(wiring.Component):
     max_len : int
         L_max, the longest vector, 1 .. :data:`MAX_LEN_LIMIT`.
     banks : int
-        Vector buffers (2 .. 8): vectors in flight at once. 4 keeps every stage busy.
+        Vector buffers (2 .. 8): vectors in flight at once. The default :data:`BANKS` keeps
+        every stage busy for L >= 7.
+    dsp : str
+        Multipliers (:class:`hw.pe.RegisteredMultiplier`): ``"generic"`` or ``"ecp5"``
+        (MULT18X18D with its registers). Same latency either way.
     """
 
-    def __init__(self, max_len=256, banks=4):
+    def __init__(self, max_len=256, banks=BANKS, dsp="generic"):
         _check_int("max_len", max_len, 1, MAX_LEN_LIMIT)
         _check_int("banks", banks, 2, 8)
         self.max_len = max_len
         self.banks = banks
+        self.dsp = check_dsp(dsp)
         self.idx_bits = max(1, (max_len - 1).bit_length())
         self.sum_width = (max_len << EXP_ONE_BITS).bit_length()
         super().__init__({
@@ -188,10 +354,11 @@ class SoftmaxUnit(wiring.Component):
         IB = self.idx_bits
         SW = self.sum_width
 
-        buf = m.submodules.buf = Memory(shape=signed(8), depth=NB << IB, init=[])
-        wr = buf.write_port()
-        rd_b = buf.read_port()
-        rd_c = buf.read_port()
+        # A bank is never read and written in the same cycle (A writes only free banks).
+        buf = m.submodules.buf = BlockRam(8, NB << IB, reads=2, dsp=self.dsp)
+        # The exponent table, one read port for each ExpUnit.
+        rom = m.submodules.rom = BlockRam(EXP_ONE_BITS + 1, 1 << EXP_FRAC_BITS, reads=2,
+                                          write=False, init=exp_table(), dsp=self.dsp)
 
         # Descriptors between stages; NB entries each, so they never fill (at most NB
         # vectors are in flight, one per bank).
@@ -211,27 +378,34 @@ class SoftmaxUnit(wiring.Component):
         wbank = Signal(range(NB))
         wcount = Signal(range(L + 1))
         wmax = Signal(signed(8))
+        a_first = Signal(init=1)        # the next beat is the first of a vector
         dropping = Signal()
         m.d.comb += inp.ready.eq(dropping | (free != 0))
         accept = inp.valid & inp.ready
         x_in = inp.payload.data
-        new_max = Mux((wcount == 0) | (x_in > wmax), x_in, wmax)
+        new_max = Mux(a_first | (x_in > wmax), x_in, wmax)
         too_long = dropping | (wcount == L)
+        # The descriptor goes into fifo_ab one cycle after the last beat, from registers (the
+        # maximum including the last element is in `wmax` then).
+        a_take = Signal()
         a_desc = Signal(desc)
         # Strobes are plain expressions, not assignments under `m.If`: Icarus never evaluates
         # an `always @*` block whose inputs do not change after time 0 (they would stay X).
         m.d.comb += take.eq(accept & inp.payload.last & ~too_long)
         m.d.comb += [
-            wr.addr.eq(Cat(wcount[:IB], wbank)),
-            wr.data.eq(x_in),
-            wr.en.eq(accept & ~too_long),
-            a_desc.bank.eq(wbank),
-            a_desc.last.eq(wcount),
-            a_desc.max.eq(new_max),
-            fifo_ab.w_data.eq(a_desc),
-            fifo_ab.w_en.eq(take),
+            buf.w_addr.eq(Cat(wcount[:IB], wbank)),
+            buf.w_data.eq(x_in),
+            buf.w_en.eq(accept & ~too_long),
+            fifo_ab.w_data.eq(Cat(a_desc.bank, a_desc.last, wmax)),
+            fifo_ab.w_en.eq(a_take),
         ]
+        m.d.sync += a_take.eq(take)
+        with m.If(take):
+            m.d.sync += [a_desc.bank.eq(wbank), a_desc.last.eq(wcount)]
         with m.If(accept):
+            m.d.sync += a_first.eq(inp.payload.last)
+            with m.If(~too_long):
+                m.d.sync += wmax.eq(new_max)
             with m.If(inp.payload.last):
                 m.d.sync += [wcount.eq(0), dropping.eq(0)]
                 with m.If(too_long):
@@ -241,7 +415,7 @@ class SoftmaxUnit(wiring.Component):
             with m.Elif(too_long):
                 m.d.sync += dropping.eq(1)
             with m.Else():
-                m.d.sync += [wcount.eq(wcount + 1), wmax.eq(new_max)]
+                m.d.sync += wcount.eq(wcount + 1)
 
         # ---- Stage B: exp and sum -----------------------------------------------------
         b_active = Signal()
@@ -254,22 +428,23 @@ class SoftmaxUnit(wiring.Component):
         with m.If(b_load):
             m.d.sync += [b_active.eq(1), b_desc.eq(fifo_ab.r_data), b_idx.eq(0)]
         m.d.comb += fifo_bc.w_data.eq(fifo_ab.r_data)
-        m.d.comb += rd_b.addr.eq(Cat(b_idx, b_desc.bank))
-        b_v1 = Signal()
-        b_first1 = Signal()
-        b_last1 = Signal()
-        b_max1 = Signal(signed(8))
-        m.d.sync += [b_v1.eq(b_active), b_first1.eq(b_idx == 0), b_last1.eq(b_is_last),
-                     b_max1.eq(b_desc.max)]
+        m.d.comb += [buf.r0_addr.eq(Cat(b_idx, b_desc.bank)), buf.r0_en.eq(1)]
+        # valid, first, last and max alongside the buffer read (RAM_LATENCY stages)
+        b_pipe = [Signal(data.StructLayout({"v": 1, "first": 1, "last": 1, "max": signed(8)}),
+                         name=f"b_pipe{i}") for i in range(RAM_LATENCY)]
+        m.d.sync += b_pipe[0].eq(Cat(b_active, b_idx == 0, b_is_last, b_desc.max))
+        m.d.sync += [b_pipe[i].eq(b_pipe[i - 1]) for i in range(1, RAM_LATENCY)]
+        b_in = b_pipe[-1]
         with m.If(b_active):
             m.d.sync += b_idx.eq(b_idx + 1)
             with m.If(b_is_last):
                 m.d.sync += b_active.eq(0)
 
-        exp_b = m.submodules.exp_b = ExpUnit(tag_width=2)
+        exp_b = m.submodules.exp_b = ExpUnit(tag_width=2, dsp=self.dsp)
         m.d.comb += [
-            exp_b.en.eq(1), exp_b.valid.eq(b_v1), exp_b.x.eq(rd_b.data), exp_b.mx.eq(b_max1),
-            exp_b.tag.eq(Cat(b_first1, b_last1)),
+            exp_b.en.eq(1), exp_b.valid.eq(b_in.v), exp_b.x.eq(buf.r0_data),
+            exp_b.mx.eq(b_in.max), exp_b.tag.eq(Cat(b_in.first, b_in.last)),
+            rom.r0_addr.eq(exp_b.rom_addr), rom.r0_en.eq(1), exp_b.rom_data.eq(rom.r0_data),
             exp_b.multiplier.eq(self.multiplier), exp_b.right_shift.eq(self.right_shift),
         ]
         acc = Signal(SW)
@@ -280,36 +455,36 @@ class SoftmaxUnit(wiring.Component):
         m.d.comb += [fifo_bd.w_data.eq(acc_next),
                      fifo_bd.w_en.eq(exp_b.valid_out & exp_b.tag_out[1])]
 
-        # ---- Stage D: R = floor(2**32 / S), DIV_BITS quotient bits per cycle --------------
+        # ---- Stage D: R = floor(2**32 / S), one quotient bit per cycle ----------------------
         # S >= 2**15 > 2**32 >> 18, so quotient bits 32..18 are zero and the partial remainder
-        # starts at 2**14; bits 17..0 follow (the dividend has no further set bits). Restoring
-        # division, DIV_BITS chained compare-subtract steps per cycle.
+        # starts at 2**14; bits 17..0 follow (the dividend has no further set bits).
+        # Non-restoring division: r <- 2r - S if r >= 0, else 2r + S, keeping -S <= r < S; the
+        # quotient bit is 1 where the new r >= 0 (the bits of restoring division). The sign of
+        # r is a register, so a step is an operand select (one LUT) and one carry chain.
         qbits = RECIP_WIDTH                           # 18
-        steps = -(-qbits // DIV_BITS)
+        steps = DIV_STEPS
+        RW = SW + 2                                   # r and 2r, two's complement
         d_busy = Signal()
         d_done = Signal()
         d_div = Signal(SW)
-        d_rem = Signal(SW + 1)
+        d_rem = Signal(RW)
         d_q = Signal(qbits)
         d_step = Signal(range(steps))
         d_take = Signal()                             # C takes the quotient
         d_load = Signal()
         m.d.comb += [d_load.eq(~d_busy & ~d_done & fifo_bd.r_rdy), fifo_bd.r_en.eq(d_load)]
-        rem = d_rem
-        fits = []
-        for j in range(DIV_BITS):
-            trial = Signal(SW + 2, name=f"d_trial{j}")
-            nxt = Signal(SW + 1, name=f"d_rem{j}")
-            fit = Signal(name=f"d_fit{j}")
-            m.d.comb += [trial.eq(Cat(0, rem) - d_div), fit.eq(~trial[-1]),
-                         nxt.eq(Mux(fit, trial, Cat(0, rem)))]
-            fits.append(fit)
-            rem = nxt
+        neg = d_rem[-1]
+        operand = Signal(RW)                          # S if r < 0, else ~S (with carry in: -S)
+        m.d.comb += operand.eq(Mux(neg, d_div, ~Cat(d_div, Const(0, 2))))
+        # 2r + operand + ~neg: the carry in comes from a constant 1 in an extra low bit.
+        rem_next = Signal(RW)
+        m.d.comb += rem_next.eq((Cat(Const(1, 1), Const(0, 1), d_rem[:-1])
+                                 + Cat(~neg, operand))[1:])
         with m.If(d_load):
             m.d.sync += [d_busy.eq(1), d_div.eq(fifo_bd.r_data),
                          d_rem.eq(1 << (RECIP_BITS - qbits)), d_q.eq(0), d_step.eq(0)]
         with m.If(d_busy):
-            m.d.sync += [d_rem.eq(rem), d_q.eq(Cat(*reversed(fits), d_q)),
+            m.d.sync += [d_rem.eq(rem_next), d_q.eq(Cat(~rem_next[-1], d_q)),
                          d_step.eq(d_step + 1)]
             with m.If(d_step == steps - 1):
                 m.d.sync += [d_busy.eq(0), d_done.eq(1)]
@@ -324,51 +499,56 @@ class SoftmaxUnit(wiring.Component):
 
         c_active = Signal()
         c_desc = Signal(desc)
-        c_recip = Signal(qbits)
+        c_recip = Signal(RECIP_SAT_BITS)
         c_idx = Signal(IB)
         c_is_last = c_idx == c_desc.last
         c_load = Signal()
         m.d.comb += [c_load.eq(~c_active & fifo_bc.r_rdy & d_done), fifo_bc.r_en.eq(c_load),
                      d_take.eq(c_load), give.eq(adv & c_active & c_is_last)]
         with m.If(c_load):
-            m.d.sync += [c_active.eq(1), c_desc.eq(fifo_bc.r_data), c_recip.eq(d_q),
-                         c_idx.eq(0)]
-        m.d.comb += [rd_c.addr.eq(Cat(c_idx, c_desc.bank)), rd_c.en.eq(adv)]
-        c_v1 = Signal()
-        c_last1 = Signal()
-        c_max1 = Signal(signed(8))
-        c_recip1 = Signal(qbits)
+            # R = 2**17 only if S = 2**15: then every e is 2**15 or 0, and 2**17 - 1 gives the
+            # same outputs (255 after the clamp, 0); the product operand fits 17 bits.
+            m.d.sync += [c_active.eq(1), c_desc.eq(fifo_bc.r_data), c_idx.eq(0),
+                         c_recip.eq(Mux(d_q[-1], (1 << RECIP_SAT_BITS) - 1, d_q))]
+        m.d.comb += [buf.r1_addr.eq(Cat(c_idx, c_desc.bank)), buf.r1_en.eq(adv)]
+        c_pipe = [Signal(data.StructLayout({"v": 1, "last": 1, "max": signed(8),
+                                            "recip": RECIP_SAT_BITS}), name=f"c_pipe{i}")
+                  for i in range(RAM_LATENCY)]
+        c_in = c_pipe[-1]
         with m.If(adv):
-            m.d.sync += [c_v1.eq(c_active), c_last1.eq(c_is_last), c_max1.eq(c_desc.max),
-                         c_recip1.eq(c_recip)]
+            m.d.sync += c_pipe[0].eq(Cat(c_active, c_is_last, c_desc.max, c_recip))
+            m.d.sync += [c_pipe[i].eq(c_pipe[i - 1]) for i in range(1, RAM_LATENCY)]
             with m.If(c_active):
                 m.d.sync += c_idx.eq(c_idx + 1)
                 with m.If(c_is_last):
                     m.d.sync += c_active.eq(0)
 
-        exp_c = m.submodules.exp_c = ExpUnit(tag_width=1 + qbits)
+        exp_c = m.submodules.exp_c = ExpUnit(tag_width=1 + RECIP_SAT_BITS, dsp=self.dsp)
         m.d.comb += [
-            exp_c.en.eq(adv), exp_c.valid.eq(c_v1), exp_c.x.eq(rd_c.data), exp_c.mx.eq(c_max1),
-            exp_c.tag.eq(Cat(c_last1, c_recip1)),
+            exp_c.en.eq(adv), exp_c.valid.eq(c_in.v), exp_c.x.eq(buf.r1_data),
+            exp_c.mx.eq(c_in.max), exp_c.tag.eq(Cat(c_in.last, c_in.recip)),
+            rom.r1_addr.eq(exp_c.rom_addr), rom.r1_en.eq(adv), exp_c.rom_data.eq(rom.r1_data),
             exp_c.multiplier.eq(self.multiplier), exp_c.right_shift.eq(self.right_shift),
         ]
-        # Registered operands, registered product.
-        mul_e = Signal(EXP_ONE_BITS + 1)
-        mul_r = Signal(qbits)
-        mul_v = Signal()
-        mul_last = Signal()
-        prod = Signal(EXP_ONE_BITS + 1 + qbits)
-        prod_v = Signal()
-        prod_last = Signal()
-        v = Signal(len(prod) - OUT_SHIFT + 1)
-        m.d.comb += v.eq((prod + (1 << (OUT_SHIFT - 1))) >> OUT_SHIFT)
+        # e * R on a RegisteredMultiplier (MUL_STAGES); then v; then the clamp.
+        mul = m.submodules.mul = RegisteredMultiplier(EXP_ONE_BITS + 2, RECIP_SAT_BITS + 1,
+                                                      self.dsp)
+        m.d.comb += [mul.a.eq(exp_c.e), mul.b.eq(exp_c.tag_out[1:]), mul.ce.eq(adv)]
+        prod = mul.p[:EXP_ONE_BITS + 1 + RECIP_SAT_BITS]     # e * R < 2**32
+        mv = [Signal(name=f"mul_v{i}") for i in range(MUL_STAGES)]
+        ml = [Signal(name=f"mul_last{i}") for i in range(MUL_STAGES)]
+        prod_v, prod_last = mv[-1], ml[-1]
+        v = Signal(len(prod) - OUT_SHIFT + 1, reset_less=True)
+        v_v = Signal()
+        v_last = Signal()
         with m.If(adv):
+            m.d.sync += [mv[0].eq(exp_c.valid_out), ml[0].eq(exp_c.tag_out[0])]
+            m.d.sync += [mv[i].eq(mv[i - 1]) for i in range(1, MUL_STAGES)]
+            m.d.sync += [ml[i].eq(ml[i - 1]) for i in range(1, MUL_STAGES)]
             m.d.sync += [
-                mul_e.eq(exp_c.e), mul_r.eq(exp_c.tag_out[1:]), mul_v.eq(exp_c.valid_out),
-                mul_last.eq(exp_c.tag_out[0]),
-                prod.eq(mul_e * mul_r), prod_v.eq(mul_v), prod_last.eq(mul_last),
-                o_valid.eq(prod_v),
-                out.payload.last.eq(prod_last),
-                out.payload.data.eq(Mux(v > 255, 255, v) - 128),
+                v.eq((prod[OUT_SHIFT - 1:] + 1) >> 1), v_v.eq(prod_v), v_last.eq(prod_last),
+                o_valid.eq(v_v),
+                out.payload.last.eq(v_last),
+                out.payload.data.eq(Mux(v[8:].any(), 255, v[:8]) - 128),
             ]
         return m

@@ -25,14 +25,17 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .softmax import SoftmaxUnit
+from .softmax import BANKS, SoftmaxUnit
 
 __all__ = ["SoftmaxTop"]
 
 
 class SoftmaxTop(wiring.Component):
-    def __init__(self, max_len=256, banks=4):
-        self.unit = SoftmaxUnit(max_len, banks)
+    """``dsp``: ``"generic"`` or ``"ecp5"`` (MULT18X18D and DP16KD primitives with their
+    registers, see :class:`hw.softmax.SoftmaxUnit`); same behaviour and cycle counts."""
+
+    def __init__(self, max_len=256, banks=BANKS, dsp="generic"):
+        self.unit = SoftmaxUnit(max_len, banks, dsp=dsp)
         self.max_len = max_len
         super().__init__({
             "s_axis_x_tdata": In(8),

@@ -12,7 +12,7 @@ from golden.softmax import random_logits, softmax, softmax_params
 from hw.softmax import SoftmaxUnit
 
 
-def run_unit(vectors, params, max_len, seed, stall_in=0.0, stall_out=0.0, banks=4,
+def run_unit(vectors, params, max_len, seed, stall_in=0.0, stall_out=0.0, banks=hs.BANKS,
              extra_cycles=0):
     """Stream ``vectors`` through the unit; returns (outputs, cycle of every output tlast)."""
     dut = SoftmaxUnit(max_len, banks)
@@ -101,9 +101,11 @@ def test_pysim_overlong_dropped():
         np.testing.assert_array_equal(g, softmax(v, params), err_msg=f"seed={seed}")
 
 
-@pytest.mark.parametrize("L,bound", [(32, 33), (16, 17), (4, 11), (1, 11)])
+@pytest.mark.parametrize("L,bound", [(32, 33), (20, 21), (16, 20), (4, 20), (1, 20)])
 def test_pysim_throughput(L, bound):
-    """Back-to-back vectors, no backpressure: max(L + 1, 11) cycles per vector."""
+    """Back-to-back vectors, no backpressure: max(L + 1, DIV_STEPS + 2) cycles per vector
+    (stages A, B and C stream one element per cycle; the divider takes DIV_STEPS + 2)."""
+    assert bound == max(L + 1, hs.DIV_STEPS + 2)
     count = 8
     rng = np.random.default_rng(3)
     params = softmax_params(0.1)
