@@ -25,6 +25,11 @@ async def bring_up(dut):
     """Start the clock, reset, and return an :class:`NpuHost` after checking the ID register."""
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
+    # Bus inputs idle from the start, as a system drives them (the bus models take over
+    # later); undriven, they would clock X into the AXI4-Lite input registers under Icarus.
+    for name in ("s_axil_awvalid", "s_axil_wvalid", "s_axil_bready", "s_axil_arvalid",
+                 "s_axil_rready", "s_axis_tvalid", "m_axis_tready"):
+        getattr(dut, name).value = 0
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
