@@ -88,9 +88,11 @@ class NpuConfig:
 class NpuTop(wiring.Component):
     """The accelerator; ``config`` are :class:`NpuConfig`'s parameters.
 
-    ``dsp`` is the multiplier implementation of the systolic array (:data:`hw.pe.DSP_KINDS`):
-    ``"generic"`` for simulation and most targets, ``"ecp5"`` for Lattice ECP5 (same cycle
-    behaviour, so it is not part of the configuration the compiler sees).
+    ``dsp`` is the implementation target of the multipliers and block RAMs of the array, the
+    requantizer, the setup multipliers and the softmax unit (:data:`hw.pe.DSP_KINDS`):
+    ``"generic"`` for simulation and most targets, ``"ecp5"`` for Lattice ECP5 (MULT18X18D and
+    DP16KD primitives with their own registers; same cycle behaviour, so it is not part of
+    the configuration the compiler sees).
     """
 
     def __init__(self, dsp="generic", **config):
@@ -103,8 +105,8 @@ class NpuTop(wiring.Component):
         self.load = LoadEngine(C, cfg.act_depth, cfg.wgt_depth, cfg.param_depth)
         self.store = StoreEngine(C, cfg.act_depth)
         self.pool = PoolEngine(C, cfg.act_depth, max_h=cfg.pool_max_size, max_w=cfg.pool_max_size,
-                               max_c=cfg.pool_max_c, max_k=cfg.pool_max_k)
-        self.softmax = SoftmaxEngine(C, cfg.act_depth, max_len=cfg.softmax_max_len)
+                               max_c=cfg.pool_max_c, max_k=cfg.pool_max_k, dsp=dsp)
+        self.softmax = SoftmaxEngine(C, cfg.act_depth, max_len=cfg.softmax_max_len, dsp=dsp)
         members = {name: (In if flow == wiring.In else Out)(shape)
                    for name, flow, shape in _axil_members(self.axil)}
         members.update({

@@ -26,7 +26,9 @@ SETUP_DEPS = [(), (0,), (1,), (), (3,), (4,)]
 
 
 class PoolEngine(wiring.Component):
-    def __init__(self, cols, act_depth, max_h=32, max_w=32, max_c=64, max_k=8):
+    def __init__(self, cols, act_depth, max_h=32, max_w=32, max_c=64, max_k=8,
+                 dsp="generic"):
+        self.dsp = dsp
         self.cols, self.act_depth = cols, act_depth
         self.limits = dict(max_h=max_h, max_w=max_w, max_c=max_c, max_k=max_k)
         self.pool = Pooling(lanes=cols, registered_config=True, **self.limits)
@@ -53,7 +55,7 @@ class PoolEngine(wiring.Component):
             (hw_out, reg(Reg.OUT_H), reg(Reg.OUT_W)),
             (img_out, hw_out, reg(Reg.IN_CW)),
             (out_total, img_out, reg(Reg.BATCH)),
-        ], SETUP_DEPS)
+        ], SETUP_DEPS, dsp=self.dsp)
         size_regs = [Reg.IN_H, Reg.IN_W, Reg.IN_CW, Reg.CIN, Reg.KH, Reg.STRIDE, Reg.OUT_H,
                      Reg.OUT_W, Reg.BATCH]
         sizes_ok = (Cat(*[(reg(r) != 0) & (reg(r) < (1 << SIZE_BITS)) for r in size_regs]).all()

@@ -33,9 +33,10 @@ SETUP_DEPS = [(), (0,), (1,)]
 
 
 class SoftmaxEngine(wiring.Component):
-    def __init__(self, cols, act_depth, max_len=256):
+    def __init__(self, cols, act_depth, max_len=256, dsp="generic"):
         self.cols, self.act_depth, self.max_len = cols, act_depth, max_len
-        self.unit = SoftmaxUnit(max_len=max_len)
+        self.dsp = dsp
+        self.unit = SoftmaxUnit(max_len=max_len, dsp=dsp)
         self.reader = StoreEngine(cols, act_depth)
         super().__init__(streaming_engine_members(cols, act_depth))
 
@@ -53,7 +54,7 @@ class SoftmaxEngine(wiring.Component):
             (hw, reg(Reg.IN_H), reg(Reg.IN_W)),
             (vectors, hw, reg(Reg.BATCH)),
             (total, vectors, reg(Reg.IN_CW)),
-        ], SETUP_DEPS)
+        ], SETUP_DEPS, dsp=self.dsp)
         size_regs = [Reg.IN_H, Reg.IN_W, Reg.IN_CW, Reg.CIN, Reg.BATCH]
         sizes_ok = (Cat(*[(reg(r) != 0) & (reg(r) < (1 << SIZE_BITS)) for r in size_regs]).all()
                     & (reg(Reg.CIN) <= self.max_len)

@@ -38,7 +38,8 @@ its last beat, where P = :attr:`ProcessingElement.PRODUCT_STAGES` (4: the DSP in
 and output registers and a fabric register), so R + C + 6; with no backpressure it is on the ``result`` stream 5
 cycles later (2-cycle memory read, queue, bias add register). The latency is the same for
 every implementation target (``dsp="generic"`` for simulation and other targets; ``"ecp5"``:
-MULT18X18D instantiated directly with its own pipeline registers, distributed RAM), so
+MULT18X18D instantiated directly with its own pipeline registers, DP16KD block RAM with its
+output register), so
 cycle counts measured in simulation hold on the FPGA.
 """
 
@@ -50,6 +51,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .pe import ProcessingElement, check_dsp
+from .ram import RAM_LATENCY, BlockRam
 
 __all__ = ["SystolicArray", "MAX_DIM", "default_out_depth"]
 
@@ -102,7 +104,7 @@ class SystolicArray(wiring.Component):
         Implementation target of the multipliers and the output memory, one of
         :data:`hw.pe.DSP_KINDS`, same cycle behaviour for all: ``"generic"`` (inferred) or
         ``"ecp5"`` (MULT18X18D primitives with their own registers enabled, output memory in
-        distributed RAM).
+        DP16KD block RAM with its output register).
     """
 
     #: Read latency of the output memory (read register, fabric copy register).
@@ -271,19 +273,15 @@ class SystolicArray(wiring.Component):
         """Simple dual-port memory with a read latency of ``READ_LATENCY`` (2) cycles: returns
         the data at ``r_addr`` of 2 cycles earlier (``r_addr`` is read every cycle).
 
-        A memory with a synchronous read port, then one fabric register. Generic target: block
-        RAM where the tools have it. ECP5 (``dsp="ecp5"``): distributed RAM (TRELLIS_DPR16X4):
-        nextpnr models a DP16KD's clock-to-output as 5.6 ns even with its output register on,
-        which leaves too little of a 6.7 ns (150 MHz) cycle to reach any flip-flop."""
-        style = "distributed" if self.dsp == "ecp5" else "block"
-        mem = m.submodules.out_mem = Memory(shape=width, depth=depth, init=[],
-                                            attrs={"ram_style": style})
-        wp = mem.write_port()
-        rp = mem.read_port()
-        copy = self._delay(m, rp.data, self.READ_LATENCY - 1, "mem_copy")
-        m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en),
-                     rp.addr.eq(r_addr), rp.en.eq(1)]
-        return copy
+        A :class:`hw.ram.BlockRam`: on ECP5 (``dsp="ecp5"``) DP16KD block RAMs with their
+        output registers on, so neither the RAM's clock-to-output nor a read-address fan-out
+        over hundreds of distributed-RAM cells (which limited the 8 x 8 array to 139 MHz)
+        sits on a path; elsewhere a memory read port and a register."""
+        assert self.READ_LATENCY == RAM_LATENCY
+        ram = m.submodules.out_mem = BlockRam(width, depth, reads=1, dsp=self.dsp)
+        m.d.comb += [ram.w_addr.eq(w_addr), ram.w_data.eq(w_data), ram.w_en.eq(w_en),
+                     ram.r0_addr.eq(r_addr), ram.r0_en.eq(1)]
+        return ram.r0_data
 
     @staticmethod
     def _delay(m, value, cycles, name):

@@ -14,6 +14,7 @@ import pytest
 from hw.fpga import harness_verilog, pe_cost, verilog_ports
 from hw.pe import ProcessingElement
 from hw.verilog import cached_verilog
+from sim.ecp5_models import ecp5_models
 from sim.runner import TIMESCALE, missing_simulator, run
 
 
@@ -45,32 +46,6 @@ def test_harness_wires_every_port():
         assert f".{n}(" in harness
 
 
-def _mult18x18d_model():
-    """MULT18X18D as hw.pe configures it: signed A/B input registers, pipeline register,
-    output register, all on CLK0 with CE0 (no reset used)."""
-    a = ", ".join(f"A{n}" for n in range(18))
-    b = ", ".join(f"B{n}" for n in range(18))
-    c = ", ".join(f"C{n}" for n in range(18))
-    p = ", ".join(f"P{n}" for n in range(36))
-    params = ["REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_PIPELINE_CLK", "REG_OUTPUT_CLK",
-              "REG_INPUTC_CLK", "GSR", "RESETMODE", "CLK0_DIV", "SOURCEB_MODE", "MULT_BYPASS",
-              "CAS_MATCH_REG", "HIGHSPEED_CLK"]
-    return "\n".join([
-        f"module MULT18X18D({a}, {b}, {c}, CLK0, CE0, RST0, SIGNEDA, SIGNEDB, SOURCEA, "
-        f"SOURCEB, {p});",
-        *(f'  parameter {x} = "NONE";' for x in params),
-        f"  input {a}, {b}, {c}, CLK0, CE0, RST0, SIGNEDA, SIGNEDB, SOURCEA, SOURCEB;",
-        f"  output {p};",
-        "  reg signed [17:0] ra, rb; reg signed [35:0] pp, po;",
-        "  always @(posedge CLK0) if (CE0) begin",
-        f"    ra <= {{{', '.join(f'A{n}' for n in reversed(range(18)))}}};",
-        f"    rb <= {{{', '.join(f'B{n}' for n in reversed(range(18)))}}};",
-        "    pp <= ra * rb; po <= pp;",
-        "  end",
-        f"  assign {{{', '.join(f'P{n}' for n in reversed(range(36)))}}} = po;",
-        "endmodule", ""])
-
-
 def _cycles(report):
     return [(tuple(r["shape"]), r["cycles"], r["ok"]) for r in json.loads(report.read_text())["records"]]
 
@@ -96,7 +71,7 @@ def test_ecp5_array_matches_generic_cycle_for_cycle(sim, tmp_path):
     # ECP5 array with the primitive model.
     vpath, top = cached_verilog("gemm", rows=rows, cols=cols, dsp="ecp5")
     model = tmp_path / "ecp5_models.v"
-    model.write_text(_mult18x18d_model())
+    model.write_text(ecp5_models())
     _apply_env(sim)
     runner = get_runner(sim)
     args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL"] \
@@ -141,7 +116,7 @@ def test_ecp5_requantizer_is_bit_exact_on_icarus(tmp_path):
     vpath, top = cached_verilog("requant", lanes=lanes, dsp="ecp5")
     assert vpath.read_text().count("MULT18X18D") >= 4 * lanes
     model = tmp_path / "ecp5_models.v"
-    model.write_text(_mult18x18d_model())
+    model.write_text(ecp5_models())
     _apply_env(sim)
     runner = get_runner(sim)
     runner.build(sources=[vpath, model], hdl_toplevel=top, build_dir=tmp_path / "build",
