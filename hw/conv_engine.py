@@ -25,8 +25,8 @@ Datapath
 * *Issue walker*: per beat (kh, kw, cin), every row i reads ACT copy i at
   ``base_i + (kh*IN_W + kw)*IN_CW + cin // C`` and picks lane ``cin % C``; taps in the
   padding read as ``IN_ZP``; WGT supplies row k of the column block. Four register stages
-  (coordinates and addresses; range check; memory data; lane select), each a short path for
-  timing, then an operand FIFO with credits in front of the array.
+  (coordinates and addresses; range check; the two cycles of a registered block RAM read;
+  lane select), each a short path for timing, then an operand FIFO with credits in front of the array.
 * *Array*: :class:`hw.systolic.SystolicArray` (its bias input is tied to zero; the bias is
   added by the requantizer).
 * *Post-processing*: :class:`hw.requantizer.Requantizer` with the column block's bias, M0 and
@@ -303,30 +303,27 @@ class ConvEngine(wiring.Component):
             m.d.sync += [s1_tap[i].eq(tap), s1_addr[i].eq(Mux(tap, s0_addr[i], 0))]
         m.d.comb += [self.act_rd_addr.eq(s1_addr), self.wgt_rd_addr.eq(s1_waddr)]
 
-        # Stage 2: the memories' read data, straight into registers (a block RAM's
-        # clock-to-output leaves no time for logic in the same cycle).
+        # Stage 2: the memories read (ACT and WGT are block RAMs with a registered read,
+        # hw.ram.RAM_LATENCY = 2 cycles: their data arrives in stage 3).
         s2_tap = Signal(R)
         s2_lane = Signal(range(C))
         s2_last = Signal()
-        s2_words = Signal(data.ArrayLayout(unsigned(8 * C), R))
-        s2_w = Signal(8 * C)
         m.d.sync += [s2_valid.eq(s1_valid), s2_tap.eq(s1_tap), s2_lane.eq(s1_lane),
                      s2_last.eq(s1_last)]
         s3_tap = Signal(R)
         s3_lane = Signal(range(C))
         s3_last = Signal()
         m.d.sync += [s3_valid.eq(s2_valid), s3_tap.eq(s2_tap), s3_lane.eq(s2_lane),
-                     s3_last.eq(s2_last),
-                     s2_words.eq(self.act_rd_data), s2_w.eq(self.wgt_rd_data)]
+                     s3_last.eq(s2_last)]
 
         # Stage 3: lane select -> operand FIFO.
         a_vals = []
         for i in range(R):
-            word = data.ArrayLayout(signed(8), C)(s2_words[i])
+            word = data.ArrayLayout(signed(8), C)(self.act_rd_data[i])
             a_vals.append(Mux(s3_tap[i], word[s3_lane], s8(Reg.IN_ZP)))
         m.d.comb += [
             opfifo.w_en.eq(s3_valid),
-            opfifo.w_data.eq(Cat(*a_vals, s2_w, s3_last)),
+            opfifo.w_data.eq(Cat(*a_vals, self.wgt_rd_data, s3_last)),
             arr.operands.payload.as_value().eq(opfifo.r_data),
             arr.operands.valid.eq(opfifo.r_rdy),
             opfifo.r_en.eq(arr.operands.ready),

@@ -9,7 +9,8 @@
   ``x`` at index ``x + 128``); ``addr`` and ``count`` are ignored.
 
 :class:`StoreEngine` sends ACT words ``addr .. addr + count - 1`` on its ``data`` stream,
-``last`` on the final beat, under backpressure.
+``last`` on the final beat, under backpressure; ACT reads take ``hw.ram.RAM_LATENCY`` (2)
+cycles.
 
 ``abort`` returns the LoadEngine to idle at once (the sequencer stops a background LOAD when
 another instruction fails).
@@ -26,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from .activation import table_layout
 from .isa import PARAM_BEATS, Error, Mem
+from .ram import RAM_LATENCY
 from .sizes import addr_bits
 
 __all__ = ["LoadEngine", "StoreEngine", "beat_layout", "LUT_BEATS"]
@@ -171,19 +173,22 @@ class StoreEngine(wiring.Component):
         ptr = Signal(25)
         to_read = Signal(25)
         to_send = Signal(25)
-        inflight = Signal()
-        inflight_last = Signal()
+        # ACT reads take RAM_LATENCY (2) cycles: two reads in flight.
+        inflight = Signal(RAM_LATENCY)
+        inflight_last = Signal(RAM_LATENCY)
         issue = Signal()
         m.d.comb += [
-            issue.eq((to_read != 0) & (fifo.level + inflight < self.FIFO_DEPTH)),
+            issue.eq((to_read != 0) &
+                     (fifo.level + sum(inflight) < self.FIFO_DEPTH)),
             self.act_addr.eq(ptr),
-            fifo.w_en.eq(inflight),
-            fifo.w_data.eq(Cat(self.act_data, inflight_last)),
+            fifo.w_en.eq(inflight[-1]),
+            fifo.w_data.eq(Cat(self.act_data, inflight_last[-1])),
             self.data.payload.as_value().eq(fifo.r_data),
             self.data.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(self.data.ready),
         ]
-        m.d.sync += [inflight.eq(issue), inflight_last.eq(issue & (to_read == 1))]
+        m.d.sync += [inflight.eq(Cat(issue, inflight[:-1])),
+                     inflight_last.eq(Cat(issue & (to_read == 1), inflight_last[:-1]))]
         with m.If(issue):
             m.d.sync += [ptr.eq(ptr + 1), to_read.eq(to_read - 1)]
         with m.If(self.data.valid & self.data.ready):

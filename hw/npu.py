@@ -19,7 +19,7 @@ Execution
 ---------
 The host writes a program into IMEM (AXI4-Lite), writes CTRL.START and streams the data that
 the program's LOADs take. The sequencer runs one instruction at a time from instruction 0:
-FETCH and LATCH (2 cycles: IMEM read, instruction register), DECODE (1 cycle; SET and NOP
+FETCH and LATCH (2 cycles: IMEM's block RAM read and output register), DECODE (1 cycle; SET and NOP
 finish here), EXEC (the engine's cycles), NEXT
 (1 cycle: the instruction's cycle count is stored in COUNTERS[pc]). DONE or an error ends the
 run and the accelerator is idle again; a reset at any time leaves it idle with cleared status.
@@ -41,6 +41,7 @@ from .conv_engine import ConvEngine
 from .sizes import cfg_layout
 from .dma import LoadEngine, StoreEngine
 from .pool_engine import PoolEngine
+from .ram import BlockRam
 from .softmax_engine import SoftmaxEngine
 from .isa import CSR, ID_MAGIC, ISA_VERSION, Error, Mem, Op, Reg
 from .systolic import _check_dim
@@ -135,15 +136,18 @@ class NpuTop(wiring.Component):
                 m.d.comb += getattr(self, name).eq(getattr(axil, name))
 
         # ---- Memories ------------------------------------------------------------------
-        imem_lo = m.submodules.imem_lo = Memory(shape=32, depth=cfg.imem_depth, init=[])
-        imem_hi = m.submodules.imem_hi = Memory(shape=32, depth=cfg.imem_depth, init=[])
-        counters = m.submodules.counters = Memory(shape=32, depth=cfg.imem_depth, init=[])
+        # Block RAMs read in RAM_LATENCY (2) cycles: the array read, then an output register
+        # (on ECP5 the DP16KD's own), so no logic follows a block RAM's clock-to-output.
+        dsp = self.dsp
+        imem_lo = m.submodules.imem_lo = BlockRam(32, cfg.imem_depth, reads=1, dsp=dsp)
+        imem_hi = m.submodules.imem_hi = BlockRam(32, cfg.imem_depth, reads=1, dsp=dsp)
+        counters = m.submodules.counters = BlockRam(32, cfg.imem_depth, reads=1, dsp=dsp)
         acts = []
         for i in range(R):
-            mem = Memory(shape=8 * C, depth=cfg.act_depth, init=[])
+            mem = BlockRam(8 * C, cfg.act_depth, reads=1, dsp=dsp)
             m.submodules[f"act{i}"] = mem
             acts.append(mem)
-        wgt = m.submodules.wgt = Memory(shape=8 * C, depth=cfg.wgt_depth, init=[])
+        wgt = m.submodules.wgt = BlockRam(8 * C, cfg.wgt_depth, reads=1, dsp=dsp)
         prm = m.submodules.prm = Memory(shape=72 * C, depth=cfg.param_depth, init=[])
 
         # ACT: one write port per copy (all written alike), one read port per copy.
@@ -164,22 +168,19 @@ class NpuTop(wiring.Component):
         m.d.sync += [act_we.eq(Cat(*[w[0] for w in writers]).any()), act_wa.eq(sel_a),
                      act_wd.eq(sel_d)]
         for i, mem in enumerate(acts):
-            wp = mem.write_port()
-            rp = mem.read_port()
-            m.d.comb += [wp.en.eq(act_we), wp.addr.eq(act_wa), wp.data.eq(act_wd),
-                         conv.act_rd_data[i].eq(rp.data)]
+            m.d.comb += [mem.w_en.eq(act_we), mem.w_addr.eq(act_wa), mem.w_data.eq(act_wd),
+                         mem.r0_en.eq(1), conv.act_rd_data[i].eq(mem.r0_data)]
             if i == 0:
                 addr0 = Mux(store.busy, store.act_addr,
                             Mux(pool.busy, pool.act_rd_addr,
                                 Mux(smx.busy, smx.act_rd_addr, conv.act_rd_addr[0])))
-                m.d.comb += [rp.addr.eq(addr0), store.act_data.eq(rp.data),
-                             pool.act_rd_data.eq(rp.data), smx.act_rd_data.eq(rp.data)]
+                m.d.comb += [mem.r0_addr.eq(addr0), store.act_data.eq(mem.r0_data),
+                             pool.act_rd_data.eq(mem.r0_data), smx.act_rd_data.eq(mem.r0_data)]
             else:
-                m.d.comb += rp.addr.eq(conv.act_rd_addr[i])
-        wgt_wp, wgt_rp = wgt.write_port(), wgt.read_port()
-        m.d.comb += [wgt_wp.en.eq(load.wgt_we), wgt_wp.addr.eq(load.wgt_addr),
-                     wgt_wp.data.eq(load.wgt_data),
-                     wgt_rp.addr.eq(conv.wgt_rd_addr), conv.wgt_rd_data.eq(wgt_rp.data)]
+                m.d.comb += mem.r0_addr.eq(conv.act_rd_addr[i])
+        m.d.comb += [wgt.w_en.eq(load.wgt_we), wgt.w_addr.eq(load.wgt_addr),
+                     wgt.w_data.eq(load.wgt_data), wgt.r0_en.eq(1),
+                     wgt.r0_addr.eq(conv.wgt_rd_addr), conv.wgt_rd_data.eq(wgt.r0_data)]
         prm_wp, prm_rp = prm.write_port(), prm.read_port()
         m.d.comb += [prm_wp.en.eq(load.prm_we), prm_wp.addr.eq(load.prm_addr),
                      prm_wp.data.eq(load.prm_data),
@@ -213,12 +214,13 @@ class NpuTop(wiring.Component):
         instr = Signal(64)
         m.d.comb += self.irq.eq(irq_en & (done_flag | err_flag))
 
-        imem_rp_lo, imem_rp_hi = imem_lo.read_port(), imem_hi.read_port()
-        # IMEM is block RAM; its output goes straight into `instr` (LATCH), because a block
-        # RAM's clock-to-output leaves no time for decode logic in the same cycle.
-        m.d.comb += [imem_rp_lo.addr.eq(pc), imem_rp_hi.addr.eq(pc)]
-        cnt_wp = counters.write_port()
-        m.d.comb += [cnt_wp.addr.eq(pc), cnt_wp.data.eq(instr_cycles)]
+        # IMEM reads pc in FETCH; the word is in IMEM's output register from DECODE on (the
+        # LATCH cycle is the block RAM's second read cycle) and stays there until pc moves.
+        m.d.comb += [imem_lo.r0_addr.eq(pc), imem_hi.r0_addr.eq(pc), imem_lo.r0_en.eq(1),
+                     imem_hi.r0_en.eq(1), instr.eq(Cat(imem_lo.r0_data, imem_hi.r0_data))]
+        cnt_we = Signal()
+        m.d.comb += [counters.w_addr.eq(pc), counters.w_data.eq(instr_cycles),
+                     counters.w_en.eq(cnt_we)]
 
         op = instr[0:8]
         f_reg = instr[8:16]
@@ -237,15 +239,14 @@ class NpuTop(wiring.Component):
             m.d.sync += irq_en.eq(axil.wr_data[0])
         imem_sel = (axil.wr_addr >= CSR.IMEM) & (axil.wr_addr < CSR.IMEM + 8 * cfg.imem_depth)
         imem_idx = (axil.wr_addr - CSR.IMEM)[3:]
-        wp_lo, wp_hi = imem_lo.write_port(), imem_hi.write_port()
         imem_we = axil.wr_en & imem_sel & ~busy     # the program cannot change while it runs
-        m.d.comb += [wp_lo.addr.eq(imem_idx), wp_hi.addr.eq(imem_idx),
-                     wp_lo.data.eq(axil.wr_data), wp_hi.data.eq(axil.wr_data),
-                     wp_lo.en.eq(imem_we & ~axil.wr_addr[2]),
-                     wp_hi.en.eq(imem_we & axil.wr_addr[2])]
+        m.d.comb += [imem_lo.w_addr.eq(imem_idx), imem_hi.w_addr.eq(imem_idx),
+                     imem_lo.w_data.eq(axil.wr_data), imem_hi.w_data.eq(axil.wr_data),
+                     imem_lo.w_en.eq(imem_we & ~axil.wr_addr[2]),
+                     imem_hi.w_en.eq(imem_we & axil.wr_addr[2])]
 
-        cnt_rp = counters.read_port()
-        m.d.comb += cnt_rp.addr.eq((axil.rd_addr - CSR.COUNTERS)[2:])
+        m.d.comb += [counters.r0_addr.eq((axil.rd_addr - CSR.COUNTERS)[2:]),
+                     counters.r0_en.eq(1)]
         rd_value = Signal(32)
         rd_from_counters = Signal()
         status = Cat(busy, done_flag, err_flag)
@@ -265,14 +266,11 @@ class NpuTop(wiring.Component):
                         m.d.sync += rd_value.eq(value)
                 with m.Default():
                     m.d.sync += rd_value.eq(0)
-        # Both sources registered once more (COUNTERS is block RAM: no logic right after its
-        # output); the AXI4-Lite slave takes rd_data 2 cycles after rd_en.
-        cnt_q = Signal(32)
+        # The AXI4-Lite slave takes rd_data 2 cycles after rd_en: COUNTERS' read latency.
         rd_value_d = Signal(32)
         from_counters_d = Signal()
-        m.d.sync += [cnt_q.eq(cnt_rp.data), rd_value_d.eq(rd_value),
-                     from_counters_d.eq(rd_from_counters)]
-        m.d.comb += axil.rd_data.eq(Mux(from_counters_d, cnt_q, rd_value_d))
+        m.d.sync += [rd_value_d.eq(rd_value), from_counters_d.eq(rd_from_counters)]
+        m.d.comb += axil.rd_data.eq(Mux(from_counters_d, counters.r0_data, rd_value_d))
 
         # ---- Sequencer ----------------------------------------------------------------------
         with m.If(clear_req & ~busy):
@@ -314,7 +312,6 @@ class NpuTop(wiring.Component):
             with m.State("FETCH"):
                 m.next = "LATCH"
             with m.State("LATCH"):
-                m.d.sync += instr.eq(Cat(imem_rp_lo.data, imem_rp_hi.data))
                 m.next = "DECODE"
             with m.State("DECODE"):
                 with m.Switch(op):
@@ -348,7 +345,7 @@ class NpuTop(wiring.Component):
                             m.next = "NEXT"
                     with m.Case(Op.DONE):
                         with m.If(load_idle):
-                            m.d.comb += cnt_wp.en.eq(1)
+                            m.d.comb += cnt_we.eq(1)
                             m.d.sync += [busy.eq(0), done_flag.eq(1)]
                             m.next = "IDLE"
                     with m.Default():
@@ -367,7 +364,7 @@ class NpuTop(wiring.Component):
                     with m.Else():
                         m.next = "NEXT"
             with m.State("NEXT"):
-                m.d.comb += cnt_wp.en.eq(1)
+                m.d.comb += cnt_we.eq(1)
                 m.d.sync += instr_cycles.eq(1)
                 with m.If(pc == cfg.imem_depth - 1):
                     m.d.sync += pc.eq(pc)

@@ -67,8 +67,8 @@ def _check_dim(name, value):
 
 
 #: Cycles of the admission-to-pop round trip beyond 3R + C: input register, skew, PE product
-#: pipeline and accumulator, drain load, FIFO write and read.
-ROUND_TRIP_EXTRA = 5 + ProcessingElement.PRODUCT_STAGES
+#: pipeline and accumulator, drain load, FIFO write and read, the registered credit return.
+ROUND_TRIP_EXTRA = 6 + ProcessingElement.PRODUCT_STAGES
 
 
 def default_out_depth(rows, cols):
@@ -141,7 +141,8 @@ class SystolicArray(wiring.Component):
         m.d.comb += ops.ready.eq((in_tile | credit_ok) & (~ops.payload.last | spacing_ok))
         accept = ops.valid & ops.ready
 
-        pop = Signal()                          # a result row leaves the output memory
+        pop = Signal()                          # a result row left the output memory (the
+                                                # cycle before: registered, for timing)
         starting = accept & ~in_tile
         m.d.sync += reserved.eq(reserved + Mux(starting, R, 0) - pop)
         with m.If(accept):
@@ -230,7 +231,7 @@ class SystolicArray(wiring.Component):
         q_count = Signal(range(QUEUE + 1))      # rows in the queue
         rd_d = [Signal(name=f"rd_d{n + 1}") for n in range(self.READ_LATENCY)]  # in flight
         rd = (level != 0) & (q_count + sum(rd_d) < QUEUE)
-        m.d.comb += pop.eq(rd)
+        m.d.sync += pop.eq(rd)
         with m.If(rd):
             m.d.sync += r_ptr.eq(Mux(r_ptr == D - 1, 0, r_ptr + 1))
         m.d.sync += [

@@ -10,7 +10,7 @@ takes; DONE costs 3. Engine costs, derived from the RTL (R x C array, beats per 
   ``beats + 3`` cycles after its DECODE. LOAD, WAIT and DONE wait in DECODE for it, so
   :func:`predict` keeps a timeline: those instructions take the cycles they waited on top
   (WAIT alone costs 4);
-* STORE of n words: n + 3 (with ``m_axis`` always ready);
+* STORE of n words: n + 4 (with ``m_axis`` always ready; ACT reads take 2 cycles);
 * CONV: CONV_SETUP cycles to start (size check, 12 pipelined products, range checks), R
   cycles to prepare the first block of R output pixels, then the tiles: ceil(M/R) * ceil(N/C)
   tiles, each taking
@@ -45,6 +45,7 @@ from hw.softmax import DIV_STEPS as SM_DIV_STEPS
 from hw.softmax import EXP_LATENCY as SM_EXP_LATENCY
 from hw.softmax import MUL_STAGES as SM_MUL_STAGES
 from hw.softmax import RAM_LATENCY as SM_RAM_LATENCY
+from hw.ram import RAM_LATENCY
 from hw.sizes import setup_cycles
 from hw.softmax_engine import SETUP_DEPS as SOFTMAX_SETUP_DEPS
 
@@ -52,6 +53,9 @@ __all__ = ["predict", "program_cycles", "conv_cycles", "pool_cycles", "softmax_c
            "layer_table"]
 
 SEQ = 4                 # FETCH + LATCH + DECODE + NEXT
+# STORE, POOL and SOFTMAX read ACT through a StoreEngine: a block RAM read of RAM_LATENCY
+# cycles, one more than a plain synchronous read.
+ACT_READ_EXTRA = RAM_LATENCY - 1
 DECODE = 2              # cycle of DECODE after FETCH
 # Engine start-up (hw.sizes.engine_fsm: size check, setup products, settle, range check),
 # from the same product schedule as the hardware.
@@ -69,10 +73,10 @@ def conv_tail(R, C):
     """From the last tile's last operand beat to the end of the CONV: the array, the other
     R - 1 rows of the tile, the requantizer."""
     return CONV_ENGINE_TAIL + array_result_latency(R, C) + (R - 1) + REQUANT_LATENCY
-POOL_SETUP = 1 + setup_cycles(POOL_SETUP_DEPS)
+POOL_SETUP = 1 + setup_cycles(POOL_SETUP_DEPS) + ACT_READ_EXTRA
 POOL_OUT_TAIL = 8
 POOL_IN_TAIL = 2
-SOFTMAX_SETUP = setup_cycles(SOFTMAX_SETUP_DEPS) - 1
+SOFTMAX_SETUP = setup_cycles(SOFTMAX_SETUP_DEPS) - 1 + ACT_READ_EXTRA
 
 
 def conv_cycles(R, C, M, K, N, use_lut=False):
@@ -164,7 +168,7 @@ def _instr_cycles(word, regs, cfg):
             return SEQ + LUT_BEATS(C) * (C + 2) + 2
         return SEQ + load_beats(f) + 2
     if op == Op.STORE:
-        return SEQ + f["count"] + 3
+        return SEQ + f["count"] + 3 + ACT_READ_EXTRA
     g = {r: regs.get(r, 0) for r in Reg}
     if op == Op.CONV:
         M = g[Reg.BATCH] * g[Reg.OUT_H] * g[Reg.OUT_W]
