@@ -24,21 +24,28 @@ port each), i.e. ``lanes`` small block/distributed RAMs. ``init`` sets the table
 configuration/reset of the FPGA image (e.g. identity), a table of the wrong length raises
 ``ValueError``.
 
-Throughput: one beat (one element per lane) per cycle; latency one cycle (the synchronous
-read). The read port holds its output under backpressure.
+Throughput: one beat (one element per lane) per cycle; latency :data:`LATENCY` (2) cycles
+(a :class:`hw.ram.BlockRam` read: the array, then an output register, so that no logic
+follows the RAM; on ECP5, ``dsp="ecp5"``, DP16KD primitives with their output registers, where
+a lookup must not read an entry in the cycle it is written). The pipeline holds its output
+under backpressure.
 """
 
 import numpy as np
 from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden.activation import TABLE_SIZE, check_table
 
+from .pe import check_dsp
+from .ram import RAM_LATENCY, BlockRam
 from .requantizer import check_lanes
 
-__all__ = ["ActivationLUT", "lanes_layout", "table_layout"]
+__all__ = ["ActivationLUT", "LATENCY", "lanes_layout", "table_layout"]
+
+#: Cycles from an accepted input beat to its result (a registered block RAM read).
+LATENCY = RAM_LATENCY
 
 
 def lanes_layout(lanes):
@@ -60,8 +67,9 @@ class ActivationLUT(wiring.Component):
         Table contents at start-up (default: all zeros).
     """
 
-    def __init__(self, lanes=4, init=None):
+    def __init__(self, lanes=4, init=None, dsp="generic"):
         check_lanes(lanes)
+        self.dsp = check_dsp(dsp)
         if init is None:
             init = np.zeros(TABLE_SIZE, np.int8)
         else:
@@ -81,30 +89,30 @@ class ActivationLUT(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         inp, res, tab = self.input, self.result, self.table
-        valid = Signal()
-        last = Signal()
+        valid = Signal(LATENCY)
+        last = Signal(LATENCY)
         en = Signal()
         m.d.comb += [
-            en.eq(~valid | res.ready),
+            en.eq(~valid[-1] | res.ready),
             inp.ready.eq(en),
             tab.ready.eq(1),
-            res.valid.eq(valid),
-            res.payload.last.eq(last),
+            res.valid.eq(valid[-1]),
+            res.payload.last.eq(last[-1]),
         ]
         with m.If(en):
-            m.d.sync += [valid.eq(inp.valid), last.eq(inp.payload.last)]
+            m.d.sync += [valid.eq(Cat(inp.valid, valid[:-1])),
+                         last.eq(Cat(inp.payload.last, last[:-1]))]
         for i in range(self.lanes):
-            mem = m.submodules[f"table{i}"] = Memory(shape=signed(8), depth=TABLE_SIZE,
-                                                     init=self.init)
-            wp = mem.write_port()
-            rp = mem.read_port(domain="sync")
+            mem = m.submodules[f"table{i}"] = BlockRam(8, TABLE_SIZE, reads=1,
+                                                       init=[v & 0xFF for v in self.init],
+                                                       dsp=self.dsp)
             x = inp.payload.data[i].as_unsigned()
             m.d.comb += [
-                wp.en.eq(tab.valid),
-                wp.addr.eq(tab.payload.index),
-                wp.data.eq(tab.payload.value),
-                rp.en.eq(en),
-                rp.addr.eq(Cat(x[:7], ~x[7])),      # x + 128
-                res.payload.data[i].eq(rp.data),
+                mem.w_en.eq(tab.valid),
+                mem.w_addr.eq(tab.payload.index),
+                mem.w_data.eq(tab.payload.value),
+                mem.r0_en.eq(en),
+                mem.r0_addr.eq(Cat(x[:7], ~x[7])),      # x + 128
+                res.payload.data[i].eq(mem.r0_data),
             ]
         return m

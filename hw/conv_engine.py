@@ -48,6 +48,7 @@ from golden.gemm import MAX_K
 
 from .activation import ActivationLUT, table_layout
 from .isa import Error, Reg
+from .ram import RAM_LATENCY
 from .requantizer import Requantizer
 from .sizes import SIZE_BITS, ProductSteps, addr_bits, cfg_layout, engine_fsm
 from .systolic import SystolicArray
@@ -68,7 +69,7 @@ class ConvEngine(wiring.Component):
         self.dsp = dsp
         self.array = SystolicArray(rows, cols, dsp=dsp)
         self.requant = Requantizer(lanes=cols, dsp=dsp)
-        self.lut = ActivationLUT(lanes=cols)
+        self.lut = ActivationLUT(lanes=cols, dsp=dsp)
         aw, ww, pw = addr_bits(act_depth), addr_bits(wgt_depth), addr_bits(param_depth)
         super().__init__({
             "cfg": In(cfg_layout()),
@@ -335,12 +336,12 @@ class ConvEngine(wiring.Component):
         pw_active = Signal()
         pw_nb = Signal(SIZE_BITS)
         pw_mbase = Signal(32)
-        pw_inflight = Signal()
+        pw_inflight = Signal(RAM_LATENCY)  # PARAM is a block RAM with a 2-cycle read
         pfifo = m.submodules.pfifo = SyncFIFOBuffered(width=72 * C, depth=PARAM_FIFO_DEPTH)
-        p_issue = pw_active & (pfifo.level + pw_inflight < PARAM_FIFO_DEPTH - 1)
-        m.d.sync += pw_inflight.eq(p_issue)
+        p_issue = pw_active & (pfifo.level + sum(pw_inflight) < PARAM_FIFO_DEPTH - 1)
+        m.d.sync += pw_inflight.eq(Cat(p_issue, pw_inflight[:-1]))
         m.d.comb += [self.prm_rd_addr.eq(reg(Reg.P_ADDR) + pw_nb),
-                     pfifo.w_en.eq(pw_inflight), pfifo.w_data.eq(self.prm_rd_data)]
+                     pfifo.w_en.eq(pw_inflight[-1]), pfifo.w_data.eq(self.prm_rd_data)]
         with m.If(p_issue):
             with m.If(pw_nb + 1 == nb_count):
                 m.d.sync += [pw_nb.eq(0), pw_mbase.eq(pw_mbase + R)]

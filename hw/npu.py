@@ -33,7 +33,6 @@ background LOAD too.
 
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .axil import AxiLiteSlave
@@ -148,7 +147,7 @@ class NpuTop(wiring.Component):
             m.submodules[f"act{i}"] = mem
             acts.append(mem)
         wgt = m.submodules.wgt = BlockRam(8 * C, cfg.wgt_depth, reads=1, dsp=dsp)
-        prm = m.submodules.prm = Memory(shape=72 * C, depth=cfg.param_depth, init=[])
+        prm = m.submodules.prm = BlockRam(72 * C, cfg.param_depth, reads=1, dsp=dsp)
 
         # ACT: one write port per copy (all written alike), one read port per copy.
         # One engine runs at a time, so the write port is an OR of enables and a priority mux.
@@ -181,10 +180,9 @@ class NpuTop(wiring.Component):
         m.d.comb += [wgt.w_en.eq(load.wgt_we), wgt.w_addr.eq(load.wgt_addr),
                      wgt.w_data.eq(load.wgt_data), wgt.r0_en.eq(1),
                      wgt.r0_addr.eq(conv.wgt_rd_addr), conv.wgt_rd_data.eq(wgt.r0_data)]
-        prm_wp, prm_rp = prm.write_port(), prm.read_port()
-        m.d.comb += [prm_wp.en.eq(load.prm_we), prm_wp.addr.eq(load.prm_addr),
-                     prm_wp.data.eq(load.prm_data),
-                     prm_rp.addr.eq(conv.prm_rd_addr), conv.prm_rd_data.eq(prm_rp.data)]
+        m.d.comb += [prm.w_en.eq(load.prm_we), prm.w_addr.eq(load.prm_addr),
+                     prm.w_data.eq(load.prm_data), prm.r0_en.eq(1),
+                     prm.r0_addr.eq(conv.prm_rd_addr), conv.prm_rd_data.eq(prm.r0_data)]
         wiring.connect(m, load.lut_table, conv.lut_table)
 
         # ---- Streams -------------------------------------------------------------------

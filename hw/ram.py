@@ -101,12 +101,15 @@ class BlockRam(wiring.Component):
         mode = self._ecp5_width() if self.dsp == "ecp5" else None
         if mode is not None:
             if self.write:
+                if self.init is not None and self.width > mode:
+                    raise ValueError("BlockRam: initial contents need a single DP16KD slice")
                 for k in range(0, self.width, mode):        # slices across the width
                     hi = min(self.width, k + mode)
                     wport = ("write", self.w_addr, self.w_en, self.w_data[k:hi])
                     for i, (addr, en, dat) in enumerate(reads):
                         _dp16kd(m, f"ram{i}_{k // mode}", mode,
-                                {"A": wport, "B": ("read", addr, en, dat[k:hi])})
+                                {"A": wport, "B": ("read", addr, en, dat[k:hi])},
+                                init=self.init)
             else:
                 for j in range(0, len(reads), 2):
                     ports = {p: ("read", *reads[j + n]) for n, p in enumerate("AB")

@@ -16,7 +16,7 @@ takes; DONE costs 3. Engine costs, derived from the RTL (R x C array, beats per 
   tiles, each taking
   max(K, R) cycles except that the first takes only K (the drain-spacing rule of
   :mod:`hw.systolic` waits on the previous tile), and :func:`conv_tail` cycles (array
-  latency, the tile's other rows, requantizer; one more with the activation table) until the
+  latency, the tile's other rows, requantizer; the activation table's latency with it) until the
   last row is written;
 * POOL: POOL_SETUP cycles to start, then per image (H + 2p) * (W + 2p) * G cycles (padding
   positions cost a cycle each, G = words per pixel); the instruction ends 8 cycles after the
@@ -37,6 +37,7 @@ from math import ceil
 from hw.dma import LUT_BEATS
 from hw.isa import PARAM_BEATS, Mem, Op, Reg, decode
 from hw.pe import ProcessingElement
+from hw.activation import LATENCY as LUT_LATENCY
 from hw.conv_engine import SETUP_DEPS as CONV_SETUP_DEPS
 from hw.pool_engine import SETUP_DEPS as POOL_SETUP_DEPS
 from hw.requantizer import LATENCY as REQUANT_LATENCY
@@ -82,7 +83,7 @@ SOFTMAX_SETUP = setup_cycles(SOFTMAX_SETUP_DEPS) - 1 + ACT_READ_EXTRA
 def conv_cycles(R, C, M, K, N, use_lut=False):
     tiles = ceil(M / R) * ceil(N / C)
     body = K + (tiles - 1) * max(K, R)
-    return SEQ + CONV_SETUP + R + body + conv_tail(R, C) + int(bool(use_lut))
+    return SEQ + CONV_SETUP + R + body + conv_tail(R, C) + (LUT_LATENCY if use_lut else 0)
 
 
 def pool_cycles(C, batch, H, W, cin, k, stride, pad):
