@@ -15,9 +15,10 @@ cycles.
 ``abort`` returns the LoadEngine to idle at once (the sequencer stops a background LOAD when
 another instruction fails).
 
-Both latch their arguments when ``start`` pulses and check the range in the next cycle:
-``count >= 1`` and ``addr + count <= depth``, else they finish with ``Error.ADDRESS`` having
-touched nothing. ``done`` pulses for one cycle.
+Both latch their arguments when ``start`` pulses and check the range in the next two cycles
+(registered, for timing): ``count >= 1`` and ``addr + count <= depth``, else they finish with
+``Error.ADDRESS`` having touched nothing; the LoadEngine pulses ``accepted`` when the check
+passes. ``done`` pulses for one cycle.
 """
 
 from amaranth.hdl import Cat, Module, ResetInserter, Signal, unsigned
@@ -48,6 +49,7 @@ class LoadEngine(wiring.Component):
         super().__init__({
             "start": In(1),
             "abort": In(1),
+            "accepted": Out(1),
             "mem": In(4),
             "addr": In(24),
             "count": In(24),
@@ -72,6 +74,7 @@ class LoadEngine(wiring.Component):
         lut_idx = Signal(9)
         lut_word = Signal(data.ArrayLayout(unsigned(8), C))
         lut_lane = Signal(range(C))
+        ok_r = Signal()
 
         take = self.data.valid & self.data.ready
         word = self.data.payload.data
@@ -94,7 +97,12 @@ class LoadEngine(wiring.Component):
                             m.d.comb += ok.eq((left != 0) & (ptr + left <= depth))
                     with m.Case(Mem.LUT):
                         m.d.comb += ok.eq(1)
-                with m.If(ok):
+                m.d.sync += ok_r.eq(ok)     # registered: the check is a carry chain
+                m.next = "CHECK2"
+            with m.State("CHECK2"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(ok_r):
+                    m.d.comb += self.accepted.eq(1)
                     m.next = "RUN"
                 with m.Else():
                     m.d.comb += [self.done.eq(1), self.error.eq(Error.ADDRESS)]
@@ -174,6 +182,7 @@ class StoreEngine(wiring.Component):
         to_read = Signal(25)
         to_send = Signal(25)
         # ACT reads take RAM_LATENCY (2) cycles: two reads in flight.
+        st_ok = Signal()
         inflight = Signal(RAM_LATENCY)
         inflight_last = Signal(RAM_LATENCY)
         issue = Signal()
@@ -201,7 +210,11 @@ class StoreEngine(wiring.Component):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
-                with m.If((to_send != 0) & (ptr + to_send <= self.act_depth)):
+                m.d.sync += st_ok.eq((to_send != 0) & (ptr + to_send <= self.act_depth))
+                m.next = "CHECK2"
+            with m.State("CHECK2"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(st_ok):
                     m.d.sync += to_read.eq(to_send)
                     m.next = "RUN"
                 with m.Else():

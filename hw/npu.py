@@ -25,7 +25,7 @@ finish here), EXEC (the engine's cycles), NEXT
 run and the accelerator is idle again; a reset at any time leaves it idle with cleared status.
 
 The one exception is a background LOAD (WGT or PARAM; :mod:`hw.isa`): after its range check
-(BG_CHECK, 1 cycle) the sequencer goes on while the LoadEngine keeps taking beats, so the next
+(BG_CHECK, 2 cycles) the sequencer goes on while the LoadEngine keeps taking beats, so the next
 layer's weights stream in while CONV/POOL/SOFTMAX/STORE run; those engines use other memory
 ports. LOAD, WAIT and DONE wait in DECODE until the LoadEngine is idle. An error stops a
 background LOAD too.
@@ -349,11 +349,11 @@ class NpuTop(wiring.Component):
                     with m.Default():
                         fail(Error.ILLEGAL_OPCODE)
             with m.State("BG_CHECK"):
-                # The LoadEngine checks the range in the cycle after start; it ends only with
-                # an error here, else it runs on in the background.
+                # The LoadEngine checks the range in the two cycles after start: it ends with
+                # an error (done), or accepts and runs on in the background.
                 with m.If(load.done):
                     fail(load.error)
-                with m.Else():
+                with m.Elif(load.accepted):
                     m.next = "NEXT"
             with m.State("EXEC"):
                 with m.If(engine_done):

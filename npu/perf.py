@@ -4,13 +4,14 @@ the hardware's per-instruction counters (CSR.COUNTERS) measure it (FETCH to NEXT
 Every instruction costs 4 sequencer cycles (FETCH, LATCH, DECODE, NEXT) plus what its engine
 takes; DONE costs 3. Engine costs, derived from the RTL (R x C array, beats per tile = K):
 
-* LOAD ACT/WGT of n words: n + 2; PARAM of n entries: 9n + 2; LUT: ceil(256/C) * (C+2) + 2
-  (with ``s_axis`` always valid);
-* background LOAD: 5 (FETCH, LATCH, DECODE, BG_CHECK, NEXT); its engine stays busy until
-  ``beats + 3`` cycles after its DECODE. LOAD, WAIT and DONE wait in DECODE for it, so
+* LOAD ACT/WGT of n words: n + 3; PARAM of n entries: 9n + 3; LUT: ceil(256/C) * (C+2) + 3
+  (with ``s_axis`` always valid; the range check takes 2 cycles);
+* background LOAD: 6 (FETCH, LATCH, DECODE, 2 x BG_CHECK, NEXT); its engine stays busy until
+  ``beats + 4`` cycles after its DECODE. LOAD, WAIT and DONE wait in DECODE for it, so
   :func:`predict` keeps a timeline: those instructions take the cycles they waited on top
   (WAIT alone costs 4);
-* STORE of n words: n + 4 (with ``m_axis`` always ready; ACT reads take 2 cycles);
+* STORE of n words: n + 5 (with ``m_axis`` always ready; a 2-cycle range check, then ACT
+  reads of 2 cycles);
 * CONV: CONV_SETUP cycles to start (size check, 12 pipelined products, range checks), R
   cycles to prepare the first block of R output pixels, then the tiles: ceil(M/R) * ceil(N/C)
   tiles, each taking
@@ -55,8 +56,8 @@ __all__ = ["predict", "program_cycles", "conv_cycles", "pool_cycles", "softmax_c
 
 SEQ = 4                 # FETCH + LATCH + DECODE + NEXT
 # STORE, POOL and SOFTMAX read ACT through a StoreEngine: a block RAM read of RAM_LATENCY
-# cycles, one more than a plain synchronous read.
-ACT_READ_EXTRA = RAM_LATENCY - 1
+# cycles (one more than a plain synchronous read) after a registered, 2-cycle range check.
+ACT_READ_EXTRA = RAM_LATENCY - 1 + 1
 DECODE = 2              # cycle of DECODE after FETCH
 # Engine start-up (hw.sizes.engine_fsm: size check, setup products, settle, range check),
 # from the same product schedule as the hardware.
@@ -166,8 +167,8 @@ def _instr_cycles(word, regs, cfg):
         return SEQ
     if op == Op.LOAD:
         if f["mem"] == Mem.LUT:
-            return SEQ + LUT_BEATS(C) * (C + 2) + 2
-        return SEQ + load_beats(f) + 2
+            return SEQ + LUT_BEATS(C) * (C + 2) + LOAD_EXTRA
+        return SEQ + load_beats(f) + LOAD_EXTRA
     if op == Op.STORE:
         return SEQ + f["count"] + 3 + ACT_READ_EXTRA
     g = {r: regs.get(r, 0) for r in Reg}
@@ -199,8 +200,9 @@ def load_beats(f):
     return PARAM_BEATS * f["count"] if f["mem"] == Mem.PARAM else f["count"]
 
 
-BG_LOAD = SEQ + 1       # FETCH, LATCH, DECODE, BG_CHECK, NEXT
-BG_BUSY = 3             # the LoadEngine is idle again beats + 3 cycles after its start
+LOAD_EXTRA = 3          # LoadEngine: CHECK, CHECK2, DONE
+BG_LOAD = SEQ + 2       # FETCH, LATCH, DECODE, BG_CHECK (2), NEXT
+BG_BUSY = LOAD_EXTRA + 1    # the LoadEngine is idle again beats + 4 cycles after its start
 
 
 def predict(instructions, cfg):

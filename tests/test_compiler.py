@@ -117,16 +117,16 @@ def test_background_load_hazard_is_refused():
 
 
 def test_cycle_model_overlaps_background_loads():
-    """A background LOAD of n beats costs 5 cycles; a WAIT right after it waits for the
-    rest (the LoadEngine is busy until n + 3 cycles after its DECODE)."""
+    """A background LOAD of n beats costs 6 cycles; a WAIT right after it waits for the
+    rest (the LoadEngine is busy until n + 4 cycles after its DECODE)."""
     cfg = NpuConfig()
     n = 100
     prog = [encode_load(Mem.WGT, 0, n, background=True), encode(Op.WAIT), encode(Op.DONE)]
     bg, wait, done = predict(prog, cfg)
-    assert bg == 5
-    # WAIT's FETCH is 5 cycles after the LOAD's; its DECODE (2 cycles after its FETCH) waits
-    # until cycle 2 + n + 3, when the LoadEngine is idle.
-    assert wait == 4 + (2 + n + 3) - (5 + 2)
+    assert bg == 6                # FETCH, LATCH, DECODE, 2 cycles of range check, NEXT
+    # WAIT's FETCH is 6 cycles after the LOAD's; its DECODE (2 cycles after its FETCH) waits
+    # until cycle 2 + n + 4, when the LoadEngine is idle (CHECK, CHECK2, n beats, DONE).
+    assert wait == 4 + (2 + n + 4) - (6 + 2)
     assert done == 3
     sync = predict([encode_load(Mem.WGT, 0, n), encode(Op.DONE)], cfg)
     assert sum(predict(prog, cfg)) == sum(sync) + 1      # + BG_CHECK
