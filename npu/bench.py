@@ -16,6 +16,7 @@ exists (``build/scaling/scaling.json`` from ``python -m hw.scaling``),
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import sys
@@ -54,6 +55,22 @@ LENET5 = {
 }
 
 
+def last_synthesis(rows, cols):
+    """``(result, stale)`` of the last ``make synth`` of npu_top RxC on ECP5: ``stale`` is a
+    message when the design's Verilog changed since (its Fmax no longer applies), else None."""
+    from hw.verilog import cached_verilog
+    path = ROOT / "build" / "synth" / f"npu-{rows}x{cols}-ecp5.json"
+    if not path.exists():
+        return None, None
+    synth = json.loads(path.read_text())
+    vpath, _ = cached_verilog("npu", rows=rows, cols=cols, dsp="ecp5")
+    now = hashlib.sha256(vpath.read_bytes()).hexdigest()[:16]
+    if synth.get("verilog_sha256") != now:
+        return synth, (f"the last synthesis ({path.relative_to(ROOT)}) is of an older design; "
+                       f"run make synth")
+    return synth, None
+
+
 def run_reference(rows, cols, batch, images, params=()):
     out = io.StringIO()
     extra = [a for p in params for a in ("-p", p)]
@@ -82,9 +99,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     R, C = args.rows, args.cols
     runs = {1: run_reference(R, C, 1, "0:4"), R: run_reference(R, C, R, f"0:{2 * R}")}
-    synth_file = ROOT / "build" / "synth" / f"npu-{R}x{C}-ecp5.json"
-    synth = json.loads(synth_file.read_text()) if synth_file.exists() else None
-    fmax = synth["fmax_mhz"] if synth else None
+    synth, stale = last_synthesis(R, C)
+    fmax = synth["fmax_mhz"] if synth and not stale else None
     lenet_rows, lenet_cycles = lenet5(R, C)
     # Double buffering: WGT too small for the resident weights, so they stream per batch.
     streamed = run_reference(R, C, 1, "0:4", [f"wgt_depth={STREAMED_WGT_DEPTH}"])
@@ -116,7 +132,7 @@ def main(argv=None):
           f"resident weights: {runs[1]['cycles_per_batch']}; "
           f"bit-exact: {'yes' if streamed['all_exact'] else 'NO'}")
     print(f"\nFmax (ECP5-85F, last make synth): "
-          f"{f'{fmax:.1f} MHz' if fmax else 'no synthesis result yet (make synth)'}")
+          f"{f'{fmax:.1f} MHz' if fmax else stale or 'no synthesis result yet (make synth)'}")
     print(f"\nLeNet-5 (32x32x3, batch 1) on {R}x{C}, cycle model vs SCALE-Sim formula:")
     macs = ss = 0
     for row in lenet_rows:
