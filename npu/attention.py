@@ -27,8 +27,8 @@ the plain one.
 ACT plan (words): A = Sq * max(ceil(d/C), ceil(Sk/C)), B = Sq * ceil(Sk/C), OUT = H * Sq *
 ceil(dv/C). With the default configuration (8 x 8, act_depth 2048, wgt_depth 2048,
 param_depth 64, imem_depth 256) S = d = 64 needs 512 + 512 + 512 ACT words, 1024 WGT words,
-16 PARAM entries and 41 instructions (42 causal); it runs in 14 981 cycles (13 129
-causal), of which the two CONVs take 8 330 (524 288 MACs on the 64-MAC array: 98 %).
+16 PARAM entries and 42 instructions (43 causal); it runs in 15 116 cycles (13 265
+causal), of which the two CONVs take 8 374 (524 288 MACs on the 64-MAC array: 98 %).
 
 Every refusal is a ``ValueError`` naming what is wrong: mismatched Q/K/V shapes, a size over
 what the configuration holds, a multiplier that does not fit the requantizer.
