@@ -419,20 +419,29 @@ class Pooling(wiring.Component):
         s4_max = Signal()
         out = Signal(data.ArrayLayout(signed(8), L))
         out_last = Signal()
+        # S3 registers the line buffer's result as it is (the read-modify-write path ends
+        # there); S3b takes its magnitude (for timing: not in the same cycle).
+        s3b_valid = Signal()
+        s3b_val = Signal(row)
+        s3b_last = Signal()
+        s3b_max = Signal()
+        s3b_k = Signal.like(k)
         with m.If(en):
             m.d.sync += [s3_valid.eq(s2_valid & s2_vany), s3_val.eq(vr), s3_last.eq(s2_last),
-                         s4_valid.eq(s3_valid), s4_val.eq(s3_val), s4_last.eq(s3_last),
-                         s4_neg.eq(s3_neg), s3_max.eq(s2_max), s3_k.eq(s2_k),
-                         s4_max.eq(s3_max),
+                         s3_max.eq(s2_max), s3_k.eq(s2_k),
+                         s3b_valid.eq(s3_valid), s3b_val.eq(s3_val), s3b_last.eq(s3_last),
+                         s3b_max.eq(s3_max), s3b_k.eq(s3_k),
+                         s4_valid.eq(s3b_valid), s4_val.eq(s3b_val), s4_last.eq(s3b_last),
+                         s4_neg.eq(s3_neg), s4_max.eq(s3b_max),
                          s5_valid.eq(s4_valid), out_last.eq(s4_last)]
             for lane in range(L):
-                v = vr[lane]
+                v = s3_val[lane]
                 mag = Mux(v < 0, -v, v)
                 q = (s4_p[lane] >> AVG_SHIFT)[:8]
                 m.d.sync += [
-                    s3_n[lane].eq((mag << 1) + s2_k * s2_k),
+                    s3_n[lane].eq((mag << 1) + s3_k * s3_k),
                     s3_neg[lane].eq(v < 0),
-                    s4_p[lane].eq(s3_n[lane] * mults[s3_k]),
+                    s4_p[lane].eq(s3_n[lane] * mults[s3b_k]),
                     out[lane].eq(Mux(s4_max, s4_val[lane][:8],
                                      Mux(s4_neg[lane], -q, q))),
                 ]

@@ -20,7 +20,7 @@ takes; DONE costs 3. Engine costs, derived from the RTL (R x C array, beats per 
   latency, the tile's other rows, requantizer; the activation table's latency with it) until the
   last row is written;
 * POOL: POOL_SETUP cycles to start, then per image (H + 2p) * (W + 2p) * G cycles (padding
-  positions cost a cycle each, G = words per pixel); the instruction ends 8 cycles after the
+  positions cost a cycle each, G = words per pixel); the instruction ends 9 cycles after the
   last beat
   any window needs, or 2 cycles after the last input beat, whichever is later;
 * SOFTMAX: a stage-by-stage schedule of the unit (:func:`softmax_cycles`): input, exp-sum
@@ -76,7 +76,7 @@ def conv_tail(R, C):
     R - 1 rows of the tile, the requantizer."""
     return CONV_ENGINE_TAIL + array_result_latency(R, C) + (R - 1) + REQUANT_LATENCY
 POOL_SETUP = 1 + setup_cycles(POOL_SETUP_DEPS) + ACT_READ_EXTRA
-POOL_OUT_TAIL = 8
+POOL_OUT_TAIL = 9
 POOL_IN_TAIL = 2
 SOFTMAX_SETUP = setup_cycles(SOFTMAX_SETUP_DEPS) - 1 + ACT_READ_EXTRA
 
