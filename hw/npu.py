@@ -291,9 +291,15 @@ class NpuTop(wiring.Component):
         load_idle = ~load.busy
         background_ok = (f_mem == Mem.WGT) | (f_mem == Mem.PARAM)
 
+        # The LoadEngine's abort is a synchronous reset of all its registers: registered, so
+        # the sequencer's error logic does not drive that fan-out in the same cycle (the
+        # LoadEngine stops one cycle after the error; nothing can start it in between).
+        abort = Signal()
+        m.d.sync += load.abort.eq(abort)
+
         def fail(code):
             m.d.sync += [busy.eq(0), err_flag.eq(1), err_code.eq(code), err_pc.eq(pc)]
-            m.d.comb += load.abort.eq(1)        # a background LOAD stops too
+            m.d.comb += abort.eq(1)             # a background LOAD stops too
             m.next = "IDLE"
 
         with m.FSM():
