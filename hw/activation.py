@@ -15,12 +15,12 @@ memory address is ``x`` with its sign bit flipped.
 
 ``result`` (out): one beat per input beat, in order, ``last`` copied.
 
-Table writes and lookups may overlap: a lookup accepted in the same cycle as (or before) the
-write of its entry sees the old entry, a lookup accepted later sees the new one (read ports are
-not transparent). Reload the table between frames to switch activations.
+Table writes and lookups may overlap, but a lookup must not read the entry being written in
+the same cycle (its value is then undefined); a lookup accepted later sees the new entry.
+Reload the table between frames to switch activations.
 
-Memory: one 256 x 8 memory per lane (one write port shared by all lanes, one synchronous read
-port each), i.e. ``lanes`` small block/distributed RAMs. ``init`` sets the table after
+Memory: one 256 x 8 :class:`hw.ram.BlockRam` per lane (one write port shared by all lanes,
+a 2-cycle registered read port each). ``init`` sets the table after
 configuration/reset of the FPGA image (e.g. identity), a table of the wrong length raises
 ``ValueError``.
 

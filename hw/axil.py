@@ -8,7 +8,8 @@ Register-bus side (all in the ``sync`` domain):
 
 * ``wr_en`` pulses for one cycle with ``wr_addr`` (byte address) and ``wr_data`` the cycle
   after a write (AW and W both present) is accepted (they are registers, so no path runs from
-  the AXI inputs into the owner's logic); B answers in the same cycle. ``wstrb`` is ignored:
+  the AXI inputs into the owner's logic); B answers from the next cycle, once the owner has
+  taken the write. ``wstrb`` is ignored:
   registers are written whole.
 * ``rd_en`` pulses with ``rd_addr``; the owner drives ``rd_data`` ``read_latency`` cycles
   later (1: a register or a synchronous memory; 2: a memory read plus a register), which is
@@ -64,14 +65,14 @@ class AxiLiteSlave(wiring.Component):
         m = Module()
 
         # Write: take AW and W together, register them, answer on B.
-        busy_w = Signal()
-        take_w = self.s_axil_awvalid & self.s_axil_wvalid & ~self.s_axil_bvalid & ~busy_w
+        # (~wr_en: no second write while the registered one is being taken)
+        take_w = self.s_axil_awvalid & self.s_axil_wvalid & ~self.s_axil_bvalid & ~self.wr_en
         m.d.comb += [
             self.s_axil_awready.eq(take_w),
             self.s_axil_wready.eq(take_w),
             self.s_axil_bresp.eq(0),
         ]
-        m.d.sync += [self.wr_en.eq(take_w), busy_w.eq(take_w)]
+        m.d.sync += self.wr_en.eq(take_w)
         with m.If(take_w):
             m.d.sync += [self.wr_addr.eq(self.s_axil_awaddr), self.wr_data.eq(self.s_axil_wdata)]
         with m.If(self.wr_en):
@@ -79,7 +80,8 @@ class AxiLiteSlave(wiring.Component):
         with m.Elif(self.s_axil_bready):
             m.d.sync += self.s_axil_bvalid.eq(0)
 
-        # Read: AR -> rd_en; the owner's data arrives one cycle later and is held on R.
+        # Read: AR -> rd_en; the owner's data arrives read_latency cycles later and is held
+        # on R.
         pending = Signal()
         take_r = self.s_axil_arvalid & ~self.s_axil_rvalid & ~pending
         m.d.comb += [

@@ -123,7 +123,7 @@ class ConvEngine(wiring.Component):
         nb_count = Signal(32)
         m.d.comb += nb_count.eq(Mux(reg(Reg.OUT_NB) == 0, reg(Reg.OUT_CW), reg(Reg.OUT_NB)))
 
-        sizes = ProductSteps([  # (destination, a, b): one product per cycle
+        sizes = ProductSteps([  # (destination, a, b), issued as scheduled by step_schedule
             (khkw, reg(Reg.KH), reg(Reg.KW)),
             (K, khkw, reg(Reg.CIN)),
             (in_row, reg(Reg.IN_W), reg(Reg.IN_CW)),
@@ -386,7 +386,7 @@ class ConvEngine(wiring.Component):
         wb_tile = Signal(34)              # address of row 0 of the current tile
         wb_blk = Signal(34)               # address of row 0, column block 0, current block
         # The write port is registered: its enable, address and data fan out to every ACT
-        # copy. `done` waits for that last write (finished_d).
+        # copy. `done` waits until the last write has left the engine (finished_d).
         m.d.sync += [self.act_wr_en.eq(wb_valid & wb_active & (wb_m < m_total)),
                      self.act_wr_addr.eq(wb_addr), self.act_wr_data.eq(wb_data)]
         finished = Signal()

@@ -8,7 +8,7 @@ Instructions are 64 bits, ``opcode`` in bits [7:0]:
 =========  ====  ==========================================================================
 name       code  fields and meaning
 =========  ====  ==========================================================================
-NOP        0x00  nothing (1 cycle)
+NOP        0x00  nothing
 SET        0x01  [15:8] configuration register (``Reg``), [63:32] value: sets the register
 LOAD       0x02  [11:8] memory (``Mem``), [35:12] word address, [36] background, [63:40] count:
                  take words from ``s_axis`` into the memory. ACT/WGT: one beat per word (C

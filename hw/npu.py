@@ -332,7 +332,7 @@ class NpuTop(wiring.Component):
                             fail(Error.CONFIG)
                         with m.Elif(load_idle):     # else wait for the background LOAD
                             m.d.comb += load.start.eq(1)
-                            m.d.sync += active.eq(1 << 0)
+                            m.d.sync += active.eq(1 << engines.index(load))
                             with m.If(f_background):
                                 m.next = "BG_CHECK"
                             with m.Else():

@@ -47,7 +47,8 @@ Pooling is separable (both max and sum):
    entries each (``Wo <= max_w + 1``); when an output row's last input row arrives, each
    finished ``(ox, g)`` leaves;
 3. finalize: max passes through; average computes ``sign(S) * ((2|S| + k*k) * M >> 32)``
-   in three pipeline stages.
+   in four pipeline stages (S3 registers the line buffer's result, S3b its magnitude, S4 the
+   product, S5 the rounded output).
 
 Every input beat is read-modify-written into at most ``slots`` accumulators at one address per
 stage, so the unit accepts one beat (one element per lane) per cycle; a read that follows a write
@@ -404,10 +405,10 @@ class Pooling(wiring.Component):
         vr = self._accumulate(m, "vacc", (self.max_w + 1) * G, s1_addr, s2_addr, en, s2_valid,
                               s2_value, s2_v[0], s2_v[1], s2_v[2], s2_max)
 
-        # ---- S3..S5: finalize (average: multiplier and shift) -------------------------
+        # ---- S3, S3b, S4, S5: finalize (average: multiplier and shift) ----------------
         nw = (2 * 128 * K * K + K * K).bit_length()
-        s3_n = [Signal(nw, name=f"s3_n{lane}") for lane in range(L)]
-        s3_neg = Signal(L)
+        s3b_n = [Signal(nw, name=f"s3b_n{lane}") for lane in range(L)]
+        s3b_neg = Signal(L)
         s3_val = Signal(row)
         s3_last = Signal()
         s3_max = Signal()
@@ -432,16 +433,16 @@ class Pooling(wiring.Component):
                          s3b_valid.eq(s3_valid), s3b_val.eq(s3_val), s3b_last.eq(s3_last),
                          s3b_max.eq(s3_max), s3b_k.eq(s3_k),
                          s4_valid.eq(s3b_valid), s4_val.eq(s3b_val), s4_last.eq(s3b_last),
-                         s4_neg.eq(s3_neg), s4_max.eq(s3b_max),
+                         s4_neg.eq(s3b_neg), s4_max.eq(s3b_max),
                          s5_valid.eq(s4_valid), out_last.eq(s4_last)]
             for lane in range(L):
                 v = s3_val[lane]
                 mag = Mux(v < 0, -v, v)
                 q = (s4_p[lane] >> AVG_SHIFT)[:8]
                 m.d.sync += [
-                    s3_n[lane].eq((mag << 1) + s3_k * s3_k),
-                    s3_neg[lane].eq(v < 0),
-                    s4_p[lane].eq(s3_n[lane] * mults[s3b_k]),
+                    s3b_n[lane].eq((mag << 1) + s3_k * s3_k),
+                    s3b_neg[lane].eq(v < 0),
+                    s4_p[lane].eq(s3b_n[lane] * mults[s3b_k]),
                     out[lane].eq(Mux(s4_max, s4_val[lane][:8],
                                      Mux(s4_neg[lane], -q, q))),
                 ]

@@ -36,15 +36,14 @@ Pipeline and throughput
 150 MHz and more on an ECP5 (no stage has more than one carry chain or a barrel shifter):
 
 * S0 bias add; the shift amounts split and clamped; S1 the left shift (39 bits); S2 the
-  saturation (the 8 top bits all equal, else a bound); the RDBPOT mask and thresholds are
-  precomputed from ``shift`` alongside;
+  saturation (the 8 top bits all equal, else a bound);
 * S3-S5 four 16 x 16 partial products of ``xs * m0`` (``xs = xh*2**16 + xl``,
   ``m0 = mh*2**16 + ml``, low halves unsigned), each a :class:`hw.pe.RegisteredMultiplier`:
   a MULT18X18D with its own three registers on ECP5 (``dsp="ecp5"``), a plain multiplier
   between registers elsewhere;
 * S6 ``q = xl*ml + 2**30`` and ``mid = xh*ml + xl*mh``; S7 ``s1 = mid + (q >> 16)``;
   S8 ``h = 2*(xh*mh) + (s1 >> 15)`` = ``(xs*m0 + 2**30) >> 31`` (or INT32_MAX on the one
-  overflow);
+  overflow), and beside it RDBPOT's mask and thresholds decoded from ``shift``;
 * S9 ``h >> right`` and the remainder; S10 the two threshold compares; S11 the rounding add;
   S12 the zero point; S13 ``z`` narrowed to 10 bits (or flagged far out of range); S14 the
   two clamp compares against the lane's own copy of qmin/qmax; S15 the clamp.

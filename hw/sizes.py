@@ -10,6 +10,7 @@ from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
 from .isa import Error, Reg
+from .pe import RegisteredMultiplier
 
 __all__ = ["ProductSteps", "SIZE_BITS", "STEP_LATENCY", "CHECK_SETTLE", "step_schedule",
            "setup_cycles",
@@ -107,7 +108,6 @@ class ProductSteps:
         self.last = Signal()
 
     def elaborate_into(self, m, run, restart):
-        from .pe import RegisteredMultiplier
         mul_a = Signal(32)
         mul_b = Signal(SIZE_BITS)
         lo = RegisteredMultiplier(17, 17, self.dsp)

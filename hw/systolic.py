@@ -107,8 +107,8 @@ class SystolicArray(wiring.Component):
         DP16KD block RAM with its output register).
     """
 
-    #: Read latency of the output memory (read register, fabric copy register).
-    READ_LATENCY = 2
+    #: Read latency of the output memory (a BlockRam: array read, output register).
+    READ_LATENCY = RAM_LATENCY
 
     def __init__(self, rows=8, cols=8, out_depth=None, dsp="generic"):
         _check_dim("rows", rows)
@@ -212,7 +212,7 @@ class SystolicArray(wiring.Component):
         # The read side is a prefetch pipeline whose control depends on registers only, so the
         # result stream's `ready` never reaches the block RAM or a wide register enable
         # through a chain of logic:
-        #   read (READ_LATENCY cycles: memory read register, fabric copy register) -> small
+        #   read (READ_LATENCY cycles: array read, output register) -> small
         #   queue in distributed RAM (QUEUE rows) -> row + bias into the output register.
         # A read is issued only when the queue has room for it and for the reads in flight.
         w_ptr = Signal(range(D))
@@ -278,7 +278,6 @@ class SystolicArray(wiring.Component):
         output registers on, so neither the RAM's clock-to-output nor a read-address fan-out
         over hundreds of distributed-RAM cells (which limited the 8 x 8 array to 139 MHz)
         sits on a path; elsewhere a memory read port and a register."""
-        assert self.READ_LATENCY == RAM_LATENCY
         ram = m.submodules.out_mem = BlockRam(width, depth, reads=1, dsp=self.dsp)
         m.d.comb += [ram.w_addr.eq(w_addr), ram.w_data.eq(w_data), ram.w_en.eq(w_en),
                      ram.r0_addr.eq(r_addr), ram.r0_en.eq(1)]

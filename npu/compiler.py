@@ -176,7 +176,7 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
 
     # Weights stay resident in WGT (loaded once by the setup program) when they all fit;
     # otherwise every conv/dense layer streams its weights in the inference program, in slices
-    # of as many column blocks as WGT holds, one CONV per slice (OUT_NB).
+    # of column blocks (slice_blocks: half of WGT, double buffered), one CONV per slice.
     total_w, geo = 0, shape if len(shape) == 3 else (1, 1, shape[0])
     for L in layers:
         if L.type in ("conv2d", "dense"):

@@ -46,7 +46,6 @@ from hw.softmax import BANKS as SM_BANKS
 from hw.softmax import DIV_STEPS as SM_DIV_STEPS
 from hw.softmax import EXP_LATENCY as SM_EXP_LATENCY
 from hw.softmax import MUL_STAGES as SM_MUL_STAGES
-from hw.softmax import RAM_LATENCY as SM_RAM_LATENCY
 from hw.ram import RAM_LATENCY
 from hw.sizes import setup_cycles
 from hw.softmax_engine import SETUP_DEPS as SOFTMAX_SETUP_DEPS
@@ -57,7 +56,7 @@ __all__ = ["predict", "program_cycles", "conv_cycles", "pool_cycles", "softmax_c
 SEQ = 4                 # FETCH + LATCH + DECODE + NEXT
 # STORE, POOL and SOFTMAX read ACT through a StoreEngine: a block RAM read of RAM_LATENCY
 # cycles (one more than a plain synchronous read) after a registered, 2-cycle range check.
-ACT_READ_EXTRA = RAM_LATENCY - 1 + 1
+ACT_READ_EXTRA = (RAM_LATENCY - 1) + 1     # the longer read, CHECK2
 DECODE = 2              # cycle of DECODE after FETCH
 # Engine start-up (hw.sizes.engine_fsm: size check, setup products, settle, range check),
 # from the same product schedule as the hardware.
@@ -106,10 +105,10 @@ SOFTMAX_BANKS = SM_BANKS                        # hw.softmax.SoftmaxUnit default
 SOFTMAX_DESC = 2         # last element in to the exp-sum stage's start (registered descriptor)
 # exp-sum pipeline: last element read to the sum in the divider FIFO (buffer read, ExpUnit,
 # accumulator/FIFO write)
-SOFTMAX_SUM_READY = SM_RAM_LATENCY + SM_EXP_LATENCY + 1
+SOFTMAX_SUM_READY = RAM_LATENCY + SM_EXP_LATENCY + 1
 SOFTMAX_DIVIDE = SM_DIV_STEPS + 1               # divider start to quotient available
 # output stage: start to last probability, beyond L (buffer read, ExpUnit, e * R, v, clamp)
-SOFTMAX_OUT = SM_RAM_LATENCY + SM_EXP_LATENCY + SM_MUL_STAGES + 2
+SOFTMAX_OUT = RAM_LATENCY + SM_EXP_LATENCY + SM_MUL_STAGES + 2
 SOFTMAX_DONE = 4         # last probability (or -128 word) to the end of the instruction
 
 
