@@ -86,3 +86,29 @@ def mult18x18d_model():
         "  end",
         f"  assign {{{', '.join(f'P{n}' for n in reversed(range(36)))}}} = po;",
         "endmodule", ""])
+
+
+def run_ecp5_build(vpath, top, test_module, testcase, env, work, sim="icarus"):
+    """Build the ``dsp="ecp5"`` Verilog ``vpath`` (top ``top``) with these primitive models in
+    ``work`` and run cocotb ``test_module``'s ``testcase`` with ``env``; returns
+    ``(tests, failures)`` read from results.xml (the runner raises only under pytest's own
+    collection, so failures are read back rather than caught)."""
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    from .runner import TIMESCALE, _apply_env
+    model = work / "ecp5_models.v"
+    model.write_text(ecp5_models())
+    _apply_env(sim)
+    runner = get_runner(sim)
+    runner.build(sources=[vpath, model], hdl_toplevel=top, build_dir=work / "build",
+                 timescale=TIMESCALE, always=True, log_file=work / "build.log")
+    xml = work / "results.xml"
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
+                    testcase=testcase, build_dir=work / "build", test_dir=work,
+                    results_xml=str(xml), timescale=TIMESCALE,
+                    extra_env={k: str(v) for k, v in env.items()}, log_file=work / "test.log")
+    except (Exception, SystemExit):     # failures are read from results.xml
+        pass
+    return get_results(xml)

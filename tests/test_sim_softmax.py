@@ -9,7 +9,7 @@ import json
 import pytest
 
 from hw.softmax import DIV_STEPS
-from sim.ecp5_models import ecp5_models
+from sim.ecp5_models import run_ecp5_build
 from sim.runner import missing_simulator, run
 
 MAXLEN = 256
@@ -79,34 +79,15 @@ def test_icarus_ecp5_primitives(tmp_path, sim_seed):
     sim = "icarus"
     if missing_simulator(sim):
         pytest.skip(missing_simulator(sim))
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
-
     from hw.verilog import cached_verilog
-    from sim.runner import TIMESCALE, _apply_env
     seed = sim_seed(43)
     vpath, top = cached_verilog("softmax", max_len=MAXLEN, dsp="ecp5")
     text = vpath.read_text()
     assert text.count("DP16KD") >= 3 and text.count("MULT18X18D") >= 5
-    model = tmp_path / "ecp5_models.v"
-    model.write_text(ecp5_models())
-    _apply_env(sim)
-    runner = get_runner(sim)
-    runner.build(sources=[vpath, model], hdl_toplevel=top, build_dir=tmp_path / "build",
-                 timescale=TIMESCALE, always=True, log_file=tmp_path / "build.log")
-    xml = tmp_path / "results.xml"
     report = tmp_path / "perf.json"
-    try:
-        runner.test(test_module="sim.tb_softmax", hdl_toplevel=top, hdl_toplevel_lang="verilog",
-                    testcase=["random_vectors", "throughput"], build_dir=tmp_path / "build",
-                    test_dir=tmp_path, results_xml=str(xml), timescale=TIMESCALE,
-                    extra_env={"NPU_MAXLEN": str(MAXLEN), "NPU_SEED": str(seed),
-                               "NPU_COUNT": "30", "NPU_LENS": "256,16,1",
-                               "NPU_REPORT": str(report)},
-                    log_file=tmp_path / "test.log")
-    except (Exception, SystemExit):     # failures are read from results.xml
-        pass
-    tests, fails = get_results(xml)
+    tests, fails = run_ecp5_build(vpath, top, "sim.tb_softmax", ["random_vectors", "throughput"],
+                                  {"NPU_MAXLEN": MAXLEN, "NPU_SEED": seed, "NPU_COUNT": 30,
+                                   "NPU_LENS": "256,16,1", "NPU_REPORT": report}, tmp_path, sim)
     assert tests == 2 and fails == 0, f"ECP5 softmax failed (NPU_SEED={seed}), see {tmp_path}"
     for rec in json.loads(report.read_text())["records"]:
         L, cpv = rec["length"], rec["cycles_per_vector"]

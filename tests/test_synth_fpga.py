@@ -14,7 +14,7 @@ import pytest
 from hw.fpga import harness_verilog, pe_cost, verilog_ports
 from hw.pe import ProcessingElement
 from hw.verilog import cached_verilog
-from sim.ecp5_models import ecp5_models
+from sim.ecp5_models import ecp5_models, run_ecp5_build
 from sim.runner import TIMESCALE, missing_simulator, run
 
 
@@ -108,27 +108,11 @@ def test_ecp5_requantizer_is_bit_exact_on_icarus(tmp_path):
     sim = "icarus"
     if missing_simulator(sim):
         pytest.skip(missing_simulator(sim))
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
-
-    from sim.runner import _apply_env
     lanes = 4
     vpath, top = cached_verilog("requant", lanes=lanes, dsp="ecp5")
     assert vpath.read_text().count("MULT18X18D") >= 4 * lanes
-    model = tmp_path / "ecp5_models.v"
-    model.write_text(ecp5_models())
-    _apply_env(sim)
-    runner = get_runner(sim)
-    runner.build(sources=[vpath, model], hdl_toplevel=top, build_dir=tmp_path / "build",
-                 timescale=TIMESCALE, always=True, log_file=tmp_path / "build.log")
-    xml = tmp_path / "results.xml"
-    try:
-        runner.test(test_module="sim.tb_requant", hdl_toplevel=top, hdl_toplevel_lang="verilog",
-                    testcase=["random_cases", "bad_shift_sets_error"], build_dir=tmp_path / "build",
-                    test_dir=tmp_path, results_xml=str(xml), timescale=TIMESCALE,
-                    extra_env={"NPU_LANES": str(lanes), "NPU_SEED": "33", "NPU_COUNT": "25"},
-                    log_file=tmp_path / "test.log")
-    except Exception:
-        pass
-    tests, fails = get_results(xml)
+    tests, fails = run_ecp5_build(vpath, top, "sim.tb_requant",
+                                  ["random_cases", "bad_shift_sets_error"],
+                                  {"NPU_LANES": lanes, "NPU_SEED": 33, "NPU_COUNT": 25},
+                                  tmp_path, sim)
     assert tests == 2 and fails == 0, f"ECP5 requantizer failed (NPU_SEED=33), see {tmp_path}"
