@@ -20,8 +20,8 @@ Execution
 The host writes a program into IMEM (AXI4-Lite), writes CTRL.START and streams the data that
 the program's LOADs take. The sequencer runs one instruction at a time from instruction 0:
 FETCH and LATCH (2 cycles: IMEM's block RAM read and output register), DECODE (1 cycle; SET and NOP
-finish here), EXEC (the engine's cycles), NEXT
-(1 cycle: the instruction's cycle count is stored in COUNTERS[pc]). DONE or an error ends the
+finish here), EXEC (the engine's cycles, and one more: the sequencer registers the engine's
+done), NEXT (1 cycle: the instruction's cycle count is stored in COUNTERS[pc]). DONE or an error ends the
 run and the accelerator is idle again; a reset at any time leaves it idle with cleared status.
 
 The one exception is a background LOAD (WGT or PARAM; :mod:`hw.isa`): after its range check
@@ -276,18 +276,24 @@ class NpuTop(wiring.Component):
         with m.If(busy):
             m.d.sync += [run_cycles.eq(run_cycles + 1), instr_cycles.eq(instr_cycles + 1)]
 
-        engine_done = Signal()
-        engine_error = Signal(4)
         dispatch = [(Op.LOAD, load), (Op.STORE, store), (Op.CONV, conv), (Op.POOL, pool),
                     (Op.SOFTMAX, smx)]
         engines = [engine for _, engine in dispatch]
         # The engine EXEC waits for (a background LOAD may finish while another engine runs).
+        # Its done and error are registered here, one cycle later: the engines' done/error
+        # logic sits far from the sequencer and must not share a cycle with its state logic.
         active = Signal(len(engines))
-        m.d.comb += [engine_done.eq((Cat(*[e.done for e in engines]) & active).any()),
-                     engine_error.eq(0)]
+        done_any = Signal()
+        error_any = Signal(4)
+        m.d.comb += done_any.eq((Cat(*[e.done for e in engines]) & active).any())
         for n, e in enumerate(engines):
             with m.If(e.done & active[n]):
-                m.d.comb += engine_error.eq(e.error)
+                m.d.comb += error_any.eq(e.error)
+        # Only done pulses during EXEC count (a background LOAD may end in DECODE, while
+        # `active` still names it).
+        engine_done = Signal()
+        engine_error = Signal(4)
+        m.d.sync += engine_done.eq(0)
         load_idle = ~load.busy
         background_ok = (f_mem == Mem.WGT) | (f_mem == Mem.PARAM)
 
@@ -362,6 +368,7 @@ class NpuTop(wiring.Component):
                 with m.Elif(load.accepted):
                     m.next = "NEXT"
             with m.State("EXEC"):
+                m.d.sync += [engine_done.eq(done_any), engine_error.eq(error_any)]
                 with m.If(engine_done):
                     with m.If(engine_error != Error.NONE):
                         fail(engine_error)

@@ -31,7 +31,7 @@ class PoolEngine(wiring.Component):
         self.dsp = dsp
         self.cols, self.act_depth = cols, act_depth
         self.limits = dict(max_h=max_h, max_w=max_w, max_c=max_c, max_k=max_k)
-        self.pool = Pooling(lanes=cols, registered_config=True, **self.limits)
+        self.pool = Pooling(lanes=cols, registered_config=True, dsp=dsp, **self.limits)
         self.reader = StoreEngine(cols, act_depth)
         super().__init__(streaming_engine_members(cols, act_depth))
 

@@ -47,17 +47,25 @@ Pooling is separable (both max and sum):
    entries each (``Wo <= max_w + 1``); when an output row's last input row arrives, each
    finished ``(ox, g)`` leaves;
 3. finalize: max passes through; average computes ``sign(S) * ((2|S| + k*k) * M >> 32)``
-   in four pipeline stages (S3 registers the line buffer's result, S3b its magnitude, S4 the
-   product, S5 the rounded output).
+   in eight stages: S3 registers the line buffer's result, S3b its magnitude, then registered
+   16 x 16-bit multipliers (:class:`hw.pe.RegisteredMultiplier`, 3 stages; MULT18X18D with
+   ``dsp="ecp5"``), two adds of their partial products and the rounded output.
 
 Every input beat is read-modify-written into at most ``slots`` accumulators at one address per
-stage, so the unit accepts one beat (one element per lane) per cycle; a read that follows a write
-of the same address one cycle later gets the new value through a transparent read port. The
-whole pipeline advances when its output register is empty or ``result.ready`` is high.
+stage, so the unit accepts one beat (one element per lane) per cycle. The horizontal slot
+memories (``G`` entries) use a transparent read port: a read that follows a write of the same
+address one cycle later gets the new value. The line buffers are :class:`hw.ram.BlockRam`
+(DP16KD with its output register on ECP5): a beat's read is issued when it is at the front, two
+cycles before its write, so nothing but the accumulation follows the RAM. The same address
+comes round one padded row later, ``(W + 2*pad) * G`` beats; when that is fewer than 3
+(``tiny`` frames, e.g. global pooling of a 1 x 1 or 2 x 2 map) the unit takes one beat every
+3 cycles so that every read follows the write it needs. The whole pipeline advances when its
+output register is empty or ``result.ready`` is high.
 
 Throughput: inside a row the unit takes one beat per cycle, and a frame starts in the cycle
 its first beat arrives. Padding positions cost one cycle each (``2*pad*G`` per row, ``2*pad``
-padded rows per image), so an image takes ``(H + 2*pad) * (W + 2*pad) * G`` cycles: with
+padded rows per image), so an image takes ``(H + 2*pad) * (W + 2*pad) * G`` cycles (3 times
+that for ``tiny`` frames): with
 ``pad = 0`` images stream back to back at one beat per cycle (measured 1.000 over two
 32 x 32 x 64 images); with ``pad = 1`` on 32 x 32 x 64 it takes
 0.943 beats per cycle between its first and last input beat, 0.886 over the whole image.
@@ -66,7 +74,8 @@ port cannot sustain one input beat per cycle anyway.)
 
 Resources: horizontal ``slots`` x ``G`` x ``lanes`` accumulators, vertical ``slots`` x
 ``(max_w + 1) * G`` x ``lanes`` accumulators (the line buffers), ``acc_width = 8 + 2 *
-bits(max_k - 1) + 1`` bits each; ``lanes`` multipliers of about 19 x 32 bits for the average.
+bits(max_k - 1) + 1`` bits each; ``2 * ceil(nw / 16)`` 16 x 16-bit multipliers per lane for the
+average (``nw`` = bits of ``2*128*max_k**2 + max_k**2``: 2 per lane for ``max_k <= 15``).
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -76,6 +85,8 @@ from amaranth.lib.wiring import In, Out
 
 from golden.pooling import AVG_SHIFT, MAX_POOL_K, avg_pool_multiplier
 
+from .pe import RegisteredMultiplier, check_dsp
+from .ram import RAM_LATENCY, BlockRam
 from .requantizer import check_lanes
 
 __all__ = ["Pooling", "config_layout", "lanes_layout", "MAX_SIZE", "MODE_MAX", "MODE_AVG"]
@@ -123,11 +134,17 @@ class Pooling(wiring.Component):
         ``ceil(k / stride) <= slots``, unless the image is so small that at most ``slots``
         windows fit along that dimension (``slots*stride + k > size + 2*pad``; e.g. global
         pooling, ``k = H = W``, works with any stride).
+    registered_config : bool
+        See the module docstring.
+    dsp : str
+        Target of the line buffers and the average's multipliers (:data:`hw.pe.DSP_KINDS`);
+        the cycle behaviour is the same for all.
     """
 
     def __init__(self, lanes=4, max_h=32, max_w=32, max_c=64, max_k=32, slots=3,
-                 registered_config=False):
+                 registered_config=False, dsp="generic"):
         check_lanes(lanes)
+        self.dsp = check_dsp(dsp)
         self.registered_config = bool(registered_config)
         _check_int("max_h", max_h, 1, MAX_SIZE)
         _check_int("max_w", max_w, 1, MAX_SIZE)
@@ -215,28 +232,44 @@ class Pooling(wiring.Component):
         return Cat(*use), Cat(*first), Cat(*close), close_any, closing_last
 
     def _accumulate(self, m, name, depth, rd_addr, wr_addr, en, valid, value, use, first, close,
-                    is_max):
+                    is_max, block_ram=False):
         """Slot memories with read-modify-write: ``slots`` memories of ``depth`` entries of
-        ``lanes`` accumulators. The read for the next beat is issued at ``rd_addr`` while the
-        current beat (``valid``, ``value`` at ``wr_addr``) writes. Returns the value of the
-        closing slot."""
+        ``lanes`` accumulators. Returns the value of the closing slot.
+
+        Without ``block_ram`` the read for the next beat is issued at ``rd_addr`` while the
+        current beat (``valid``, ``value`` at ``wr_addr``) writes (a transparent read port).
+        With it, each slot is a :class:`hw.ram.BlockRam` read ``RAM_LATENCY`` (2) ``en``
+        cycles ahead of the beat's write and nothing follows the RAM's output register but
+        the accumulation; the caller guarantees that no address is read before the write
+        two cycles earlier has landed (see ``tiny`` in :meth:`elaborate`)."""
         L, A, AW = self.lanes, self.slots, self.acc_width
         row = data.ArrayLayout(signed(AW), L)
         result = Signal(row, name=f"{name}_result")
         results = []
         for j in range(A):
-            mem = m.submodules[f"{name}_mem{j}"] = Memory(shape=row, depth=depth, init=[])
-            wp = mem.write_port()
-            rp = mem.read_port(domain="sync", transparent_for=(wp,))
             new = Signal(row, name=f"{name}_new{j}")
+            if block_ram:
+                ram = BlockRam(AW * L, depth, reads=1, dsp=self.dsp)
+                m.submodules[f"{name}_ram{j}"] = ram
+                old_row = row(ram.r0_data)
+                m.d.comb += [
+                    ram.r0_en.eq(en), ram.r0_addr.eq(rd_addr),
+                    ram.w_en.eq(en & valid & use[j]), ram.w_addr.eq(wr_addr),
+                    ram.w_data.eq(new.as_value()),
+                ]
+            else:
+                mem = m.submodules[f"{name}_mem{j}"] = Memory(shape=row, depth=depth, init=[])
+                wp = mem.write_port()
+                rp = mem.read_port(domain="sync", transparent_for=(wp,))
+                old_row = rp.data
+                m.d.comb += [
+                    rp.en.eq(en), rp.addr.eq(rd_addr),
+                    wp.en.eq(en & valid & use[j]), wp.addr.eq(wr_addr), wp.data.eq(new),
+                ]
             for lane in range(L):
-                old, v = rp.data[lane], value[lane]
+                old, v = old_row[lane], value[lane]
                 comb = Mux(is_max, Mux(old > v, old, v), old + v)
                 m.d.comb += new[lane].eq(Mux(first[j], v, comb))
-            m.d.comb += [
-                rp.en.eq(en), rp.addr.eq(rd_addr),
-                wp.en.eq(en & valid & use[j]), wp.addr.eq(wr_addr), wp.data.eq(new),
-            ]
             results.append(new)
         m.d.comb += result.eq(results[0])
         for j in range(1, A):
@@ -276,10 +309,13 @@ class Pooling(wiring.Component):
             "hp": ch.h + (ch.pad << 1), "wp": ch.w + (ch.pad << 1), "h": ch.h, "w": ch.w,
             "c": ch.c, "k": ch.k, "s": ch.stride, "pad": ch.pad, "is_max": ch.mode == MODE_MAX,
             "padval": Mux(ch.mode == MODE_MAX, -128, ch.zero_point),
+            # fewer than 3 beats per padded row: see `hold` below
+            "tiny": (((ch.w + (ch.pad << 1)) == 1) & (ch.c <= 2 * L))
+                    | (((ch.w + (ch.pad << 1)) == 2) & (ch.c <= L)),
         }
         shapes = {"hp": pos_w, "wp": pos_w, "h": pos_w, "w": pos_w, "c": 16,
                   "k": range(K + 1), "s": 8, "pad": range(K // 2 + 1), "is_max": 1,
-                  "padval": signed(8)}
+                  "padval": signed(8), "tiny": 1}
         cur = {}
         for name, shape in shapes.items():
             reg = Signal(shape, name=f"frame_{name}")
@@ -290,7 +326,10 @@ class Pooling(wiring.Component):
                 m.d.sync += reg.eq(port_vals[name])
         hp, wp_, h, w, c = cur["hp"], cur["wp"], cur["h"], cur["w"], cur["c"]
         k, s, pad, is_max, padval = cur["k"], cur["s"], cur["pad"], cur["is_max"], cur["padval"]
+        tiny = cur["tiny"]
+        # The average's k*k and multiplier travel with each beat (k may change between frames).
         mults = Array([Const(avg_pool_multiplier(i)[0] if i else 0, 32) for i in range(K + 1)])
+        squares = Array([Const(i * i, (K * K).bit_length()) for i in range(K + 1)])
 
         yp = Signal(pos_w, name="yp")
         xp = Signal(pos_w, name="xp")
@@ -299,21 +338,28 @@ class Pooling(wiring.Component):
         hr_count = Signal(range((self.max_w + 1) * G + 1), name="hr_count")
 
         # ---- pipeline enable -----------------------------------------------------------
-        s1_valid, s2_valid, s3_valid, s4_valid, s5_valid = (Signal(name=f"s{i}_valid")
-                                                            for i in range(1, 6))
+        s1_valid, s2_valid, s3_valid, out_valid = (Signal(name=f"s{i}_valid")
+                                                   for i in ("1", "2", "3", "out"))
         en = Signal()
-        m.d.comb += en.eq(~s5_valid | res.ready)
+        m.d.comb += en.eq(~out_valid | res.ready)
 
         # ---- front: walk the padded image ----------------------------------------------
         real = Signal()
         m.d.comb += real.eq((yp >= pad) & (yp < pad + h) & (xp >= pad) & (xp < pad + w))
         walking = Signal()          # RUN, or IDLE with a valid first beat and a good config
         m.d.comb += walking.eq((state == RUN) | (idle & inp.valid & ok))
+        # The line buffers are read when a beat is at the front and written two cycles
+        # later (S2). In a padded row of 3 or more beats the same address comes round at
+        # least 3 cycles later; `tiny` frames (1 or 2 beats per row) take one beat every 3
+        # cycles instead.
+        adv_d2 = Signal()                   # a beat advanced 2 en-cycles ago (S1 -> S2)
+        hold = Signal()
+        m.d.comb += hold.eq(tiny & (s1_valid | adv_d2))
         front_valid = Signal()
-        m.d.comb += front_valid.eq(walking & (~real | inp.valid))
+        m.d.comb += front_valid.eq(walking & (~real | inp.valid) & ~hold)
         advance = Signal()
         m.d.comb += advance.eq(en & front_valid)
-        m.d.comb += inp.ready.eq((walking & en & real) | (state == DROP))
+        m.d.comb += inp.ready.eq((walking & en & real & ~hold) | (state == DROP))
 
         g_last = Signal()
         x_last = Signal()
@@ -373,10 +419,12 @@ class Pooling(wiring.Component):
         s1_addr = Signal.like(hr_count)
         s1_last = Signal()
         s1_max = Signal()
-        s1_k = Signal.like(k)
+        s1_kk = Signal(len(squares[0]))
+        s1_m = Signal(32)
         with m.If(en):
             m.d.sync += [
-                s1_valid.eq(advance), s1_g.eq(g), s1_max.eq(is_max), s1_k.eq(k),
+                s1_valid.eq(advance), adv_d2.eq(s1_valid), s1_g.eq(g), s1_max.eq(is_max),
+                s1_kk.eq(squares[k]), s1_m.eq(mults[k]),
                 s1_h[0].eq(h_use), s1_h[1].eq(h_first), s1_h[2].eq(h_close), s1_hany.eq(h_any),
                 s1_v[0].eq(v_use), s1_v[1].eq(v_first), s1_v[2].eq(v_close), s1_vany.eq(v_any),
                 s1_addr.eq(hr_count),
@@ -394,61 +442,115 @@ class Pooling(wiring.Component):
         s2_addr = Signal.like(hr_count)
         s2_last = Signal()
         s2_max = Signal()
-        s2_k = Signal.like(k)
+        s2_kk = Signal.like(s1_kk)
+        s2_m = Signal.like(s1_m)
         with m.If(en):
             m.d.sync += [
                 s2_valid.eq(s1_valid & s1_hany), s2_value.eq(hr),
-                s2_max.eq(s1_max), s2_k.eq(s1_k),
+                s2_max.eq(s1_max), s2_kk.eq(s1_kk), s2_m.eq(s1_m),
                 s2_v[0].eq(s1_v[0]), s2_v[1].eq(s1_v[1]), s2_v[2].eq(s1_v[2]),
                 s2_vany.eq(s1_vany), s2_addr.eq(s1_addr), s2_last.eq(s1_last),
             ]
-        vr = self._accumulate(m, "vacc", (self.max_w + 1) * G, s1_addr, s2_addr, en, s2_valid,
-                              s2_value, s2_v[0], s2_v[1], s2_v[2], s2_max)
+        # Read issued at the front (hr_count is the beat's s1_addr), RAM_LATENCY before S2.
+        assert RAM_LATENCY == 2
+        vr = self._accumulate(m, "vacc", (self.max_w + 1) * G, hr_count, s2_addr, en, s2_valid,
+                              s2_value, s2_v[0], s2_v[1], s2_v[2], s2_max, block_ram=True)
 
-        # ---- S3, S3b, S4, S5: finalize (average: multiplier and shift) ----------------
+        # ---- finalize: S3, S3b, multiplier (3), two adds, output --------------------------
+        # Average: sign(S) * ((2|S| + k*k) * M >> 32). S3 registers the line buffer's result
+        # (the read-modify-write path ends there), S3b takes its magnitude; n * M is summed
+        # from 16 x 16-bit products of registered multipliers (hw.pe.RegisteredMultiplier).
         nw = (2 * 128 * K * K + K * K).bit_length()
-        s3b_n = [Signal(nw, name=f"s3b_n{lane}") for lane in range(L)]
-        s3b_neg = Signal(L)
+        n_chunks = -(-nw // 16)
         s3_val = Signal(row)
         s3_last = Signal()
         s3_max = Signal()
-        s3_k = Signal.like(k)
-        s4_p = [Signal(nw + 32, name=f"s4_p{lane}") for lane in range(L)]
-        s4_neg = Signal(L)
-        s4_val = Signal(row)
-        s4_last = Signal()
-        s4_max = Signal()
-        out = Signal(data.ArrayLayout(signed(8), L))
-        out_last = Signal()
-        # S3 registers the line buffer's result as it is (the read-modify-write path ends
-        # there); S3b takes its magnitude (for timing: not in the same cycle).
+        s3_kk = Signal.like(s1_kk)
+        s3_m = Signal.like(s1_m)
         s3b_valid = Signal()
-        s3b_val = Signal(row)
+        s3b_n = [Signal(nw, name=f"s3b_n{lane}") for lane in range(L)]
+        s3b_neg = Signal(L)
+        s3b_val8 = Signal(data.ArrayLayout(signed(8), L))
         s3b_last = Signal()
         s3b_max = Signal()
-        s3b_k = Signal.like(k)
+        s3b_m = Signal.like(s1_m)
         with m.If(en):
             m.d.sync += [s3_valid.eq(s2_valid & s2_vany), s3_val.eq(vr), s3_last.eq(s2_last),
-                         s3_max.eq(s2_max), s3_k.eq(s2_k),
-                         s3b_valid.eq(s3_valid), s3b_val.eq(s3_val), s3b_last.eq(s3_last),
-                         s3b_max.eq(s3_max), s3b_k.eq(s3_k),
-                         s4_valid.eq(s3b_valid), s4_val.eq(s3b_val), s4_last.eq(s3b_last),
-                         s4_neg.eq(s3b_neg), s4_max.eq(s3b_max),
-                         s5_valid.eq(s4_valid), out_last.eq(s4_last)]
+                         s3_max.eq(s2_max), s3_kk.eq(s2_kk), s3_m.eq(s2_m),
+                         s3b_valid.eq(s3_valid), s3b_last.eq(s3_last), s3b_max.eq(s3_max),
+                         s3b_m.eq(s3_m)]
             for lane in range(L):
                 v = s3_val[lane]
-                mag = Mux(v < 0, -v, v)
-                q = (s4_p[lane] >> AVG_SHIFT)[:8]
-                m.d.sync += [
-                    s3b_n[lane].eq((mag << 1) + s3_k * s3_k),
-                    s3b_neg[lane].eq(v < 0),
-                    s4_p[lane].eq(s3b_n[lane] * mults[s3b_k]),
-                    out[lane].eq(Mux(s4_max, s4_val[lane][:8],
-                                     Mux(s4_neg[lane], -q, q))),
-                ]
+                m.d.sync += [s3b_n[lane].eq((Mux(v < 0, -v, v) << 1) + s3_kk),
+                             s3b_neg[lane].eq(v < 0), s3b_val8[lane].eq(v[:8])]
+
+        # Multipliers: 3 en-cycles; the beat's other fields travel beside them.
+        STAGES = RegisteredMultiplier.STAGES
+
+        def delay(value, name):
+            for n in range(STAGES):
+                reg = Signal.like(value, name=f"{name}_m{n + 1}")
+                with m.If(en):
+                    m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        prod = []                           # prod[lane][chunk][half], unsigned 32 bits
+        for lane in range(L):
+            per_chunk = []
+            for c_i in range(n_chunks):
+                halves = []
+                for h_i in range(2):
+                    mul = RegisteredMultiplier(17, 17, self.dsp)
+                    m.submodules[f"avg_mul{lane}_{c_i}_{h_i}"] = mul
+                    m.d.comb += [mul.a.eq(s3b_n[lane][16 * c_i:16 * c_i + 16]),
+                                 mul.b.eq(s3b_m[16 * h_i:16 * h_i + 16]), mul.ce.eq(en)]
+                    halves.append(mul.p[:32])
+                per_chunk.append(halves)
+            prod.append(per_chunk)
+        mv_valid = delay(s3b_valid, "valid")
+        mv_neg = delay(s3b_neg, "neg")
+        mv_val8 = delay(s3b_val8, "val8")
+        mv_last = delay(s3b_last, "last")
+        mv_max = delay(s3b_max, "max")
+
+        # Two adds: each chunk's two halves, then the chunks.
+        a_sum = [[Signal(49, name=f"a_sum{lane}_{c_i}") for c_i in range(n_chunks)]
+                 for lane in range(L)]
+        a_valid, a_neg, a_val8, a_last, a_max = (Signal.like(x, name=f"a_{n}") for x, n in (
+            (mv_valid, "valid"), (mv_neg, "neg"), (mv_val8, "val8"), (mv_last, "last"),
+            (mv_max, "max")))
+        b_sum = [Signal(nw + 32, name=f"b_sum{lane}") for lane in range(L)]
+        b_valid, b_neg, b_val8, b_last, b_max = (Signal.like(x, name=f"b_{n}") for x, n in (
+            (mv_valid, "valid"), (mv_neg, "neg"), (mv_val8, "val8"), (mv_last, "last"),
+            (mv_max, "max")))
+        out = Signal(data.ArrayLayout(signed(8), L))
+        out_last = Signal()
+        with m.If(en):
+            m.d.sync += [a_valid.eq(mv_valid), a_neg.eq(mv_neg), a_val8.eq(mv_val8),
+                         a_last.eq(mv_last), a_max.eq(mv_max),
+                         b_valid.eq(a_valid), b_neg.eq(a_neg), b_val8.eq(a_val8),
+                         b_last.eq(a_last), b_max.eq(a_max),
+                         out_valid.eq(b_valid), out_last.eq(b_last)]
+            for lane in range(L):
+                for c_i in range(n_chunks):
+                    lo, hi = prod[lane][c_i]
+                    m.d.sync += a_sum[lane][c_i].eq(lo + (hi << 16))
+                m.d.sync += b_sum[lane].eq(_balanced_sum(
+                    [a_sum[lane][c_i] << (16 * c_i) for c_i in range(n_chunks)]))
+                q = (b_sum[lane] >> AVG_SHIFT)[:8]
+                m.d.sync += out[lane].eq(Mux(b_max, b_val8[lane], Mux(b_neg[lane], -q, q)))
         m.d.comb += [
-            res.valid.eq(s5_valid),
+            res.valid.eq(out_valid),
             res.payload.last.eq(out_last),
             res.payload.data.as_value().eq(out.as_value()),
         ]
         return m
+
+
+def _balanced_sum(terms):
+    """Sum as a balanced tree (a long left-nested chain overflows Python's recursion limit)."""
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]

@@ -2,7 +2,8 @@
 the hardware's per-instruction counters (CSR.COUNTERS) measure it (FETCH to NEXT inclusive).
 
 Every instruction costs 4 sequencer cycles (FETCH, LATCH, DECODE, NEXT) plus what its engine
-takes; DONE costs 3. Engine costs, derived from the RTL (R x C array, beats per tile = K):
+takes, plus 1 when it runs an engine in EXEC (the sequencer registers the engine's done);
+DONE costs 3. Engine costs, derived from the RTL (R x C array, beats per tile = K):
 
 * LOAD ACT/WGT of n words: n + 3; PARAM of n entries: 9n + 3; LUT: ceil(256/C) * (C+2) + 3
   (with ``s_axis`` always valid; the range check takes 2 cycles);
@@ -20,9 +21,9 @@ takes; DONE costs 3. Engine costs, derived from the RTL (R x C array, beats per 
   latency, the tile's other rows, requantizer; the activation table's latency with it) until the
   last row is written;
 * POOL: POOL_SETUP cycles to start, then per image (H + 2p) * (W + 2p) * G cycles (padding
-  positions cost a cycle each, G = words per pixel); the instruction ends 9 cycles after the
-  last beat
-  any window needs, or 2 cycles after the last input beat, whichever is later;
+  positions cost a cycle each, G = words per pixel; 3 cycles per beat when (W + 2p) * G < 3);
+  the instruction ends 13 cycles after the last beat any window needs, or 2 cycles after the
+  last input beat, whichever is later;
 * SOFTMAX: a stage-by-stage schedule of the unit (:func:`softmax_cycles`): input, exp-sum
   (L + 1 per vector), divider (19), output (L + 1), 8 vector banks; in steady state
   max(L + 1, 20, about (3L + 36) / 8) cycles per vector after a lone-vector latency of
@@ -54,6 +55,9 @@ __all__ = ["predict", "program_cycles", "conv_cycles", "pool_cycles", "softmax_c
            "layer_table"]
 
 SEQ = 4                 # FETCH + LATCH + DECODE + NEXT
+#: Instructions that run an engine in EXEC take one cycle more: the sequencer registers the
+#: engine's done.
+EXEC_SEQ = SEQ + 1
 # STORE, POOL and SOFTMAX read ACT through a StoreEngine: a block RAM read of RAM_LATENCY
 # cycles (one more than a plain synchronous read) after a registered, 2-cycle range check.
 ACT_READ_EXTRA = (RAM_LATENCY - 1) + 1     # the longer read, CHECK2
@@ -75,7 +79,8 @@ def conv_tail(R, C):
     R - 1 rows of the tile, the requantizer."""
     return CONV_ENGINE_TAIL + array_result_latency(R, C) + (R - 1) + REQUANT_LATENCY
 POOL_SETUP = 1 + setup_cycles(POOL_SETUP_DEPS) + ACT_READ_EXTRA
-POOL_OUT_TAIL = 9
+POOL_OUT_TAIL = 13      # pooling unit: S1, S2, S3, S3b, multiplier (3), 2 adds, output; write
+POOL_TINY_SPACING = 3   # cycles per beat when a padded row has fewer (line buffer read-ahead)
 POOL_IN_TAIL = 2
 SOFTMAX_SETUP = setup_cycles(SOFTMAX_SETUP_DEPS) - 1 + ACT_READ_EXTRA
 
@@ -83,7 +88,7 @@ SOFTMAX_SETUP = setup_cycles(SOFTMAX_SETUP_DEPS) - 1 + ACT_READ_EXTRA
 def conv_cycles(R, C, M, K, N, use_lut=False):
     tiles = ceil(M / R) * ceil(N / C)
     body = K + (tiles - 1) * max(K, R)
-    return SEQ + CONV_SETUP + R + body + conv_tail(R, C) + (LUT_LATENCY if use_lut else 0)
+    return EXEC_SEQ + CONV_SETUP + R + body + conv_tail(R, C) + (LUT_LATENCY if use_lut else 0)
 
 
 def pool_cycles(C, batch, H, W, cin, k, stride, pad):
@@ -95,9 +100,15 @@ def pool_cycles(C, batch, H, W, cin, k, stride, pad):
     last_needed = (((Ho - 1) * stride + k - 1) * Wp + (Wo - 1) * stride + k - 1) * G + G
     # walk position just after the last real (not padding) input beat
     last_input = ((H + pad - 1) * Wp + W + pad - 1) * G + G
-    end = max((batch - 1) * per_image + last_needed + POOL_OUT_TAIL,
-              (batch - 1) * per_image + last_input + POOL_IN_TAIL)
-    return SEQ + POOL_SETUP + end
+
+    def cycle(n):
+        """Cycle just after the walk's n-th beat: one beat per cycle, or one per
+        POOL_TINY_SPACING cycles when a padded row has fewer beats (hw.pooling's hold)."""
+        return n if Wp * G >= POOL_TINY_SPACING else POOL_TINY_SPACING * (n - 1) + 1
+
+    end = max(cycle((batch - 1) * per_image + last_needed) + POOL_OUT_TAIL,
+              cycle((batch - 1) * per_image + last_input) + POOL_IN_TAIL)
+    return EXEC_SEQ + POOL_SETUP + end
 
 
 SOFTMAX_FIRST = 3        # instruction-relative cycle of the first element into the unit
@@ -145,7 +156,7 @@ def softmax_cycles(C, vectors, L, causal=False):
         give.append(c + n + stall)
         c_load.append(c)
         out_last.append(c + n + SOFTMAX_OUT + stall)
-    return SEQ + SOFTMAX_SETUP + out_last[-1] + pads[-1] + SOFTMAX_DONE
+    return EXEC_SEQ + SOFTMAX_SETUP + out_last[-1] + pads[-1] + SOFTMAX_DONE
 
 
 def scalesim_cycles(R, C, M, K, N):
@@ -166,10 +177,10 @@ def _instr_cycles(word, regs, cfg):
         return SEQ
     if op == Op.LOAD:
         if f["mem"] == Mem.LUT:
-            return SEQ + LUT_BEATS(C) * (C + 2) + LOAD_EXTRA
-        return SEQ + load_beats(f) + LOAD_EXTRA
+            return EXEC_SEQ + LUT_BEATS(C) * (C + 2) + LOAD_EXTRA
+        return EXEC_SEQ + load_beats(f) + LOAD_EXTRA
     if op == Op.STORE:
-        return SEQ + f["count"] + 3 + ACT_READ_EXTRA
+        return EXEC_SEQ + f["count"] + 3 + ACT_READ_EXTRA
     g = {r: regs.get(r, 0) for r in Reg}
     if op == Op.CONV:
         M = g[Reg.BATCH] * g[Reg.OUT_H] * g[Reg.OUT_W]

@@ -14,7 +14,7 @@ from golden.softmax import softmax
 from hw.isa import Mem, Op, Reg, decode
 from npu.attention import (AttentionProgram, check_params, compile_attention, main,
                            random_case, report_rows)
-from npu.perf import SEQ, SOFTMAX_SETUP, predict, softmax_cycles
+from npu.perf import EXEC_SEQ, SOFTMAX_SETUP, predict, softmax_cycles
 
 
 def params(d=8, **kw):
@@ -181,7 +181,7 @@ def test_params_type():
 
 def test_causal_softmax_cycle_model():
     # plain softmax: the closed form of the unit's steady state
-    assert softmax_cycles(8, 1, 64) == SEQ + SOFTMAX_SETUP + 3 * 64 + 61
+    assert softmax_cycles(8, 1, 64) == EXEC_SEQ + SOFTMAX_SETUP + 3 * 64 + 61
     for L in (4, 16, 19, 64, 256):      # max(L + 1, 20): the divider takes 20 per vector
         assert softmax_cycles(8, 9, L) - softmax_cycles(8, 8, L) == max(L + 1, 20)
     # causal rows are shorter: never slower than the full rows

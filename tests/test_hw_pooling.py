@@ -84,6 +84,29 @@ def test_pysim_random(case):
     np.testing.assert_array_equal(got, avg_pool2d(x, k, s, p, zp), err_msg=f"avg case {case}")
 
 
+NARROW = [  # h, w, c, k, s, p: 1 or 2 beats per padded row ("tiny"), and exactly 3
+    (3, 1, 3, 1, 1, 0), (4, 2, 4, 2, 2, 0), (3, 1, 7, 1, 1, 0), (2, 2, 4, 2, 1, 0),
+    (5, 2, 2, 2, 1, 0), (4, 3, 4, 3, 1, 0), (3, 1, 3, 3, 1, 1), (4, 1, 8, 1, 1, 0),
+]
+
+
+@pytest.mark.parametrize("case", range(len(NARROW)))
+@pytest.mark.parametrize("stall", [0.0, 0.3])
+def test_pysim_narrow_rows(case, stall):
+    """Rows of 1 to 3 beats, where a line-buffer address comes round within a few cycles: the
+    unit spaces the beats of rows shorter than 3 beats (its `tiny` hold), with and without
+    gaps and backpressure."""
+    h, w, c, k, s, p = NARROW[case]
+    rng = np.random.default_rng(500 + case)
+    x = rng.integers(-128, 128, (2, h, w, c), dtype=np.int8)
+    zp = int(rng.integers(-128, 128))
+    for mode in (MODE_MAX, MODE_AVG):
+        dut = Pooling(lanes=4, max_h=8, max_w=8, max_c=8, max_k=4, slots=3)
+        got = run_pool(dut, x, k, s, p, mode, zp, seed=case, stall=stall)
+        want = max_pool2d(x, k, s, p) if mode == MODE_MAX else avg_pool2d(x, k, s, p, zp)
+        np.testing.assert_array_equal(got, want, err_msg=f"case {case} mode {mode}")
+
+
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 @pytest.mark.parametrize("kwargs,name", [
     ({"lanes": 0}, "lanes"), ({"max_h": 0}, "max_h"), ({"max_w": 5000}, "max_w"),

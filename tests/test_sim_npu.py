@@ -109,6 +109,37 @@ def test_verilator_random_topologies(tmp_path, sim_seed, seed):
     check_cycle_model(model, 2, rep)
 
 
+def narrow_pool_model(seed):
+    """Pooling over rows of 1 and 2 words (hw.pooling's `tiny` frames, one beat every 3
+    cycles): 2 x 2 average pooling of a 2 x 2 map of one word per pixel, then 1 x 1 max
+    pooling of a 1 x 1 map of 12 channels (two words)."""
+    rng = np.random.default_rng(seed)
+    layers = [
+        {"type": "conv2d", "name": "conv0", "kernel": 1, "stride": 1, "padding": 0,
+         "in_channels": 3, "out_channels": 6, "activation": "relu"},
+        {"type": "avgpool2d", "name": "pool0", "kernel": 2, "stride": 1, "padding": 0},
+        {"type": "conv2d", "name": "conv1", "kernel": 1, "stride": 1, "padding": 0,
+         "in_channels": 6, "out_channels": 12, "activation": "none"},
+        {"type": "maxpool2d", "name": "pool1", "kernel": 1, "stride": 1, "padding": 0},
+        {"type": "flatten", "name": "flatten"},
+        {"type": "dense", "name": "fc", "in_features": 12, "out_features": 4,
+         "activation": "none"},
+    ]
+    arch = {"name": f"narrowpool{seed}", "input_shape": [2, 2, 3], "layers": layers}
+    params = float_model.init_params(arch, rng)
+    calib = rng.uniform(-1, 1, (16, 2, 2, 3)).astype(np.float32)
+    s_in, z_in = activation_qparams(calib.min(), calib.max())
+    return quantize_model(arch, params, calib, s_in, z_in)
+
+
+def test_verilator_narrow_pooling(tmp_path, sim_seed):
+    """POOL on rows of fewer than 3 words, bit-exact, and its cycles as the model predicts."""
+    model = narrow_pool_model(sim_seed(5))
+    rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(5), batch=2, model=model)
+    assert all(r["exact"] for r in rep["records"])
+    check_cycle_model(model, 2, rep)
+
+
 def test_verilator_reference_cnn_32_images(tmp_path, sim_seed):
     """The reference CNN on the default configuration: 32 test images, batch 8, under random
     backpressure, every output bit-exact against golden (the tb asserts it)."""
