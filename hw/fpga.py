@@ -265,7 +265,7 @@ def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, ds
         stat = (work / "stat.txt").read_text()
         if not pnr:
             return _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, {}, "",
-                           hinfo, t_verilog, t_yosys, None, lut_mapper)
+                           hinfo, t_verilog, t_yosys, None, lut_mapper, params)
         pnr = [_tool(a["nextpnr"]), *a["pnr_args"], "--json", "netlist.json",
                "--report", "report.json", "--freq", str(freq), "--seed", str(seed),
                "--timing-allow-fail"]
@@ -279,11 +279,11 @@ def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, ds
                       "report.json"):
                 shutil.copyfile(work / f, keep / f)
     return _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, report, log,
-                   hinfo, t_verilog, t_yosys, t_pnr, lut_mapper)
+                   hinfo, t_verilog, t_yosys, t_pnr, lut_mapper, params)
 
 
 def _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, report, log, hinfo,
-            t_verilog, t_yosys, t_pnr, lut_mapper="abc9"):
+            t_verilog, t_yosys, t_pnr, lut_mapper="abc9", params=None):
     import hashlib
     a = ARCHS[arch]
     mods = _stat_modules(stat)
@@ -297,6 +297,7 @@ def _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, report,
         "design": design, "top": top, "rows": rows, "cols": cols, "pes": pes, "arch": arch,
         "device": a["device"], "dsp": dsp, "freq_target_mhz": freq, "seed": seed,
         "lut_mapper": lut_mapper,
+        "params": {k: v for k, v in (params or {}).items() if k not in ("rows", "cols", "dsp")},
         "fmax_mhz": min(fmax.values()) if fmax else None, "fmax_by_clock": fmax,
         "design_cells": summary, "design_cells_raw": design_cells,
         "lut4_equiv_per_pe": round(summary["lut4_equiv"] / pes, 1),
@@ -355,16 +356,18 @@ def format_table(r):
     ff_dev = "TRELLIS_FF" if r["arch"] == "ecp5" else "ICESTORM_LC"
     mult_dev = a["mult"] if r["arch"] == "ecp5" else "ICESTORM_DSP"
     ram_dev = ("DP16KD",) if r["arch"] == "ecp5" else ("ICESTORM_RAM", "ICESTORM_SPRAM")
+    array = r["design"] in ("gemm", "npu")          # the designs with a MAC array
+    what = (f"{r['rows']}x{r['cols']} ({r['pes']} PEs)" if array else
+            " ".join(f"{k}={v}" for k, v in r.get("params", {}).items()) or "defaults")
     rows = [
-        ("design / device", f"{r['top']} {r['rows']}x{r['cols']} ({r['pes']} PEs), "
-                            f"dsp={r['dsp']}", f"{r['device']}"),
+        ("design / device", f"{r['top']} {what}, dsp={r['dsp']}", f"{r['device']}"),
         ("", "design (Yosys stat)", "device incl. harness (nextpnr)"),
         (f"LUT4", f"{d['lut4']} + {d['carry']} {a['carry']}", dev(comb) + f" {comb}"),
         ("FF", f"{d['ff']}", dev(ff_dev) + f" {ff_dev}"),
         (a["mult"], f"{d['mult']}", dev(mult_dev)),
         ("block RAM", ram, dev(*ram_dev)),
-        ("LUT4-equiv / PE", f"{r['lut4_equiv_per_pe']}", ""),
-        ("FF / PE", f"{r['ff_per_pe']}", ""),
+        *([("LUT4-equiv / PE", f"{r['lut4_equiv_per_pe']}", ""),
+           ("FF / PE", f"{r['ff_per_pe']}", "")] if array else []),
         ("Fmax post-route", f"{r['fmax_mhz']:.1f} MHz" if r["fmax_mhz"] else "n/a",
          f"target {r['freq_target_mhz']:g} MHz"),
     ]
@@ -407,7 +410,7 @@ def main(argv=None):
             ap.error(f"-p {item}: expected NAME=INTEGER")
     r = synth_pnr(args.design, args.rows, args.cols, args.arch, args.freq, args.seed, args.dsp,
                   keep=args.keep, params=extra)
-    if args.design == "gemm" or _design_class_takes(args.design, "dsp"):
+    if args.design in ("gemm", "npu"):                 # the designs with a MAC array
         r["pe_alone"] = pe_cost(args.arch, args.dsp)
     print(format_table(r))
     if "pe_alone" in r:

@@ -20,10 +20,11 @@ counts ``H*W*G`` beats); it only ends a frame that is being dropped (see ``error
 in the cycle it starts (its first beat valid), so hold them from the first beat's ``valid``
 until that beat is accepted. They may change between frames without draining the unit: mode and
 kernel size travel with every beat through the pipeline. With ``registered_config=True`` the
-unit instead registers the ports (and their check) every idle cycle and a frame uses the
-values of the cycle before it starts: the configuration must then be set at least one cycle
-before the frame's first beat, and no path runs from the ports into the datapath (for timing;
-``npu_top``'s PoolEngine holds its configuration for the whole instruction).
+unit instead registers the ports and checks them in register stages, and a frame uses what
+they held when it starts: the configuration must then be set at least
+:data:`CONFIG_LATENCY` (3) cycles before the frame's first beat, and no path runs from the
+ports into the datapath (for timing; ``npu_top``'s PoolEngine holds its configuration for the
+whole instruction).
 
 ``error`` (out): the last frame's configuration was refused: ``h``, ``w``, ``c`` outside
 ``1..max_h/max_w/max_c``, ``k`` outside ``1..max_k``, ``stride`` 0, ``pad > k // 2``,
@@ -47,7 +48,8 @@ Pooling is separable (both max and sum):
    entries each (``Wo <= max_w + 1``); when an output row's last input row arrives, each
    finished ``(ox, g)`` leaves;
 3. finalize: max passes through; average computes ``sign(S) * ((2|S| + k*k) * M >> 32)``
-   in eight stages: S3 registers the line buffer's result, S3b its magnitude, then registered
+   in nine stages: S2b registers each slot's new value (also what the line buffer is written
+   with), S3 the closing slot's, S3b its magnitude, then registered
    16 x 16-bit multipliers (:class:`hw.pe.RegisteredMultiplier`, 3 stages; MULT18X18D with
    ``dsp="ecp5"``), two adds of their partial products and the rounded output.
 
@@ -55,12 +57,14 @@ Every input beat is read-modify-written into at most ``slots`` accumulators at o
 stage, so the unit accepts one beat (one element per lane) per cycle. The horizontal slot
 memories (``G`` entries) use a transparent read port: a read that follows a write of the same
 address one cycle later gets the new value. The line buffers are :class:`hw.ram.BlockRam`
-(DP16KD with its output register on ECP5): a beat's read is issued when it is at the front, two
-cycles before its write, so nothing but the accumulation follows the RAM. The same address
-comes round one padded row later, ``(W + 2*pad) * G`` beats; when that is fewer than 3
-(``tiny`` frames, e.g. global pooling of a 1 x 1 or 2 x 2 map) the unit takes one beat every
-3 cycles so that every read follows the write it needs. The whole pipeline advances when its
-output register is empty or ``result.ready`` is high.
+(DP16KD with its output register on ECP5): a beat's read is issued when it is at the front,
+three cycles before its accumulation (S1, S1b, S2; the RAM's two cycles and a fabric
+register), whose result is registered and written one cycle later. The same address comes
+round one padded row later, ``(W + 2*pad) * G`` beats; when that is fewer than
+:data:`TINY_ROW` (5; ``tiny`` frames, e.g. global pooling of a 2 x 2 to 4 x 4 map) the unit
+takes one beat every :data:`TINY_SPACING` (3) cycles so that every read follows the write it
+needs. The whole pipeline advances when its output register is empty or ``result.ready`` is
+high.
 
 Throughput: inside a row the unit takes one beat per cycle, and a frame starts in the cycle
 its first beat arrives. Padding positions cost one cycle each (``2*pad*G`` per row, ``2*pad``
@@ -89,10 +93,21 @@ from .pe import RegisteredMultiplier, check_dsp
 from .ram import RAM_LATENCY, BlockRam
 from .requantizer import check_lanes
 
-__all__ = ["Pooling", "config_layout", "lanes_layout", "MAX_SIZE", "MODE_MAX", "MODE_AVG"]
+__all__ = ["Pooling", "config_layout", "lanes_layout", "MAX_SIZE", "MODE_MAX", "MODE_AVG",
+           "CONFIG_LATENCY", "TINY_ROW", "TINY_SPACING"]
 
 MODE_MAX = 0
 MODE_AVG = 1
+#: With ``registered_config``: cycles from a configuration change to a frame that may use it.
+CONFIG_LATENCY = 3
+#: A line-buffer address is read 3 cycles before its beat reaches the vertical stage and
+#: written 1 cycle after, so a read must come at least 5 cycles after the read before it that
+#: wrote the value it needs. That one was a padded row earlier, ``(W + 2*pad) * G`` beats;
+#: frames with fewer than TINY_ROW beats per padded row take one beat every TINY_SPACING
+#: cycles. (A value is needed only if the window has ``k >= 2`` rows, and then
+#: ``W + 2*pad >= k >= 2``: 2 beats at 3 cycles each are 6 cycles.)
+TINY_ROW = 5
+TINY_SPACING = 3
 #: Largest max_h / max_w / max_c accepted at elaboration.
 MAX_SIZE = 4096
 
@@ -180,51 +195,76 @@ class Pooling(wiring.Component):
         return (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
 
     # ------------------------------------------------------------------------------------
-    def _tracker(self, m, name, pos, length, k, s, step, reset):
-        """Windows along one dimension of the padded image.
+    def _tracker(self, m, name, length, f, step, reset):
+        """Windows along one dimension of the padded image, at position ``pos`` (0 after
+        ``reset``, + 1 at each ``step``).
 
         Window ``o`` covers positions ``o*s .. o*s + k - 1`` and lives in slot ``o % slots``.
         Returns per-slot ``use``/``first``/``close`` for position ``pos``, plus whether the
-        closing window is the last one (``last``) and whether any closes (``close_any``)."""
+        closing window is the last one (``last``) and whether any closes (``close_any``).
+
+        For timing, every decision at ``pos`` is a register or one gate away from one: the
+        distance to the next window's start counts down (``at_open``: it starts here), each
+        slot counts down to its window's end (``will_close``), and whether the next window is
+        the last one and whether it fits are kept one window ahead. ``f`` holds the frame's
+        values: ``s``, ``k_s`` (k + s), ``last0`` (k + s > length: window 0 is the last),
+        ``s_is_1``, ``k_is_1``, ``k_is_2``. The first window of a frame always fits (the
+        configuration check guarantees ``k <= length``)."""
         A = self.slots
-        pw = len(pos)
-        next_start = Signal(pw + 9, name=f"{name}_next")
+        cw = len(length) + 1
+        s = f["s"]
+        at_start = Signal(init=1, name=f"{name}_at_start")  # no window opened since reset
+        dist = Signal(max(cw, len(s) + 1), name=f"{name}_dist")  # next window start - pos
+        at_open = Signal(init=1, name=f"{name}_at_open")    # dist == 0
+        nxt = Signal(cw + 9, name=f"{name}_nxt")            # end + 1 of the window after next
+        nl = Signal(name=f"{name}_nl")                      # the next window is the last
+        fits = Signal(name=f"{name}_fits")                  # the next window fits
         slot_next = Signal(range(A), name=f"{name}_slot")
         active = [Signal(name=f"{name}_act{j}") for j in range(A)]
-        end = [Signal(pw + 1, name=f"{name}_end{j}") for j in range(A)]
+        count = [Signal(cw, name=f"{name}_count{j}") for j in range(A)]    # end - pos
+        will_close = [Signal(name=f"{name}_will_close{j}") for j in range(A)]  # count == 0
         lastwin = [Signal(name=f"{name}_lastwin{j}") for j in range(A)]
 
-        opening = Signal(name=f"{name}_opening")
-        m.d.comb += opening.eq((next_start + k <= length) & (pos == next_start))
+        nxt_eff = Signal.like(nxt, name=f"{name}_nxt_eff")
         new_last = Signal(name=f"{name}_newlast")
-        m.d.comb += new_last.eq(next_start + s + k > length)
+        opening = Signal(name=f"{name}_opening")
+        m.d.comb += [
+            nxt_eff.eq(Mux(at_start, f["k_s"], nxt)),
+            new_last.eq(Mux(at_start, f["last0"], nl)),
+            opening.eq(at_open & (at_start | fits)),
+        ]
         use, first, close, last_eff = [], [], [], []
         for j in range(A):
             new = Signal(name=f"{name}_new{j}")
             m.d.comb += new.eq(opening & (slot_next == j))
             act = Signal(name=f"{name}_use{j}")
-            end_eff = Signal(pw + 1, name=f"{name}_endeff{j}")
             lw = Signal(name=f"{name}_lweff{j}")
             cl = Signal(name=f"{name}_close{j}")
             m.d.comb += [
                 act.eq(active[j] | new),
-                end_eff.eq(Mux(new, pos + k - 1, end[j])),
                 lw.eq(Mux(new, new_last, lastwin[j])),
-                cl.eq(act & (end_eff == pos)),
+                cl.eq(act & Mux(new, f["k_is_1"], will_close[j])),
             ]
             with m.If(reset):
                 m.d.sync += active[j].eq(0)
             with m.Elif(step):
-                m.d.sync += [active[j].eq(act & ~cl), end[j].eq(end_eff), lastwin[j].eq(lw)]
+                m.d.sync += [active[j].eq(act & ~cl), lastwin[j].eq(lw)]
+                with m.If(new):             # its end is pos + k - 1: k - 2 after this step
+                    m.d.sync += [count[j].eq(f["k"] - 2), will_close[j].eq(f["k_is_2"])]
+                with m.Else():
+                    m.d.sync += [count[j].eq(count[j] - 1), will_close[j].eq(count[j] == 1)]
             use.append(act)
             first.append(new)
             close.append(cl)
             last_eff.append(lw)
         with m.If(reset):
-            m.d.sync += [next_start.eq(0), slot_next.eq(0)]
+            m.d.sync += [dist.eq(0), at_open.eq(1), slot_next.eq(0), at_start.eq(1)]
         with m.Elif(step & opening):
-            m.d.sync += [next_start.eq(next_start + s),
+            m.d.sync += [dist.eq(s - 1), at_open.eq(f["s_is_1"]), at_start.eq(0),
+                         nxt.eq(nxt_eff + s), nl.eq(nxt_eff + s > length), fits.eq(~new_last),
                          slot_next.eq(Mux(slot_next == A - 1, 0, slot_next + 1))]
+        with m.Elif(step):
+            m.d.sync += [dist.eq(dist - 1), at_open.eq(dist == 1)]
         close_any = Signal(name=f"{name}_close_any")
         closing_last = Signal(name=f"{name}_closing_last")
         m.d.comb += [close_any.eq(Cat(*close).any()),
@@ -238,25 +278,45 @@ class Pooling(wiring.Component):
 
         Without ``block_ram`` the read for the next beat is issued at ``rd_addr`` while the
         current beat (``valid``, ``value`` at ``wr_addr``) writes (a transparent read port).
-        With it, each slot is a :class:`hw.ram.BlockRam` read ``RAM_LATENCY`` (2) ``en``
-        cycles ahead of the beat's write and nothing follows the RAM's output register but
-        the accumulation; the caller guarantees that no address is read before the write
-        two cycles earlier has landed (see ``tiny`` in :meth:`elaborate`)."""
+        With it, each slot is a :class:`hw.ram.BlockRam` read ``RAM_LATENCY + 1`` (3) ``en``
+        cycles before the beat is here (the RAM's output register, then one in the fabric),
+        and the new value is registered before it is written (one ``en`` cycle later), so the
+        read-modify-write loop is broken into RAM -> register -> accumulation -> register ->
+        RAM. The caller guarantees that no address is
+        read before the write it needs has landed (see :data:`TINY_ROW` and ``tiny`` in
+        :meth:`elaborate`)."""
         L, A, AW = self.lanes, self.slots, self.acc_width
         row = data.ArrayLayout(signed(AW), L)
         result = Signal(row, name=f"{name}_result")
         results = []
+        if block_ram:
+            # The result comes from the registered new values, a cycle later.
+            close_r = Signal(A, name=f"{name}_close_r")
+            with m.If(en):
+                m.d.sync += close_r.eq(close)
+            close = close_r
         for j in range(A):
             new = Signal(row, name=f"{name}_new{j}")
             if block_ram:
                 ram = BlockRam(AW * L, depth, reads=1, dsp=self.dsp)
                 m.submodules[f"{name}_ram{j}"] = ram
-                old_row = row(ram.r0_data)
+                # One more register, in the fabric next to the accumulation (the block RAMs
+                # sit in their own columns, far from it).
+                old_q = Signal(AW * L, name=f"{name}_old{j}")
+                with m.If(en):
+                    m.d.sync += old_q.eq(ram.r0_data)
+                old_row = row(old_q)
+                w_en = Signal(name=f"{name}_w_en{j}")
+                w_addr = Signal.like(wr_addr, name=f"{name}_w_addr{j}")
+                w_data = Signal(AW * L, name=f"{name}_w_data{j}")
+                with m.If(en):
+                    m.d.sync += [w_en.eq(valid & use[j]), w_addr.eq(wr_addr),
+                                 w_data.eq(new.as_value())]
                 m.d.comb += [
                     ram.r0_en.eq(en), ram.r0_addr.eq(rd_addr),
-                    ram.w_en.eq(en & valid & use[j]), ram.w_addr.eq(wr_addr),
-                    ram.w_data.eq(new.as_value()),
+                    ram.w_en.eq(en & w_en), ram.w_addr.eq(w_addr), ram.w_data.eq(w_data),
                 ]
+                results.append(row(w_data))
             else:
                 mem = m.submodules[f"{name}_mem{j}"] = Memory(shape=row, depth=depth, init=[])
                 wp = mem.write_port()
@@ -270,7 +330,8 @@ class Pooling(wiring.Component):
                 old, v = old_row[lane], value[lane]
                 comb = Mux(is_max, Mux(old > v, old, v), old + v)
                 m.d.comb += new[lane].eq(Mux(first[j], v, comb))
-            results.append(new)
+            if not block_ram:
+                results.append(new)
         m.d.comb += result.eq(results[0])
         for j in range(1, A):
             with m.If(close[j]):
@@ -288,16 +349,32 @@ class Pooling(wiring.Component):
 
         # ---- configuration check and latch ---------------------------------------------
         pos_w = (max(self.max_h, self.max_w) + 2 * (K // 2)).bit_length()
-        ch = cfg_in
+        # The check in three steps: padded sizes and stride * slots, the individual checks,
+        # their AND. With registered_config each step is a register stage (the ports, then
+        # CONFIG_LATENCY - 1 more), otherwise all of it is combinational.
+        stage = m.d.sync if self.registered_config else m.d.comb
+        if self.registered_config:
+            ch = Signal(config_layout(), name="cfg_r")
+            m.d.sync += ch.eq(cfg_in)
+        else:
+            ch = cfg_in
+        hp_c = Signal(18, name="cfg_hp")
+        wp_c = Signal(18, name="cfg_wp")
+        s_slots = Signal(8 + A.bit_length(), name="cfg_s_slots")    # stride * slots
+        stage += [hp_c.eq(cfg_in.h + (cfg_in.pad << 1)), wp_c.eq(cfg_in.w + (cfg_in.pad << 1)),
+                  s_slots.eq(_balanced_sum([cfg_in.stride << i for i in range(A.bit_length())
+                                            if (A >> i) & 1]))]
+        checks = [
+            (ch.h >= 1) & (ch.h <= self.max_h), (ch.w >= 1) & (ch.w <= self.max_w),
+            (ch.c >= 1) & (ch.c <= self.max_c), (ch.k >= 1) & (ch.k <= K), ch.stride >= 1,
+            (ch.pad << 1) <= ch.k, ch.k <= hp_c, ch.k <= wp_c,
+            (ch.k <= s_slots) | (s_slots + ch.k > hp_c),
+            (ch.k <= s_slots) | (s_slots + ch.k > wp_c),
+        ]
+        flags = Signal(len(checks), name="cfg_checks")
+        stage += flags.eq(Cat(*checks))
         ok = Signal()
-        ok_domain = m.d.sync if self.registered_config else m.d.comb
-        ok_domain += ok.eq(
-            (ch.h >= 1) & (ch.h <= self.max_h) & (ch.w >= 1) & (ch.w <= self.max_w)
-            & (ch.c >= 1) & (ch.c <= self.max_c) & (ch.k >= 1) & (ch.k <= K)
-            & (ch.stride >= 1) & ((ch.pad << 1) <= ch.k)
-            & (ch.k <= ch.h + (ch.pad << 1)) & (ch.k <= ch.w + (ch.pad << 1))
-            & ((ch.k <= ch.stride * A) | (ch.stride * A + ch.k > ch.h + (ch.pad << 1)))
-            & ((ch.k <= ch.stride * A) | (ch.stride * A + ch.k > ch.w + (ch.pad << 1))))
+        stage += ok.eq(flags.all())
         # Frame parameters: latched when a frame starts; while idle the front reads the
         # configuration ports directly (or their registered copy, registered_config), so a
         # frame starts in the cycle its first beat arrives.
@@ -306,16 +383,23 @@ class Pooling(wiring.Component):
         idle = Signal()
         m.d.comb += idle.eq(state == IDLE)
         port_vals = {
-            "hp": ch.h + (ch.pad << 1), "wp": ch.w + (ch.pad << 1), "h": ch.h, "w": ch.w,
+            "hp": hp_c, "wp": wp_c, "h": ch.h, "w": ch.w,
             "c": ch.c, "k": ch.k, "s": ch.stride, "pad": ch.pad, "is_max": ch.mode == MODE_MAX,
             "padval": Mux(ch.mode == MODE_MAX, -128, ch.zero_point),
-            # fewer than 3 beats per padded row: see `hold` below
-            "tiny": (((ch.w + (ch.pad << 1)) == 1) & (ch.c <= 2 * L))
-                    | (((ch.w + (ch.pad << 1)) == 2) & (ch.c <= L)),
+            # fewer than TINY_ROW beats per padded row: see `hold` below
+            "tiny": Cat(*[(wp_c == wp) & (ch.c <= L * (-(-TINY_ROW // wp) - 1))
+                          for wp in range(1, TINY_ROW)]).any(),
+            # derived once per frame, so the walk compares registers without adding
+            "hp1": hp_c - 1, "wp1": wp_c - 1, "pad_h": ch.pad + ch.h, "pad_w": ch.pad + ch.w,
+            "c_lb": Mux(ch.c > L, ch.c - L, 0), "k_s": ch.k + ch.stride,
+            "last0_h": ch.k + ch.stride > hp_c, "last0_w": ch.k + ch.stride > wp_c,
+            "s_is_1": ch.stride == 1, "k_is_1": ch.k == 1, "k_is_2": ch.k == 2,
         }
         shapes = {"hp": pos_w, "wp": pos_w, "h": pos_w, "w": pos_w, "c": 16,
                   "k": range(K + 1), "s": 8, "pad": range(K // 2 + 1), "is_max": 1,
-                  "padval": signed(8), "tiny": 1}
+                  "padval": signed(8), "tiny": 1, "hp1": pos_w, "wp1": pos_w,
+                  "pad_h": pos_w, "pad_w": pos_w, "c_lb": 16, "k_s": 9, "last0_h": 1,
+                  "last0_w": 1, "s_is_1": 1, "k_is_1": 1, "k_is_2": 1}
         cur = {}
         for name, shape in shapes.items():
             reg = Signal(shape, name=f"frame_{name}")
@@ -345,16 +429,17 @@ class Pooling(wiring.Component):
 
         # ---- front: walk the padded image ----------------------------------------------
         real = Signal()
-        m.d.comb += real.eq((yp >= pad) & (yp < pad + h) & (xp >= pad) & (xp < pad + w))
+        m.d.comb += real.eq((yp >= pad) & (yp < cur["pad_h"]) & (xp >= pad)
+                            & (xp < cur["pad_w"]))
         walking = Signal()          # RUN, or IDLE with a valid first beat and a good config
         m.d.comb += walking.eq((state == RUN) | (idle & inp.valid & ok))
-        # The line buffers are read when a beat is at the front and written two cycles
-        # later (S2). In a padded row of 3 or more beats the same address comes round at
-        # least 3 cycles later; `tiny` frames (1 or 2 beats per row) take one beat every 3
-        # cycles instead.
-        adv_d2 = Signal()                   # a beat advanced 2 en-cycles ago (S1 -> S2)
+        # The line buffers are read when a beat is at the front and written four cycles
+        # later (after S2). In a padded row of TINY_ROW or more beats the same address comes
+        # round at least 5 cycles later; `tiny` frames (fewer beats per row) take one beat
+        # every TINY_SPACING cycles instead (see TINY_ROW).
+        recent = [Signal(name=f"adv_d{n}") for n in range(2, TINY_SPACING)]
         hold = Signal()
-        m.d.comb += hold.eq(tiny & (s1_valid | adv_d2))
+        m.d.comb += hold.eq(tiny & Cat(s1_valid, *recent).any())
         front_valid = Signal()
         m.d.comb += front_valid.eq(walking & (~real | inp.valid) & ~hold)
         advance = Signal()
@@ -364,7 +449,8 @@ class Pooling(wiring.Component):
         g_last = Signal()
         x_last = Signal()
         y_last = Signal()
-        m.d.comb += [g_last.eq(gbase + L >= c), x_last.eq(xp == wp_ - 1), y_last.eq(yp == hp - 1)]
+        m.d.comb += [g_last.eq(gbase >= cur["c_lb"]), x_last.eq(xp == cur["wp1"]),
+                     y_last.eq(yp == cur["hp1"])]
         row_end = advance & g_last & x_last
         frame_end = row_end & y_last
 
@@ -373,10 +459,12 @@ class Pooling(wiring.Component):
         h_reset = row_end
         v_step = row_end & ~y_last
         v_reset = frame_end
+        win = {name: cur[name] for name in ("s", "k_s", "s_is_1", "k_is_1", "k_is_2")}
+        win["k"] = k
         h_use, h_first, h_close, h_any, h_lastwin = self._tracker(
-            m, "htr", xp, wp_, k, s, h_step, h_reset)
+            m, "htr", wp_, dict(win, last0=cur["last0_w"]), h_step, h_reset)
         v_use, v_first, v_close, v_any, v_lastwin = self._tracker(
-            m, "vtr", yp, hp, k, s, v_step, v_reset)
+            m, "vtr", hp, dict(win, last0=cur["last0_h"]), v_step, v_reset)
 
         with m.If(advance):
             with m.If(h_any):
@@ -421,9 +509,12 @@ class Pooling(wiring.Component):
         s1_max = Signal()
         s1_kk = Signal(len(squares[0]))
         s1_m = Signal(32)
+        if recent:
+            with m.If(en):
+                m.d.sync += Cat(*recent).eq(Cat(s1_valid, *recent[:-1]))
         with m.If(en):
             m.d.sync += [
-                s1_valid.eq(advance), adv_d2.eq(s1_valid), s1_g.eq(g), s1_max.eq(is_max),
+                s1_valid.eq(advance), s1_g.eq(g), s1_max.eq(is_max),
                 s1_kk.eq(squares[k]), s1_m.eq(mults[k]),
                 s1_h[0].eq(h_use), s1_h[1].eq(h_first), s1_h[2].eq(h_close), s1_hany.eq(h_any),
                 s1_v[0].eq(v_use), s1_v[1].eq(v_first), s1_v[2].eq(v_close), s1_vany.eq(v_any),
@@ -434,6 +525,24 @@ class Pooling(wiring.Component):
                 m.d.sync += s1_value[lane].eq(Mux(real, inp.payload.data[lane], padval))
         hr = self._accumulate(m, "hacc", G, g, s1_g, en, s1_valid, s1_value,
                               s1_h[0], s1_h[1], s1_h[2], s1_max)
+
+        # ---- S1b: the horizontal result registered (the line buffer read is in flight) ----
+        s1b_valid = Signal()
+        s1b_value = Signal(row)
+        s1b_v = [Signal(A, name=f"s1b_v{n}") for n in ("use", "first", "close")]
+        s1b_vany = Signal()
+        s1b_addr = Signal.like(hr_count)
+        s1b_last = Signal()
+        s1b_max = Signal()
+        s1b_kk = Signal.like(s1_kk)
+        s1b_m = Signal.like(s1_m)
+        with m.If(en):
+            m.d.sync += [
+                s1b_valid.eq(s1_valid & s1_hany), s1b_value.eq(hr),
+                s1b_max.eq(s1_max), s1b_kk.eq(s1_kk), s1b_m.eq(s1_m),
+                Cat(*s1b_v).eq(Cat(*s1_v)), s1b_vany.eq(s1_vany), s1b_addr.eq(s1_addr),
+                s1b_last.eq(s1_last),
+            ]
 
         # ---- S2: vertical accumulation (line buffers) ----------------------------------
         s2_value = Signal(row)
@@ -446,19 +555,29 @@ class Pooling(wiring.Component):
         s2_m = Signal.like(s1_m)
         with m.If(en):
             m.d.sync += [
-                s2_valid.eq(s1_valid & s1_hany), s2_value.eq(hr),
-                s2_max.eq(s1_max), s2_kk.eq(s1_kk), s2_m.eq(s1_m),
-                s2_v[0].eq(s1_v[0]), s2_v[1].eq(s1_v[1]), s2_v[2].eq(s1_v[2]),
-                s2_vany.eq(s1_vany), s2_addr.eq(s1_addr), s2_last.eq(s1_last),
+                s2_valid.eq(s1b_valid), s2_value.eq(s1b_value),
+                s2_max.eq(s1b_max), s2_kk.eq(s1b_kk), s2_m.eq(s1b_m),
+                Cat(*s2_v).eq(Cat(*s1b_v)), s2_vany.eq(s1b_vany), s2_addr.eq(s1b_addr),
+                s2_last.eq(s1b_last),
             ]
-        # Read issued at the front (hr_count is the beat's s1_addr), RAM_LATENCY before S2.
+        # Read issued at the front (hr_count is the beat's s1_addr): RAM_LATENCY cycles and a
+        # fabric register, so it arrives in S2; the result is the closing slot's registered
+        # new value, in S2b.
         assert RAM_LATENCY == 2
         vr = self._accumulate(m, "vacc", (self.max_w + 1) * G, hr_count, s2_addr, en, s2_valid,
                               s2_value, s2_v[0], s2_v[1], s2_v[2], s2_max, block_ram=True)
+        s2b_valid = Signal()
+        s2b_last = Signal()
+        s2b_max = Signal()
+        s2b_kk = Signal.like(s1_kk)
+        s2b_m = Signal.like(s1_m)
+        with m.If(en):
+            m.d.sync += [s2b_valid.eq(s2_valid & s2_vany), s2b_last.eq(s2_last),
+                         s2b_max.eq(s2_max), s2b_kk.eq(s2_kk), s2b_m.eq(s2_m)]
 
         # ---- finalize: S3, S3b, multiplier (3), two adds, output --------------------------
-        # Average: sign(S) * ((2|S| + k*k) * M >> 32). S3 registers the line buffer's result
-        # (the read-modify-write path ends there), S3b takes its magnitude; n * M is summed
+        # Average: sign(S) * ((2|S| + k*k) * M >> 32). S3 registers the closing slot's value
+        # (selected from the registered new values), S3b takes its magnitude; n * M is summed
         # from 16 x 16-bit products of registered multipliers (hw.pe.RegisteredMultiplier).
         nw = (2 * 128 * K * K + K * K).bit_length()
         n_chunks = -(-nw // 16)
@@ -475,8 +594,8 @@ class Pooling(wiring.Component):
         s3b_max = Signal()
         s3b_m = Signal.like(s1_m)
         with m.If(en):
-            m.d.sync += [s3_valid.eq(s2_valid & s2_vany), s3_val.eq(vr), s3_last.eq(s2_last),
-                         s3_max.eq(s2_max), s3_kk.eq(s2_kk), s3_m.eq(s2_m),
+            m.d.sync += [s3_valid.eq(s2b_valid), s3_val.eq(vr), s3_last.eq(s2b_last),
+                         s3_max.eq(s2b_max), s3_kk.eq(s2b_kk), s3_m.eq(s2b_m),
                          s3b_valid.eq(s3_valid), s3b_last.eq(s3_last), s3b_max.eq(s3_max),
                          s3b_m.eq(s3_m)]
             for lane in range(L):

@@ -38,8 +38,9 @@ __all__ = ["PoolingTop"]
 
 class PoolingTop(wiring.Component):
     def __init__(self, lanes=4, max_h=32, max_w=32, max_c=64, max_k=32, slots=3,
-                 dsp="generic"):
-        self.core = Pooling(lanes, max_h, max_w, max_c, max_k, slots, dsp=dsp)
+                 registered_config=False, dsp="generic"):
+        self.core = Pooling(lanes, max_h, max_w, max_c, max_k, slots,
+                            registered_config=registered_config, dsp=dsp)
         self.lanes = lanes
         super().__init__({
             "cfg_h": In(16), "cfg_w": In(16), "cfg_c": In(16),

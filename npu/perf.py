@@ -21,8 +21,8 @@ DONE costs 3. Engine costs, derived from the RTL (R x C array, beats per tile = 
   latency, the tile's other rows, requantizer; the activation table's latency with it) until the
   last row is written;
 * POOL: POOL_SETUP cycles to start, then per image (H + 2p) * (W + 2p) * G cycles (padding
-  positions cost a cycle each, G = words per pixel; 3 cycles per beat when (W + 2p) * G < 3);
-  the instruction ends 13 cycles after the last beat any window needs, or 2 cycles after the
+  positions cost a cycle each, G = words per pixel; 3 cycles per beat when (W + 2p) * G < 5);
+  the instruction ends 15 cycles after the last beat any window needs, or 2 cycles after the
   last input beat, whichever is later;
 * SOFTMAX: a stage-by-stage schedule of the unit (:func:`softmax_cycles`): input, exp-sum
   (L + 1 per vector), divider (19), output (L + 1), 8 vector banks; in steady state
@@ -39,6 +39,8 @@ from math import ceil
 from hw.dma import LUT_BEATS
 from hw.isa import PARAM_BEATS, Mem, Op, Reg, decode
 from hw.pe import ProcessingElement
+from hw.pooling import TINY_ROW as POOL_TINY_ROW
+from hw.pooling import TINY_SPACING as POOL_TINY_SPACING
 from hw.activation import LATENCY as LUT_LATENCY
 from hw.conv_engine import SETUP_DEPS as CONV_SETUP_DEPS
 from hw.pool_engine import SETUP_DEPS as POOL_SETUP_DEPS
@@ -79,8 +81,7 @@ def conv_tail(R, C):
     R - 1 rows of the tile, the requantizer."""
     return CONV_ENGINE_TAIL + array_result_latency(R, C) + (R - 1) + REQUANT_LATENCY
 POOL_SETUP = 1 + setup_cycles(POOL_SETUP_DEPS) + ACT_READ_EXTRA
-POOL_OUT_TAIL = 13      # pooling unit: S1, S2, S3, S3b, multiplier (3), 2 adds, output; write
-POOL_TINY_SPACING = 3   # cycles per beat when a padded row has fewer (line buffer read-ahead)
+POOL_OUT_TAIL = 15      # pooling unit: S1, S1b, S2, S2b, S3, S3b, multiplier (3), 2 adds, output; write
 POOL_IN_TAIL = 2
 SOFTMAX_SETUP = setup_cycles(SOFTMAX_SETUP_DEPS) - 1 + ACT_READ_EXTRA
 
@@ -103,8 +104,8 @@ def pool_cycles(C, batch, H, W, cin, k, stride, pad):
 
     def cycle(n):
         """Cycle just after the walk's n-th beat: one beat per cycle, or one per
-        POOL_TINY_SPACING cycles when a padded row has fewer beats (hw.pooling's hold)."""
-        return n if Wp * G >= POOL_TINY_SPACING else POOL_TINY_SPACING * (n - 1) + 1
+        TINY_SPACING cycles when a padded row has fewer than TINY_ROW beats (hw.pooling)."""
+        return n if Wp * G >= POOL_TINY_ROW else POOL_TINY_SPACING * (n - 1) + 1
 
     end = max(cycle((batch - 1) * per_image + last_needed) + POOL_OUT_TAIL,
               cycle((batch - 1) * per_image + last_input) + POOL_IN_TAIL)

@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden.pooling import avg_pool2d, max_pool2d
-from hw.pooling import MODE_AVG, MODE_MAX, Pooling
+from hw.pooling import CONFIG_LATENCY, MODE_AVG, MODE_MAX, Pooling
 
 
 
@@ -16,7 +16,7 @@ def run_bounded(sim, cycles):
         steps += 1
         assert steps < 2 * cycles + 10, f"simulation still running after {cycles} cycles"
 
-def run_pool(dut, x, k, s, p, mode, zp, seed, stall=0.3, limit=20000):
+def run_pool(dut, x, k, s, p, mode, zp, seed, stall=0.3, limit=20000, cfg_cycles=0):
     """Pool NHWC ``x`` (N images) on ``dut``; returns (N, Ho, Wo, C) int8 and the error flag."""
     n, h, w, c = x.shape
     L = dut.lanes
@@ -31,6 +31,8 @@ def run_pool(dut, x, k, s, p, mode, zp, seed, stall=0.3, limit=20000):
     async def feed(ctx):
         ctx.set(dut.config, {"h": h, "w": w, "c": c, "k": k, "stride": s, "pad": p,
                              "mode": mode, "zero_point": zp})
+        for _ in range(cfg_cycles):
+            await ctx.tick()
         for img in beats:
             for i, b in enumerate(img):
                 while rng.random() < stall:
@@ -84,24 +86,42 @@ def test_pysim_random(case):
     np.testing.assert_array_equal(got, avg_pool2d(x, k, s, p, zp), err_msg=f"avg case {case}")
 
 
-NARROW = [  # h, w, c, k, s, p: 1 or 2 beats per padded row ("tiny"), and exactly 3
+@pytest.mark.parametrize("case", [0, 3, 6])
+def test_pysim_registered_config(case):
+    """registered_config (as npu_top's PoolEngine builds the unit): the configuration is set
+    CONFIG_LATENCY cycles before the first beat."""
+    h, w, c, k, s, p = CASES[case]
+    rng = np.random.default_rng(300 + case)
+    x = rng.integers(-128, 128, (2, h, w, c), dtype=np.int8)
+    zp = int(rng.integers(-128, 128))
+    for mode in (MODE_MAX, MODE_AVG):
+        dut = Pooling(lanes=4, max_h=8, max_w=8, max_c=8, max_k=4, slots=3,
+                      registered_config=True)
+        got = run_pool(dut, x, k, s, p, mode, zp, seed=case, cfg_cycles=CONFIG_LATENCY)
+        want = max_pool2d(x, k, s, p) if mode == MODE_MAX else avg_pool2d(x, k, s, p, zp)
+        np.testing.assert_array_equal(got, want, err_msg=f"case {case} mode {mode}")
+
+
+NARROW = [  # h, w, c, k, s, p: 1 to 4 beats per padded row ("tiny"), and exactly 5 or 6
     (3, 1, 3, 1, 1, 0), (4, 2, 4, 2, 2, 0), (3, 1, 7, 1, 1, 0), (2, 2, 4, 2, 1, 0),
     (5, 2, 2, 2, 1, 0), (4, 3, 4, 3, 1, 0), (3, 1, 3, 3, 1, 1), (4, 1, 8, 1, 1, 0),
+    (3, 1, 12, 1, 1, 0), (4, 4, 4, 4, 1, 0), (3, 2, 8, 2, 1, 0), (5, 4, 3, 3, 1, 0),
+    (5, 5, 3, 3, 1, 0), (4, 3, 8, 3, 1, 0), (6, 5, 4, 4, 1, 0), (4, 2, 12, 2, 1, 0),
 ]
 
 
 @pytest.mark.parametrize("case", range(len(NARROW)))
 @pytest.mark.parametrize("stall", [0.0, 0.3])
 def test_pysim_narrow_rows(case, stall):
-    """Rows of 1 to 3 beats, where a line-buffer address comes round within a few cycles: the
-    unit spaces the beats of rows shorter than 3 beats (its `tiny` hold), with and without
-    gaps and backpressure."""
+    """Rows of 1 to 6 beats, where a line-buffer address comes round within a few cycles: the
+    unit spaces the beats of rows shorter than TINY_ROW beats (its `tiny` hold), with and
+    without gaps and backpressure."""
     h, w, c, k, s, p = NARROW[case]
     rng = np.random.default_rng(500 + case)
     x = rng.integers(-128, 128, (2, h, w, c), dtype=np.int8)
     zp = int(rng.integers(-128, 128))
     for mode in (MODE_MAX, MODE_AVG):
-        dut = Pooling(lanes=4, max_h=8, max_w=8, max_c=8, max_k=4, slots=3)
+        dut = Pooling(lanes=4, max_h=8, max_w=8, max_c=16, max_k=4, slots=3)
         got = run_pool(dut, x, k, s, p, mode, zp, seed=case, stall=stall)
         want = max_pool2d(x, k, s, p) if mode == MODE_MAX else avg_pool2d(x, k, s, p, zp)
         np.testing.assert_array_equal(got, want, err_msg=f"case {case} mode {mode}")
