@@ -137,12 +137,17 @@ def harness_verilog(text, top, clock="clk"):
 
 # ---- Yosys and nextpnr ------------------------------------------------------------------------
 
-def _run(cmd, cwd, log):
+def _run(cmd, cwd, log, announce=False):
+    """Run a tool in ``cwd``, its output written to ``cwd/log`` as it goes (``announce``:
+    print where, for runs long enough that someone may want to follow them)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    (Path(cwd) / log).write_text(proc.stdout + proc.stderr)
+    path = Path(cwd) / log
+    if announce:
+        print(f"{Path(cmd[0]).name} running; follow it with: tail -f {path}", file=sys.stderr)
+    with open(path, "w") as f:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        tail = "\n".join(path.read_text().splitlines()[-40:])
         raise RuntimeError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}):\n{tail}")
     return time.perf_counter() - t0
 
@@ -269,7 +274,7 @@ def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, ds
         pnr = [_tool(a["nextpnr"]), *a["pnr_args"], "--json", "netlist.json",
                "--report", "report.json", "--freq", str(freq), "--seed", str(seed),
                "--timing-allow-fail"]
-        t_pnr = _run(pnr, work, "nextpnr.log")
+        t_pnr = _run(pnr, work, "nextpnr.log", announce=True)
         report = json.loads((work / "report.json").read_text())
         log = (work / "nextpnr.log").read_text()
         if keep:
