@@ -367,7 +367,7 @@ def format_table(r):
     rows = [
         ("design / device", f"{r['top']} {what}, dsp={r['dsp']}", f"{r['device']}"),
         ("", "design (Yosys stat)", "device incl. harness (nextpnr)"),
-        (f"LUT4", f"{d['lut4']} + {d['carry']} {a['carry']}", dev(comb) + f" {comb}"),
+        ("LUT4", f"{d['lut4']} + {d['carry']} {a['carry']}", dev(comb) + f" {comb}"),
         ("FF", f"{d['ff']}", dev(ff_dev) + f" {ff_dev}"),
         (a["mult"], f"{d['mult']}", dev(mult_dev)),
         ("block RAM", ram, dev(*ram_dev)),

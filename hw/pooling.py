@@ -383,8 +383,7 @@ class Pooling(wiring.Component):
         idle = Signal()
         m.d.comb += idle.eq(state == IDLE)
         port_vals = {
-            "hp": hp_c, "wp": wp_c, "h": ch.h, "w": ch.w,
-            "c": ch.c, "k": ch.k, "s": ch.stride, "pad": ch.pad, "is_max": ch.mode == MODE_MAX,
+            "hp": hp_c, "wp": wp_c, "k": ch.k, "s": ch.stride, "pad": ch.pad, "is_max": ch.mode == MODE_MAX,
             "padval": Mux(ch.mode == MODE_MAX, -128, ch.zero_point),
             # fewer than TINY_ROW beats per padded row: see `hold` below
             "tiny": Cat(*[(wp_c == wp) & (ch.c <= L * (-(-TINY_ROW // wp) - 1))
@@ -395,8 +394,7 @@ class Pooling(wiring.Component):
             "last0_h": ch.k + ch.stride > hp_c, "last0_w": ch.k + ch.stride > wp_c,
             "s_is_1": ch.stride == 1, "k_is_1": ch.k == 1, "k_is_2": ch.k == 2,
         }
-        shapes = {"hp": pos_w, "wp": pos_w, "h": pos_w, "w": pos_w, "c": 16,
-                  "k": range(K + 1), "s": 8, "pad": range(K // 2 + 1), "is_max": 1,
+        shapes = {"hp": pos_w, "wp": pos_w, "k": range(K + 1), "s": 8, "pad": range(K // 2 + 1), "is_max": 1,
                   "padval": signed(8), "tiny": 1, "hp1": pos_w, "wp1": pos_w,
                   "pad_h": pos_w, "pad_w": pos_w, "c_lb": 16, "k_s": 9, "last0_h": 1,
                   "last0_w": 1, "s_is_1": 1, "k_is_1": 1, "k_is_2": 1}
@@ -408,8 +406,8 @@ class Pooling(wiring.Component):
                                      else Mux(idle, port_vals[name], reg))
             with m.If(idle):
                 m.d.sync += reg.eq(port_vals[name])
-        hp, wp_, h, w, c = cur["hp"], cur["wp"], cur["h"], cur["w"], cur["c"]
-        k, s, pad, is_max, padval = cur["k"], cur["s"], cur["pad"], cur["is_max"], cur["padval"]
+        hp, wp_ = cur["hp"], cur["wp"]
+        k, pad, is_max, padval = cur["k"], cur["pad"], cur["is_max"], cur["padval"]
         tiny = cur["tiny"]
         # The average's k*k and multiplier travel with each beat (k may change between frames).
         mults = Array([Const(avg_pool_multiplier(i)[0] if i else 0, 32) for i in range(K + 1)])

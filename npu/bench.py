@@ -179,25 +179,42 @@ def _plots(runs, R, C):
     ax.legend()
     fig.tight_layout()
     fig.savefig(OUT / "utilization.png", dpi=100)
+    plot_scaling(OUT)
+
+
+def plot_scaling(out):
+    """``out/scaling.png``: Fmax and LUT4 equivalents of npu_gemm against array size, from
+    ``build/scaling/scaling.json`` (``make scaling``), if it exists."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     scaling = ROOT / "build" / "scaling" / "scaling.json"
     if scaling.exists():
         rows = json.loads(scaling.read_text())
         rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
-        pts = [(r["rows"] * r["cols"], r) for r in rows if r.get("fmax_mhz")]
+        # hw.scaling keeps the ECP5 figures of each size under "ecp5"; sizes too large for
+        # the device have resources but no Fmax.
+        pts = [(r["rows"] * r["cols"], r["ecp5"]) for r in rows if r.get("ecp5")]
         if pts:
             fig, ax = plt.subplots(figsize=(6, 3.5))
-            pes = [p for p, _ in pts]
-            ax.plot(pes, [r["fmax_mhz"] for _, r in pts], "o-", label="Fmax (MHz)")
+            placed = [(p, e["fmax_mhz"]) for p, e in pts if e.get("fmax_mhz")]
+            ax.plot([p for p, _ in placed], [f for _, f in placed], "o-",
+                    label="Fmax, post-route (MHz)")
             ax.set_xscale("log", base=2)
-            ax.set_xlabel("PEs")
+            ax.set_xlabel("PEs (R x C)")
             ax.set_ylabel("MHz")
             ax2 = ax.twinx()
-            ax2.plot(pes, [r.get("lut4_equiv") or r.get("design_cells", {}).get("lut4_equiv", 0)
-                           for _, r in pts], "s--", color="tab:red", label="LUT4 equivalents")
+            ax2.plot([p for p, _ in pts], [e["lut4_equiv"] for _, e in pts], "s--",
+                     color="tab:red", label="LUT4 equivalents (Yosys)")
+            ax2.set_yscale("log")
             ax2.set_ylabel("LUT4 equivalents")
-            ax.set_title("resources and Fmax against array size (ECP5-85F)")
+            lines = ax.get_legend_handles_labels()
+            lines2 = ax2.get_legend_handles_labels()
+            ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower left",
+                      fontsize="small")
+            ax.set_title("npu_gemm: resources and Fmax against array size (ECP5-85F)")
             fig.tight_layout()
-            fig.savefig(OUT / "scaling.png", dpi=100)
+            fig.savefig(out / "scaling.png", dpi=100)
 
 
 if __name__ == "__main__":
