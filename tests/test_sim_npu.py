@@ -34,6 +34,14 @@ def check_cycle_model(model, batch, report, config=None):
 CONFIG = {"rows": 8, "cols": 8}
 
 
+def quantized(arch, rng, calib_images=16):
+    """``arch`` with random float parameters, quantized on uniform [-1, 1) calibration images."""
+    params = float_model.init_params(arch, rng)
+    calib = rng.uniform(-1, 1, (calib_images, *arch["input_shape"])).astype(np.float32)
+    s_in, z_in = activation_qparams(calib.min(), calib.max())
+    return quantize_model(arch, params, calib, s_in, z_in)
+
+
 def conv_dense_model(seed):
     """A random conv/dense network (with a fused table activation) and int8 test images."""
     rng = np.random.default_rng(seed)
@@ -58,10 +66,7 @@ def conv_dense_model(seed):
         {"type": "dense", "name": "fc1", "in_features": 12, "out_features": 5,
          "activation": "none"},
     ]
-    params = float_model.init_params(arch, rng)
-    calib = rng.uniform(-1, 1, (32, h, w, c)).astype(np.float32)
-    s_in, z_in = activation_qparams(calib.min(), calib.max())
-    model = quantize_model(arch, params, calib, s_in, z_in)
+    model = quantized(arch, rng, calib_images=32)
     images = rng.integers(-128, 128, (6, h, w, c), dtype=np.int8)
     return model, images
 
@@ -126,14 +131,12 @@ def narrow_pool_model(seed):
          "activation": "none"},
     ]
     arch = {"name": f"narrowpool{seed}", "input_shape": [2, 2, 3], "layers": layers}
-    params = float_model.init_params(arch, rng)
-    calib = rng.uniform(-1, 1, (16, 2, 2, 3)).astype(np.float32)
-    s_in, z_in = activation_qparams(calib.min(), calib.max())
-    return quantize_model(arch, params, calib, s_in, z_in)
+    return quantized(arch, rng)
 
 
 def test_verilator_narrow_pooling(tmp_path, sim_seed):
-    """POOL on rows of fewer than 3 words, bit-exact, and its cycles as the model predicts."""
+    """POOL on rows of fewer than hw.pooling.TINY_ROW (5) words, bit-exact, and its cycles as
+    the model predicts."""
     model = narrow_pool_model(sim_seed(5))
     rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(5), batch=2, model=model)
     assert all(r["exact"] for r in rep["records"])
@@ -197,10 +200,7 @@ def icarus_model(seed):
          "activation": "none"},
         {"type": "softmax", "name": "softmax"},
     ]}
-    params = float_model.init_params(arch, rng)
-    calib = rng.uniform(-1, 1, (16, 5, 5, 2)).astype(np.float32)
-    s_in, z_in = activation_qparams(calib.min(), calib.max())
-    return quantize_model(arch, params, calib, s_in, z_in)
+    return quantized(arch, rng)
 
 
 def big_dense_model(seed):
@@ -215,10 +215,7 @@ def big_dense_model(seed):
         {"type": "dense", "name": "fc1", "in_features": 64, "out_features": 10,
          "activation": "none"},
     ]}
-    params = float_model.init_params(arch, rng)
-    calib = rng.uniform(-1, 1, (16, 8, 8, 16)).astype(np.float32)
-    s_in, z_in = activation_qparams(calib.min(), calib.max())
-    return quantize_model(arch, params, calib, s_in, z_in)
+    return quantized(arch, rng)
 
 
 def test_verilator_weights_streamed_in_slices(tmp_path, sim_seed):
