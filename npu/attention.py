@@ -172,7 +172,7 @@ class AttentionProgram:
     def stream(self, q, k, v):
         """uint8 beats (n x C) for ``s_axis``, in the order of the program's LOADs."""
         q, k, v = self.check_inputs(q, k, v)
-        H, C = self.num_heads, self.C
+        H = self.num_heads
         p = self.params
         chunks = []
         qs, ks, vs = (split_heads(x, H) for x in (q, k, v))

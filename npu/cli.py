@@ -28,7 +28,7 @@ import numpy as np
 from golden.model import ModelFormatError, load_model
 from hw.npu import NpuConfig
 from npu.compiler import CompileError, compile_model
-from npu.perf import layer_table, predict, program_cycles
+from npu.perf import layer_table, program_cycles
 
 REFERENCE_MODEL = Path(__file__).resolve().parent.parent / "golden" / "data" / "digits_cnn_int8.npz"
 
@@ -74,7 +74,6 @@ def _load(args):
 def cmd_compile(args):
     model, prog = _load(args)
     cfg = prog.config
-    pred = predict(prog.infer, cfg)
     print(f"model {model.name!r} on {cfg}, batch {prog.batch}")
     print(f"  setup program: {len(prog.setup)} instructions, {len(prog.setup_stream)} beats of "
           f"resident weights and parameters")

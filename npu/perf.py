@@ -39,8 +39,7 @@ from math import ceil
 from hw.dma import LUT_BEATS
 from hw.isa import PARAM_BEATS, Mem, Op, Reg, decode
 from hw.pe import ProcessingElement
-from hw.pooling import TINY_ROW as POOL_TINY_ROW
-from hw.pooling import TINY_SPACING as POOL_TINY_SPACING
+from hw.pooling import beat_spacing as pool_beat_spacing
 from hw.activation import LATENCY as LUT_LATENCY
 from hw.conv_engine import SETUP_DEPS as CONV_SETUP_DEPS
 from hw.pool_engine import SETUP_DEPS as POOL_SETUP_DEPS
@@ -103,9 +102,10 @@ def pool_cycles(C, batch, H, W, cin, k, stride, pad):
     last_input = ((H + pad - 1) * Wp + W + pad - 1) * G + G
 
     def cycle(n):
-        """Cycle just after the walk's n-th beat: one beat per cycle, or one per
-        TINY_SPACING cycles when a padded row has fewer than TINY_ROW beats (hw.pooling)."""
-        return n if Wp * G >= POOL_TINY_ROW else POOL_TINY_SPACING * (n - 1) + 1
+        """Cycle just after the walk's n-th beat: one beat per cycle, or one every
+        TINY_SPACING cycles (rows of fewer than TINY_ROW beats) or NARROW_SPACING cycles
+        (one channel group), as hw.pooling.beat_spacing says."""
+        return pool_beat_spacing(Wp, G) * (n - 1) + 1
 
     end = max(cycle((batch - 1) * per_image + last_needed) + POOL_OUT_TAIL,
               cycle((batch - 1) * per_image + last_input) + POOL_IN_TAIL)

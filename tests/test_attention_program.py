@@ -12,7 +12,7 @@ from golden.gemm import gemm
 from golden.quant import requantize
 from golden.softmax import softmax
 from hw.isa import Mem, Op, Reg, decode
-from npu.attention import (AttentionProgram, check_params, compile_attention, main,
+from npu.attention import (check_params, compile_attention, main,
                            random_case, report_rows)
 from npu.perf import EXEC_SEQ, SOFTMAX_SETUP, predict, softmax_cycles
 

@@ -21,7 +21,6 @@ def run_lut(lanes, jobs, seed, stall=0.3, init=None):
     dut = ActivationLUT(lanes, init)
     rng = np.random.default_rng(seed)
     out = []
-    loaded = []
 
     async def feed(ctx):
         for n, (table, x) in enumerate(jobs):

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from hw.fpga import harness_verilog, pe_cost, verilog_ports
+from hw.fpga import does_not_fit, harness_verilog, pe_cost, verilog_ports
 from hw.pe import ProcessingElement
 from hw.verilog import cached_verilog
 from sim.ecp5_models import ecp5_models, run_ecp5_build
@@ -31,6 +31,22 @@ def test_pe_cost_ice40():
     # The 32-bit accumulator is in logic cells (LUT + SB_CARRY): with PRODUCT_STAGES = 4 the
     # SB_MAC16's own accumulator register cannot take it.
     assert c["lut4"] <= 40, c
+
+
+def _stat(top, mults, cell):
+    # The shape of Yosys 0.70 `stat` output, as hw.fpga parses it.
+    return (f"=== fpga_harness ===\n\n      321 cells\n       37   LUT4\n\n"
+            f"=== {top} ===\n\n    51672 cells\n     5790   CCU2C\n"
+            f"     {mults}   {cell}\n    25739   TRELLIS_FF\n")
+
+
+def test_does_not_fit_names_the_count_and_the_limit():
+    assert does_not_fit(_stat("npu_gemm", 156, "MULT18X18D"), "npu_gemm", "ecp5") is None
+    msg = does_not_fit(_stat("npu_gemm", 1024, "MULT18X18D"), "npu_gemm", "ecp5")
+    assert msg == "1024 MULT18X18D needed, the LFE5U-85F-6BG381C has 156", msg
+    assert does_not_fit(_stat("npu_gemm", 8, "SB_MAC16"), "npu_gemm", "ice40") is None
+    msg = does_not_fit(_stat("npu_gemm", 16, "SB_MAC16"), "npu_gemm", "ice40")
+    assert msg == "16 SB_MAC16 needed, the iCE40UP5K-SG48 has 8", msg
 
 
 def test_harness_wires_every_port():
