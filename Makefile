@@ -16,10 +16,12 @@ JOBS   ?= auto
 N      ?= 1000
 # `make synth` / `make synth-ice40`: design name of hw/verilog.py DESIGNS (the accelerator top
 # `npu` by default; `gemm` is the array alone), nextpnr target (MHz), iCE40 UP5K design and
-# array size (8 SB_MAC16: 2x4 or 4x2); `make scaling`: square array sizes.
+# array size (8 SB_MAC16: 2x4 or 4x2); nextpnr router (router1, or router2: often faster on
+# the congested npu top); `make scaling`: square array sizes.
 DESIGN ?= npu
 ICE_DESIGN ?= gemm
 FREQ   ?= 150
+ROUTER ?= router1
 ICE_ROWS ?= 2
 ICE_COLS ?= 4
 ICE_FREQ ?= 50
@@ -83,7 +85,7 @@ stat: $(STAMP)
 # LUT/FF/DSP/RAM use and post-route Fmax; table printed, JSON in build/synth/. The default top
 # (npu_top 8x8) takes about 40 minutes here, most of it nextpnr; DESIGN=gemm about 2.
 synth: $(STAMP)
-	$(PY) -m hw.fpga $(DESIGN) --rows $(ROWS) --cols $(COLS) --arch ecp5 --freq $(FREQ)
+	$(PY) -m hw.fpga $(DESIGN) --rows $(ROWS) --cols $(COLS) --arch ecp5 --freq $(FREQ) --router $(ROUTER)
 
 # The same for an iCE40 UP5K (synth_ice40 -dsp, nextpnr-ice40), small configuration.
 synth-ice40: $(STAMP)

@@ -167,6 +167,23 @@ class ConvEngine(wiring.Component):
         # ---- Run-time state ---------------------------------------------------------------
         run = Signal()           # walkers active
         m_total = M
+        # Bounds the walkers compare against, registered: their inputs (the configuration
+        # and the SETUP products) are stable from SETTLE on, so the walkers compare a counter
+        # with a register instead of adding first (for timing).
+        nb_last = Signal(SIZE_BITS)       # nb_count - 1
+        k_last_at = Signal(32)            # K - 1
+        cin_last = Signal(SIZE_BITS)
+        kw_last = Signal(SIZE_BITS)
+        kh_last = Signal(SIZE_BITS)
+        ow_last = Signal(SIZE_BITS)
+        oh_last = Signal(SIZE_BITS)
+        m_less_r = Signal(signed(34))     # M - R: a block starting past it is the last
+        m_less_2r = Signal(signed(34))    # M - 2R
+        m.d.sync += [nb_last.eq(nb_count - 1), k_last_at.eq(K - 1),
+                     cin_last.eq(reg(Reg.CIN) - 1), kw_last.eq(reg(Reg.KW) - 1),
+                     kh_last.eq(reg(Reg.KH) - 1), ow_last.eq(reg(Reg.OUT_W) - 1),
+                     oh_last.eq(reg(Reg.OUT_H) - 1),
+                     m_less_r.eq(m_total - R), m_less_2r.eq(m_total - 2 * R)]
 
         # Pixel stepper: produces consecutive output pixels (raster order, image by image).
         st_oy = Signal(SIZE_BITS)
@@ -194,10 +211,10 @@ class ConvEngine(wiring.Component):
                 m.d.sync += nxt[i].eq(nxt[i + 1])
             m.d.sync += [nxt[R - 1].eq(new), fill.eq(Mux(swap, 1, fill + 1)),
                          st_m.eq(st_m + 1)]
-            with m.If(st_ox + 1 != reg(Reg.OUT_W)):
+            with m.If(st_ox != ow_last):
                 m.d.sync += [st_ox.eq(st_ox + 1), st_x0.eq(st_x0 + reg(Reg.STRIDE)),
                              st_base.eq(st_base + s_cw)]
-            with m.Elif(st_oy + 1 != reg(Reg.OUT_H)):
+            with m.Elif(st_oy != oh_last):
                 m.d.sync += [st_ox.eq(0), st_oy.eq(st_oy + 1), st_x0.eq(neg_pad),
                              st_y0.eq(st_y0 + reg(Reg.STRIDE)),
                              st_rowbase.eq(st_rowbase + s_row), st_base.eq(st_rowbase + s_row)]
@@ -230,17 +247,19 @@ class ConvEngine(wiring.Component):
         s3_valid = Signal()
         opfifo = m.submodules.opfifo = SyncFIFO(width=8 * R + 8 * C + 1,
                                                 depth=OPERAND_FIFO_DEPTH)
-        credit = (opfifo.level + s0_valid + s1_valid + s2_valid + s3_valid
-                  < OPERAND_FIFO_DEPTH)
+        # Operands issued and not yet taken by the array (in stages 0-3 or the FIFO), counted
+        # in a register rather than summed from the FIFO level and the stage valids (timing).
+        inflight = Signal(range(OPERAND_FIFO_DEPTH + 1))
         issue = Signal()
-        m.d.comb += issue.eq(iw_active & credit)
-        k_last = iw_k + 1 == K
-        blk_last = k_last & (iw_nb + 1 == nb_count)
+        m.d.comb += issue.eq(iw_active & (inflight < OPERAND_FIFO_DEPTH))
+        m.d.sync += inflight.eq(inflight + issue - (opfifo.r_en & opfifo.r_rdy))
+        k_last = iw_k == k_last_at
+        blk_last = k_last & (iw_nb == nb_last)
 
         with m.If(issue):
             m.d.sync += [iw_k.eq(iw_k + 1), iw_waddr.eq(iw_waddr + 1)]
             # (kh, kw, cin) counters; cin fastest.
-            with m.If(iw_cin + 1 != reg(Reg.CIN)):
+            with m.If(iw_cin != cin_last):
                 m.d.sync += iw_cin.eq(iw_cin + 1)
                 with m.If(iw_lane == C - 1):
                     m.d.sync += [iw_lane.eq(0), iw_koff.eq(iw_koff + 1)]
@@ -248,13 +267,13 @@ class ConvEngine(wiring.Component):
                     m.d.sync += iw_lane.eq(iw_lane + 1)
             with m.Else():
                 m.d.sync += [iw_cin.eq(0), iw_lane.eq(0)]
-                with m.If(iw_kw + 1 != reg(Reg.KW)):
+                with m.If(iw_kw != kw_last):
                     m.d.sync += [iw_kw.eq(iw_kw + 1), iw_kwoff.eq(iw_kwoff + reg(Reg.IN_CW)),
                                  iw_koff.eq(iw_kwoff + reg(Reg.IN_CW))]
                 with m.Else():
                     m.d.sync += [iw_kw.eq(0), iw_khoff.eq(iw_khoff + in_row),
                                  iw_kwoff.eq(iw_khoff + in_row), iw_koff.eq(iw_khoff + in_row)]
-                    with m.If(iw_kh + 1 != reg(Reg.KH)):
+                    with m.If(iw_kh != kh_last):
                         m.d.sync += iw_kh.eq(iw_kh + 1)
                     with m.Else():
                         m.d.sync += [iw_kh.eq(0), iw_khoff.eq(0), iw_kwoff.eq(0),
@@ -266,13 +285,13 @@ class ConvEngine(wiring.Component):
                              iw_mbase.eq(iw_mbase + R)]
                 with m.If(iw_more & (fill == R)):
                     m.d.comb += swap.eq(1)
-                    m.d.sync += iw_more.eq(iw_mbase + 2 * R < m_total)
+                    m.d.sync += iw_more.eq(iw_mbase < m_less_2r)
                 with m.Else():
                     m.d.sync += iw_active.eq(0)
         with m.If(run & ~iw_active & iw_more & (fill == R)):
             # Start the next block (after a wait for the stepper, or the very first one).
             m.d.comb += swap.eq(1)
-            m.d.sync += [iw_active.eq(1), iw_more.eq(iw_mbase + R < m_total)]
+            m.d.sync += [iw_active.eq(1), iw_more.eq(iw_mbase < m_less_r)]
 
         # Stage 0: tap coordinates and unchecked word addresses (one adder each).
         s0_y = Signal(data.ArrayLayout(signed(SIZE_BITS + 3), R))
@@ -343,9 +362,9 @@ class ConvEngine(wiring.Component):
         m.d.comb += [self.prm_rd_addr.eq(reg(Reg.P_ADDR) + pw_nb),
                      pfifo.w_en.eq(pw_inflight[-1]), pfifo.w_data.eq(self.prm_rd_data)]
         with m.If(p_issue):
-            with m.If(pw_nb + 1 == nb_count):
+            with m.If(pw_nb == nb_last):
                 m.d.sync += [pw_nb.eq(0), pw_mbase.eq(pw_mbase + R)]
-                with m.If(pw_mbase + R >= m_total):
+                with m.If(pw_mbase >= m_less_r):
                     m.d.sync += pw_active.eq(0)
             with m.Else():
                 m.d.sync += pw_nb.eq(pw_nb + 1)
@@ -395,11 +414,11 @@ class ConvEngine(wiring.Component):
         with m.If(wb_valid & wb_active):
             m.d.sync += [wb_m.eq(wb_m + 1), wb_addr.eq(wb_addr + reg(Reg.OUT_CW))]
             with m.If(wb_last):
-                with m.If(wb_nb + 1 == nb_count):
+                with m.If(wb_nb == nb_last):
                     m.d.sync += [wb_nb.eq(0), wb_mbase.eq(wb_mbase + R), wb_m.eq(wb_mbase + R),
                                  wb_blk.eq(wb_blk + r_ocw), wb_tile.eq(wb_blk + r_ocw),
                                  wb_addr.eq(wb_blk + r_ocw)]
-                    with m.If(wb_mbase + R >= m_total):
+                    with m.If(wb_mbase >= m_less_r):
                         m.d.comb += finished.eq(1)
                 with m.Else():
                     m.d.sync += [wb_nb.eq(wb_nb + 1), wb_m.eq(wb_mbase),

@@ -230,7 +230,7 @@ def _critical_path(report):
 
 
 def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, dsp="auto",
-              keep=None, pnr=True, params=None):
+              keep=None, pnr=True, params=None, router="router1"):
     """Synthesize and place-and-route one configuration; returns the result dict.
 
     ``rows``/``cols`` go to designs that take them (the array tops); ``params`` are further
@@ -292,7 +292,7 @@ def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, ds
             return r
         pnr = [_tool(a["nextpnr"]), *a["pnr_args"], "--json", "netlist.json",
                "--report", "report.json", "--freq", str(freq), "--seed", str(seed),
-               "--timing-allow-fail"]
+               "--router", router, "--timing-allow-fail"]
         t_pnr = _run(pnr, work, "nextpnr.log", announce=True)
         report = json.loads((work / "report.json").read_text())
         log = (work / "nextpnr.log").read_text()
@@ -302,8 +302,10 @@ def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, ds
             for f in ("design.v", "harness.v", "stat.txt", "yosys.log", "nextpnr.log",
                       "report.json"):
                 shutil.copyfile(work / f, keep / f)
-    return _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, report, log,
-                   hinfo, t_verilog, t_yosys, t_pnr, lut_mapper, params)
+    r = _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, report, log,
+                hinfo, t_verilog, t_yosys, t_pnr, lut_mapper, params)
+    r["router"] = router
+    return r
 
 
 def _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, report, log, hinfo,
@@ -421,6 +423,8 @@ def main(argv=None):
     ap.add_argument("--dsp", default="auto", help="multiplier: auto (per arch), generic, ecp5")
     ap.add_argument("--freq", type=float, default=150.0, help="nextpnr target, MHz")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--router", choices=("router1", "router2"), default="router1",
+                    help="nextpnr router (router2 is often faster on congested designs)")
     ap.add_argument("--keep", type=Path, help="copy Verilog, logs and report here")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                     help="another parameter of the design's class (integer), e.g. lanes=8")
@@ -433,7 +437,7 @@ def main(argv=None):
         except ValueError:
             ap.error(f"-p {item}: expected NAME=INTEGER")
     r = synth_pnr(args.design, args.rows, args.cols, args.arch, args.freq, args.seed, args.dsp,
-                  keep=args.keep, params=extra)
+                  keep=args.keep, params=extra, router=args.router)
     if args.design in ("gemm", "npu"):                 # the designs with a MAC array
         r["pe_alone"] = pe_cost(args.arch, args.dsp)
     print(format_table(r))
