@@ -171,7 +171,6 @@ class ConvEngine(wiring.Component):
         # and the SETUP products) are stable from SETTLE on, so the walkers compare a counter
         # with a register instead of adding first (for timing).
         nb_last = Signal(SIZE_BITS)       # nb_count - 1
-        k_last_at = Signal(32)            # K - 1
         cin_last = Signal(SIZE_BITS)
         kw_last = Signal(SIZE_BITS)
         kh_last = Signal(SIZE_BITS)
@@ -179,7 +178,13 @@ class ConvEngine(wiring.Component):
         oh_last = Signal(SIZE_BITS)
         m_less_r = Signal(signed(34))     # M - R: a block starting past it is the last
         m_less_2r = Signal(signed(34))    # M - 2R
-        m.d.sync += [nb_last.eq(nb_count - 1), k_last_at.eq(K - 1),
+        k_is_1 = Signal()
+        k_less2 = Signal(32)              # K - 2
+        nb_is_1 = Signal()
+        nb_less2 = Signal(SIZE_BITS)      # nb_count - 2
+        m.d.sync += [k_is_1.eq(K == 1), k_less2.eq(K - 2),
+                     nb_is_1.eq(nb_count == 1), nb_less2.eq(nb_count - 2)]
+        m.d.sync += [nb_last.eq(nb_count - 1),
                      cin_last.eq(reg(Reg.CIN) - 1), kw_last.eq(reg(Reg.KW) - 1),
                      kh_last.eq(reg(Reg.KH) - 1), ow_last.eq(reg(Reg.OUT_W) - 1),
                      oh_last.eq(reg(Reg.OUT_H) - 1),
@@ -253,8 +258,10 @@ class ConvEngine(wiring.Component):
         issue = Signal()
         m.d.comb += issue.eq(iw_active & (inflight < OPERAND_FIFO_DEPTH))
         m.d.sync += inflight.eq(inflight + issue - (opfifo.r_en & opfifo.r_rdy))
-        k_last = iw_k == k_last_at
-        blk_last = k_last & (iw_nb == nb_last)
+        # iw_k == K - 1 and iw_nb == nb_count - 1, kept in registers one issue ahead.
+        k_last = Signal()
+        nb_at_last = Signal()
+        blk_last = k_last & nb_at_last
 
         with m.If(issue):
             m.d.sync += [iw_k.eq(iw_k + 1), iw_waddr.eq(iw_waddr + 1)]
@@ -279,9 +286,12 @@ class ConvEngine(wiring.Component):
                         m.d.sync += [iw_kh.eq(0), iw_khoff.eq(0), iw_kwoff.eq(0),
                                      iw_koff.eq(0)]
             with m.If(k_last):
-                m.d.sync += [iw_k.eq(0), iw_nb.eq(iw_nb + 1)]
+                m.d.sync += [iw_k.eq(0), iw_nb.eq(iw_nb + 1), k_last.eq(k_is_1),
+                             nb_at_last.eq(iw_nb == nb_less2)]
+            with m.Else():
+                m.d.sync += k_last.eq(iw_k == k_less2)
             with m.If(blk_last):
-                m.d.sync += [iw_nb.eq(0), iw_waddr.eq(reg(Reg.W_ADDR)),
+                m.d.sync += [iw_nb.eq(0), nb_at_last.eq(nb_is_1), iw_waddr.eq(reg(Reg.W_ADDR)),
                              iw_mbase.eq(iw_mbase + R)]
                 with m.If(iw_more & (fill == R)):
                     m.d.comb += swap.eq(1)
@@ -434,7 +444,7 @@ class ConvEngine(wiring.Component):
                 st_imgbase.eq(reg(Reg.IN_ADDR)), st_rowbase.eq(base0),
                 st_base.eq(base0),
                 iw_active.eq(0), iw_more.eq(1), iw_mbase.eq(0), iw_nb.eq(0),
-                iw_k.eq(0), iw_cin.eq(0), iw_lane.eq(0), iw_kh.eq(0), iw_kw.eq(0),
+                iw_k.eq(0), k_last.eq(k_is_1), nb_at_last.eq(nb_is_1), iw_cin.eq(0), iw_lane.eq(0), iw_kh.eq(0), iw_kw.eq(0),
                 iw_koff.eq(0), iw_kwoff.eq(0), iw_khoff.eq(0),
                 iw_waddr.eq(reg(Reg.W_ADDR)),
                 pw_active.eq(1), pw_nb.eq(0), pw_mbase.eq(0),
