@@ -27,7 +27,7 @@ ICE_COLS ?= 4
 ICE_FREQ ?= 50
 SIZES  ?= 4,8,16,32
 
-.PHONY: all sim sim-all sim-gemm onnx bench test regress verilog stat synth synth-ice40 scaling report model clean distclean venv
+.PHONY: all sim sim-all sim-gemm onnx bench test regress verilog stat synth synth-ice40 depth scaling report model clean distclean venv
 
 all: test
 
@@ -90,6 +90,10 @@ synth: $(STAMP)
 # The same for an iCE40 UP5K (synth_ice40 -dsp, nextpnr-ice40), small configuration.
 synth-ice40: $(STAMP)
 	$(PY) -m hw.fpga $(ICE_DESIGN) --rows $(ICE_ROWS) --cols $(ICE_COLS) --arch ice40 --freq $(ICE_FREQ)
+
+# The deepest paths after synth_ecp5 by a rough delay model (minutes, no place-and-route).
+depth: $(STAMP)
+	$(PY) -m hw.logic_depth $(DESIGN) --rows $(ROWS) --cols $(COLS)
 
 # Scaling table of the GEMM array (resources, Fmax, generation/build time, simulation speed):
 # build/scaling/scaling.{json,md}. Long: runs P&R and Verilator/Icarus builds per size.

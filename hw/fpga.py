@@ -285,6 +285,7 @@ def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, ds
         if too_big and pnr:
             print(f"not placed: {too_big}", file=sys.stderr)
         if not pnr or too_big:
+            _keep(work, keep, ("design.v", "harness.v", "stat.txt", "yosys.log", "netlist.json"))
             r = _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, {}, "",
                         hinfo, t_verilog, t_yosys, None, lut_mapper, params)
             if too_big:
@@ -296,16 +297,20 @@ def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, ds
         t_pnr = _run(pnr, work, "nextpnr.log", announce=True)
         report = json.loads((work / "report.json").read_text())
         log = (work / "nextpnr.log").read_text()
-        if keep:
-            keep = Path(keep)
-            keep.mkdir(parents=True, exist_ok=True)
-            for f in ("design.v", "harness.v", "stat.txt", "yosys.log", "nextpnr.log",
-                      "report.json"):
-                shutil.copyfile(work / f, keep / f)
+        _keep(work, keep, ("design.v", "harness.v", "stat.txt", "yosys.log", "netlist.json",
+                           "nextpnr.log", "report.json"))
     r = _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, report, log,
                 hinfo, t_verilog, t_yosys, t_pnr, lut_mapper, params)
     r["router"] = router
     return r
+
+
+def _keep(work, keep, files):
+    if keep:
+        keep = Path(keep)
+        keep.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copyfile(work / f, keep / f)
 
 
 def _result(design, top, rows, cols, arch, dsp, freq, seed, vpath, stat, report, log, hinfo,
@@ -425,7 +430,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--router", choices=("router1", "router2"), default="router1",
                     help="nextpnr router (router2 is often faster on congested designs)")
-    ap.add_argument("--keep", type=Path, help="copy Verilog, logs and report here")
+    ap.add_argument("--keep", type=Path,
+                    help="copy Verilog, netlist (for hw.logic_depth), logs and report here")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                     help="another parameter of the design's class (integer), e.g. lanes=8")
     args = ap.parse_args(argv)
