@@ -64,7 +64,9 @@ class SoftmaxEngine(wiring.Component):
                     & (reg(Reg.SM_CAUSAL) <= 1))
         in_end = Signal(34)
         out_end = Signal(34)
-        m.d.comb += [in_end.eq(reg(Reg.IN_ADDR) + total), out_end.eq(reg(Reg.OUT_ADDR) + total)]
+        # Registered (the checks read them after SETTLE; the packer compares its write pointer
+        # with out_end): no adder from the configuration on the ACT write path.
+        m.d.sync += [in_end.eq(reg(Reg.IN_ADDR) + total), out_end.eq(reg(Reg.OUT_ADDR) + total)]
         addr_ok = ((in_end <= self.act_depth) & (out_end <= self.act_depth) &
                    ((out_end <= reg(Reg.IN_ADDR)) | (in_end <= reg(Reg.OUT_ADDR))))
 
@@ -77,17 +79,18 @@ class SoftmaxEngine(wiring.Component):
         t_word = Signal(SIZE_BITS)                 # word index within the pixel
         t_base = Signal(SIZE_BITS + C.bit_length() + 1)   # t_word * C
         t_row = Signal(SIZE_BITS)                  # vector index mod CIN (causal)
-        t_len = Signal(SIZE_BITS + 1)
-        m.d.comb += t_len.eq(Mux(causal, t_row + 1, reg(Reg.CIN)))
+        t_len = Signal(SIZE_BITS + 1)              # Mux(causal, t_row + 1, CIN), a register
+        cw_last = Signal(SIZE_BITS)                # IN_CW - 1
+        m.d.sync += cw_last.eq(reg(Reg.IN_CW) - 1)
         skip = t_base >= t_len                     # a word wholly past the vector's length
 
         # Serialiser: one word at a time, lanes in order, `last` at channel len-1.
         word = Signal(data.ArrayLayout(signed(8), C))
-        w_len = Signal(SIZE_BITS + 1)              # length of the word's vector
+        w_last = Signal(SIZE_BITS + 1)             # length of the word's vector - 1
         have = Signal()
         lane = Signal(range(C))
         chan = Signal(SIZE_BITS)
-        vec_last = chan + 1 == w_len
+        vec_last = chan == w_last
         word_end = (lane == C - 1) | vec_last
         # The next word is taken in the cycle the current one's final lane goes out, so the
         # unit sees one element per cycle.
@@ -103,11 +106,12 @@ class SoftmaxEngine(wiring.Component):
                 m.d.sync += chan.eq(0)
         with m.If(take):
             with m.If(~skip):
-                m.d.sync += [word.eq(rd.data.payload.data), w_len.eq(t_len), have.eq(1),
+                m.d.sync += [word.eq(rd.data.payload.data), w_last.eq(t_len - 1), have.eq(1),
                              lane.eq(0)]
-            with m.If(t_word + 1 == reg(Reg.IN_CW)):
-                m.d.sync += [t_word.eq(0), t_base.eq(0),
-                             t_row.eq(Mux(causal & (t_row + 1 != reg(Reg.CIN)), t_row + 1, 0))]
+            with m.If(t_word == cw_last):
+                next_row = Mux(causal & (t_row + 1 != reg(Reg.CIN)), t_row + 1, 0)
+                m.d.sync += [t_word.eq(0), t_base.eq(0), t_row.eq(next_row),
+                             t_len.eq(Mux(causal, next_row + 1, reg(Reg.CIN)))]
             with m.Else():
                 m.d.sync += [t_word.eq(t_word + 1), t_base.eq(t_base + C)]
 
@@ -146,6 +150,7 @@ class SoftmaxEngine(wiring.Component):
             m.d.sync += [wr_ptr.eq(reg(Reg.OUT_ADDR)), done_vectors.eq(0),
                          have.eq(0), lane.eq(0), chan.eq(0), out_lane.eq(0),
                          out_chan.eq(0), t_word.eq(0), t_base.eq(0), t_row.eq(0),
+                         t_len.eq(Mux(causal, 1, reg(Reg.CIN))),
                          p_word.eq(0), pad_left.eq(0)]
 
         def run_state():
