@@ -75,6 +75,7 @@ class LoadEngine(wiring.Component):
         lut_word = Signal(data.ArrayLayout(unsigned(8), C))
         lut_lane = Signal(range(C))
         ok_r = Signal()
+        end = Signal(26)            # addr + count, registered at the start (timing)
 
         take = self.data.valid & self.data.ready
         word = self.data.payload.data
@@ -86,7 +87,7 @@ class LoadEngine(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [mem.eq(self.mem), ptr.eq(self.addr), left.eq(self.count),
-                                 beat.eq(0), lut_idx.eq(0)]
+                                 end.eq(self.addr + self.count), beat.eq(0), lut_idx.eq(0)]
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
@@ -94,7 +95,7 @@ class LoadEngine(wiring.Component):
                 with m.Switch(mem):
                     for kind, depth in self.depths.items():
                         with m.Case(kind):
-                            m.d.comb += ok.eq((left != 0) & (ptr + left <= depth))
+                            m.d.comb += ok.eq((left != 0) & (end <= depth))
                     with m.Case(Mem.LUT):
                         m.d.comb += ok.eq(1)
                 m.d.sync += ok_r.eq(ok)     # registered: the check is a carry chain
@@ -183,6 +184,7 @@ class StoreEngine(wiring.Component):
         to_send = Signal(25)
         # ACT reads take RAM_LATENCY (2) cycles: two reads in flight.
         st_ok = Signal()
+        end = Signal(26)            # addr + count, registered at the start (timing)
         inflight = Signal(RAM_LATENCY)
         inflight_last = Signal(RAM_LATENCY)
         issue = Signal()
@@ -206,11 +208,12 @@ class StoreEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [ptr.eq(self.addr), to_send.eq(self.count)]
+                    m.d.sync += [ptr.eq(self.addr), to_send.eq(self.count),
+                                 end.eq(self.addr + self.count)]
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += st_ok.eq((to_send != 0) & (ptr + to_send <= self.act_depth))
+                m.d.sync += st_ok.eq((to_send != 0) & (end <= self.act_depth))
                 m.next = "CHECK2"
             with m.State("CHECK2"):
                 m.d.comb += self.busy.eq(1)

@@ -78,8 +78,8 @@ class SoftmaxEngine(wiring.Component):
         # Taker: position of the next word read within its pixel, and that pixel's length.
         t_word = Signal(SIZE_BITS)                 # word index within the pixel
         t_base = Signal(SIZE_BITS + C.bit_length() + 1)   # t_word * C
-        t_row = Signal(SIZE_BITS)                  # vector index mod CIN (causal)
-        t_len = Signal(SIZE_BITS + 1)              # Mux(causal, t_row + 1, CIN), a register
+        # The pixel's vector length: CIN, or (causal) its vector index mod CIN, plus 1.
+        t_len = Signal(SIZE_BITS + 1)
         cw_last = Signal(SIZE_BITS)                # IN_CW - 1
         m.d.sync += cw_last.eq(reg(Reg.IN_CW) - 1)
         skip = t_base >= t_len                     # a word wholly past the vector's length
@@ -109,9 +109,9 @@ class SoftmaxEngine(wiring.Component):
                 m.d.sync += [word.eq(rd.data.payload.data), w_last.eq(t_len - 1), have.eq(1),
                              lane.eq(0)]
             with m.If(t_word == cw_last):
-                next_row = Mux(causal & (t_row + 1 != reg(Reg.CIN)), t_row + 1, 0)
-                m.d.sync += [t_word.eq(0), t_base.eq(0), t_row.eq(next_row),
-                             t_len.eq(Mux(causal, next_row + 1, reg(Reg.CIN)))]
+                m.d.sync += [t_word.eq(0), t_base.eq(0),
+                             t_len.eq(Mux(causal & (t_len != reg(Reg.CIN)), t_len + 1,
+                                          Mux(causal, 1, reg(Reg.CIN))))]
             with m.Else():
                 m.d.sync += [t_word.eq(t_word + 1), t_base.eq(t_base + C)]
 
@@ -149,8 +149,7 @@ class SoftmaxEngine(wiring.Component):
             m.d.comb += rd.start.eq(1)
             m.d.sync += [wr_ptr.eq(reg(Reg.OUT_ADDR)), done_vectors.eq(0),
                          have.eq(0), lane.eq(0), chan.eq(0), out_lane.eq(0),
-                         out_chan.eq(0), t_word.eq(0), t_base.eq(0), t_row.eq(0),
-                         t_len.eq(Mux(causal, 1, reg(Reg.CIN))),
+                         out_chan.eq(0), t_word.eq(0), t_base.eq(0), t_len.eq(Mux(causal, 1, reg(Reg.CIN))),
                          p_word.eq(0), pad_left.eq(0)]
 
         def run_state():
