@@ -430,7 +430,8 @@ class Pooling(wiring.Component):
         }
         shapes = {"hp": pos_w, "wp": pos_w, "k": range(K + 1), "s": 8, "pad": range(K // 2 + 1), "is_max": 1,
                   "padval": signed(8), "tiny": 1, "narrow": 1, "hp1": pos_w, "wp1": pos_w,
-                  "pad0": 1, "pad_m1": pos_w, "pad_h1": pos_w, "pad_w1": pos_w, "c_lb": 16, "k_s": 9, "last0_h": 1,
+                  "pad0": 1, "pad_m1": pos_w, "pad_h1": pos_w, "pad_w1": pos_w, "c_lb": 16,
+                  "k_s": 9, "last0_h": 1,
                   "last0_w": 1, "s_is_1": 1, "k_is_1": 1, "k_is_2": 1}
         cur = {}
         for name, shape in shapes.items():
