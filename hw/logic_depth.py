@@ -150,7 +150,10 @@ def main(argv=None):
         extra = {}
         for item in args.param:
             name, _, value = item.partition("=")
-            extra[name] = int(value, 0)
+            try:
+                extra[name] = int(value, 0)
+            except ValueError:
+                ap.error(f"-p {item}: expected NAME=INTEGER")
         with tempfile.TemporaryDirectory(prefix="npu-depth-") as tmp:
             synth_pnr(args.design, args.rows, args.cols, "ecp5", pnr=False, keep=tmp,
                       params=extra)
