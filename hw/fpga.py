@@ -419,6 +419,19 @@ def output_path(r):
     return OUT / f"{r['design']}-{r['rows']}x{r['cols']}-{r['arch']}.json"
 
 
+def parse_params(ap, items):
+    """``-p NAME=VALUE`` options as ``{name: int}``; a value that is not an integer is refused
+    through ``ap.error`` with the option named."""
+    params = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            params[name] = int(value, 0)
+        except ValueError:
+            ap.error(f"-p {item}: expected NAME=INTEGER")
+    return params
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("design", choices=sorted(DESIGNS))
@@ -435,13 +448,7 @@ def main(argv=None):
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                     help="another parameter of the design's class (integer), e.g. lanes=8")
     args = ap.parse_args(argv)
-    extra = {}
-    for item in args.param:
-        name, _, value = item.partition("=")
-        try:
-            extra[name] = int(value, 0)
-        except ValueError:
-            ap.error(f"-p {item}: expected NAME=INTEGER")
+    extra = parse_params(ap, args.param)
     r = synth_pnr(args.design, args.rows, args.cols, args.arch, args.freq, args.seed, args.dsp,
                   keep=args.keep, params=extra, router=args.router)
     if args.design in ("gemm", "npu"):                 # the designs with a MAC array

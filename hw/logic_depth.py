@@ -133,7 +133,7 @@ def _short(name):
 
 
 def main(argv=None):
-    from .fpga import synth_pnr
+    from .fpga import parse_params, synth_pnr
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("design", nargs="?", default="npu")
     ap.add_argument("--rows", type=int, default=8)
@@ -147,13 +147,7 @@ def main(argv=None):
     if args.netlist:
         netlist = json.loads(args.netlist.read_text())
     else:
-        extra = {}
-        for item in args.param:
-            name, _, value = item.partition("=")
-            try:
-                extra[name] = int(value, 0)
-            except ValueError:
-                ap.error(f"-p {item}: expected NAME=INTEGER")
+        extra = parse_params(ap, args.param)
         with tempfile.TemporaryDirectory(prefix="npu-depth-") as tmp:
             synth_pnr(args.design, args.rows, args.cols, "ecp5", pnr=False, keep=tmp,
                       params=extra)
