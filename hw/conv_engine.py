@@ -47,7 +47,7 @@ from amaranth.lib.wiring import In, Out
 from golden.gemm import MAX_K
 
 from .activation import ActivationLUT, table_layout
-from .isa import Error, Reg
+from .isa import Error, Reg, param_entry_layout
 from .ram import RAM_LATENCY
 from .requantizer import Requantizer
 from .sizes import SIZE_BITS, ProductSteps, addr_bits, cfg_layout, engine_fsm
@@ -85,7 +85,7 @@ class ConvEngine(wiring.Component):
             "wgt_rd_addr": Out(ww),
             "wgt_rd_data": In(8 * cols),
             "prm_rd_addr": Out(pw),
-            "prm_rd_data": In(72 * cols),
+            "prm_rd_data": In(param_entry_layout(cols)),
             "lut_table": In(stream.Signature(table_layout())),
         })
 
@@ -366,11 +366,14 @@ class ConvEngine(wiring.Component):
         pw_nb = Signal(SIZE_BITS)
         pw_mbase = Signal(32)
         pw_inflight = Signal(RAM_LATENCY)  # PARAM is a block RAM with a 2-cycle read
-        pfifo = m.submodules.pfifo = SyncFIFOBuffered(width=72 * C, depth=PARAM_FIFO_DEPTH)
+        entry_layout = param_entry_layout(C)
+        pfifo = m.submodules.pfifo = SyncFIFOBuffered(width=entry_layout.size,
+                                                      depth=PARAM_FIFO_DEPTH)
         p_issue = pw_active & (pfifo.level + sum(pw_inflight) < PARAM_FIFO_DEPTH - 1)
         m.d.sync += pw_inflight.eq(Cat(p_issue, pw_inflight[:-1]))
         m.d.comb += [self.prm_rd_addr.eq(reg(Reg.P_ADDR) + pw_nb),
                      pfifo.w_en.eq(pw_inflight[-1]), pfifo.w_data.eq(self.prm_rd_data)]
+        entry = entry_layout(pfifo.r_data)
         with m.If(p_issue):
             with m.If(pw_nb == nb_last):
                 m.d.sync += [pw_nb.eq(0), pw_mbase.eq(pw_mbase + R)]
@@ -379,7 +382,9 @@ class ConvEngine(wiring.Component):
             with m.Else():
                 m.d.sync += pw_nb.eq(pw_nb + 1)
         m.d.comb += [
-            rq.params.payload.as_value()[:72 * C].eq(pfifo.r_data),
+            rq.params.payload.bias.eq(entry.bias),
+            rq.params.payload.m0.eq(entry.m0),
+            rq.params.payload.shift.eq(entry.shift),
             rq.params.payload.zero_point.eq(s8(Reg.OUT_ZP)),
             rq.params.payload.qmin.eq(s8(Reg.QMIN)),
             rq.params.payload.qmax.eq(s8(Reg.QMAX)),

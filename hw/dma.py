@@ -3,8 +3,9 @@
 :class:`LoadEngine` takes ``count`` beats of ``8*C`` bits from its ``data`` stream:
 
 * ACT / WGT: beat n is written to word ``addr + n``;
-* PARAM: 9 beats make one entry (4 beats of C int32 bias, 4 of C int32 M0, 1 of C int8 shift,
-  little-endian, lane 0 first), written to entry ``addr + n``;
+* PARAM: ``hw.isa.param_beats(C)`` beats make one entry (``hw.isa.param_entry_layout``:
+  C int32 bias, C int32 M0, C int8 shift, little-endian, lane 0 first), written to entry
+  ``addr + n``;
 * LUT: ``ceil(256 / C)`` beats carry the 256 table bytes in index order (entry for input
   ``x`` at index ``x + 128``); ``addr`` and ``count`` are ignored.
 
@@ -27,7 +28,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .activation import table_layout
-from .isa import PARAM_BEATS, Error, Mem
+from .isa import Error, Mem, param_beats, param_entry_layout
 from .ram import RAM_LATENCY
 from .sizes import addr_bits
 
@@ -59,7 +60,8 @@ class LoadEngine(wiring.Component):
             "data": In(stream.Signature(beat_layout(cols))),
             "act_we": Out(1), "act_addr": Out(addr_bits(act_depth)), "act_data": Out(8 * cols),
             "wgt_we": Out(1), "wgt_addr": Out(addr_bits(wgt_depth)), "wgt_data": Out(8 * cols),
-            "prm_we": Out(1), "prm_addr": Out(addr_bits(param_depth)), "prm_data": Out(72 * cols),
+            "prm_we": Out(1), "prm_addr": Out(addr_bits(param_depth)),
+            "prm_data": Out(param_entry_layout(cols)),
             "lut_table": Out(stream.Signature(table_layout())),
         })
 
@@ -69,8 +71,9 @@ class LoadEngine(wiring.Component):
         mem = Signal(4)
         ptr = Signal(25)            # next word / entry address
         left = Signal(25)           # words / entries still to write
-        beat = Signal(range(PARAM_BEATS))
-        entry = Signal(72 * C)
+        beats = param_beats(C)
+        beat = Signal(range(beats))
+        entry = Signal(8 * C * beats)      # the beats of one entry, the newest at the top
         lut_idx = Signal(9)
         lut_word = Signal(data.ArrayLayout(unsigned(8), C))
         lut_lane = Signal(range(C))
@@ -81,7 +84,8 @@ class LoadEngine(wiring.Component):
         word = self.data.payload.data
         m.d.comb += [self.act_addr.eq(ptr), self.act_data.eq(word),
                      self.wgt_addr.eq(ptr), self.wgt_data.eq(word),
-                     self.prm_addr.eq(ptr), self.prm_data.eq(Cat(entry[8 * C:], word))]
+                     self.prm_addr.eq(ptr),
+                     self.prm_data.as_value().eq(Cat(entry[8 * C:], word))]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -121,11 +125,11 @@ class LoadEngine(wiring.Component):
                                 m.next = "DONE"
                     with m.Case(Mem.PARAM):
                         m.d.comb += [self.data.ready.eq(1),
-                                     self.prm_we.eq(take & (beat == PARAM_BEATS - 1))]
+                                     self.prm_we.eq(take & (beat == beats - 1))]
                         with m.If(take):
                             # Little-endian assembly: the newest beat enters at the top.
                             m.d.sync += entry.eq(Cat(entry[8 * C:], word))
-                            with m.If(beat == PARAM_BEATS - 1):
+                            with m.If(beat == beats - 1):
                                 m.d.sync += [beat.eq(0), ptr.eq(ptr + 1), left.eq(left - 1)]
                                 with m.If(left == 1):
                                     m.next = "DONE"

@@ -1,182 +1,146 @@
-"""Instruction set, register map and memory map of the accelerator (``npu_top``).
+"""Instruction set, register map and memory map of the accelerator (``npu_top``), as data.
 
-Shared by the hardware (:mod:`hw.npu`), the compiler (:mod:`npu.compiler`) and the cycle model
-(:mod:`npu.perf`), so the three cannot disagree on an encoding.
+Every encoding is defined once here, as an :mod:`amaranth.lib.data` layout or a table:
 
-Instructions are 64 bits, ``opcode`` in bits [7:0]:
+* the 64-bit instruction and its views (:class:`Instruction`: ``op``, ``set``, ``transfer``);
+* the configuration registers that SET writes (:data:`REGISTERS`, :class:`Reg`);
+* the PARAM entry (:func:`param_entry_layout`) and its beats on ``s_axis``;
+* the AXI4-Lite registers (:data:`CSR_MAP`, :class:`CSR`) and the bits of CTRL, STATUS, CONFIG
+  and IRQ_EN (:class:`Ctrl`, :class:`Status`, :class:`HwConfig`, :class:`IrqEnable`).
 
-=========  ====  ==========================================================================
-name       code  fields and meaning
-=========  ====  ==========================================================================
-NOP        0x00  nothing
-SET        0x01  [15:8] configuration register (``Reg``), [63:32] value: sets the register
-LOAD       0x02  [11:8] memory (``Mem``), [35:12] word address, [36] background, [63:40] count:
-                 take words from ``s_axis`` into the memory. ACT/WGT: one beat per word (C
-                 bytes). PARAM: one entry per column block = 9 beats (4 of C int32 bias, 4 of
-                 C int32 M0, 1 of C int8 shift). LUT: ``ceil(256 / C)`` beats, the 256 table
-                 bytes in order (count and address ignored).
-                 Background (bit 36, WGT and PARAM only): the sequencer checks the range and
-                 goes on to the next instruction while the LOAD runs, so a LOAD of the next
-                 weights overlaps CONV/POOL/SOFTMAX/STORE (double buffering). The program
-                 must not read what a background LOAD writes before a WAIT.
-STORE      0x03  [35:12] ACT word address, [63:40] count: send words to ``m_axis``, ``tlast``
-                 on the last one
-CONV       0x04  convolution / dense layer described by the configuration registers: im2col
-                 addressing in hardware, the systolic array, requantization, optional table
-                 activation, results written back to ACT
-POOL       0x05  max / average pooling (KH x KH window, STRIDE, PAD) of BATCH images of
-                 IN_H x IN_W x CIN at IN_ADDR into OUT_ADDR (OUT_H x OUT_W), streaming
-SOFTMAX    0x06  integer softmax over the CIN channels of each of BATCH * IN_H * IN_W pixels
-                 at IN_ADDR into OUT_ADDR (scale 1/256, zero point -128)
-WAIT       0x07  barrier: waits until no background LOAD is running
-DONE       0x0F  finish (after any background LOAD): status DONE, interrupt, back to idle
-=========  ====  ==========================================================================
-
-A LOAD (of either kind) waits for a running background LOAD to finish first, since both
-take their beats from ``s_axis`` in program order.
-
-Any other opcode stops the program with ``Error.ILLEGAL_OPCODE``; an instruction whose
-addresses or sizes fall outside the configured memories or limits stops it with
-``Error.ADDRESS`` or ``Error.CONFIG`` before touching any memory. Running past the end of
-instruction memory without DONE is ``Error.PC_OVERFLOW``. After an error the accelerator is
-idle and can be started again.
-
-Memories (C = array columns = lanes; ACT/WGT words are C bytes):
-
-* ACT: activations, channels-last; a pixel occupies ``ceil(channels / C)`` consecutive words,
-  channel ``c`` in lane ``c % C`` of word ``c // C``; images of a batch are contiguous.
-  Replicated once per array row so that im2col can read R pixels per cycle; writes go to
-  every copy.
-* WGT: the GEMM B matrix of each layer, column block by column block: block ``nb`` is K words,
-  word ``k`` = ``B[k, nb*C : nb*C + C]``.
-* PARAM: per column block of a layer: bias, M0 and shift for its C output channels.
-* LUT: the 256-entry activation table.
-
-Configuration registers (``Reg``; SET before CONV/POOL/SOFTMAX; they keep their values
-across instructions). POOL uses IN_ADDR, IN_H, IN_W, IN_CW, CIN, KH (window), STRIDE, PAD,
-IN_ZP, OUT_ADDR, OUT_H, OUT_W, BATCH, POOL_MODE; SOFTMAX uses IN_ADDR, IN_H, IN_W, IN_CW,
-CIN, OUT_ADDR, BATCH, SM_MULT, SM_SHIFT, SM_CAUSAL.
-
-Causal mask (SM_CAUSAL = 1, for attention scores, :mod:`npu.attention`): vector ``v``
-(``v = 0 .. BATCH*IN_H*IN_W - 1``, pixel order) is the softmax of its first ``(v mod CIN) + 1``
-channels only; its other channels are written as -128 (probability 0). With BATCH = S score
-rows of CIN = S channels this is ``golden.attention.attention(causal=True)``: row ``i`` is the
-softmax of ``scores[i, :i+1]``. SM_CAUSAL = 0 (the reset value) is the plain softmax.
+The hardware (:mod:`hw.npu` and the engines) decodes with these layouts; the compiler, the
+cycle model and the testbenches encode and decode with :func:`encode` / :func:`decode`, the
+``.const`` / ``from_bits`` of the same layouts, or NumPy dtypes derived from them
+(:func:`numpy_dtype`). Adding a field is one line in a layout plus its use. The README's
+instruction, register and error tables are generated from these tables
+(``python -m hw.isa`` prints them) and a test checks that the README matches.
 """
 
 from enum import IntEnum
 
-__all__ = ["Op", "Reg", "Mem", "Error", "encode_set", "encode_load", "encode_store",
-           "encode", "decode", "CSR", "ID_MAGIC", "PARAM_BEATS"]
+import numpy as np
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+__all__ = ["Op", "Reg", "Mem", "Error", "CSR", "ID_MAGIC", "ISA_VERSION",
+           "Instruction", "SetFields", "TransferFields", "OPCODES", "REGISTERS", "ERRORS",
+           "CSR_MAP", "Ctrl", "Status", "HwConfig", "IrqEnable",
+           "encode", "decode", "encode_set", "encode_load", "encode_store",
+           "param_entry_layout", "param_beats", "pack_param_entries", "numpy_dtype",
+           "markdown_tables"]
 
 ID_MAGIC = 0x4E505531          # "NPU1"
-PARAM_BEATS = 9                # beats per PARAM entry (4 bias + 4 M0 + 1 shift)
+ISA_VERSION = 2                # 2: background LOAD, WAIT
 
 
-class Op(IntEnum):
-    NOP = 0x00
-    SET = 0x01
-    LOAD = 0x02
-    STORE = 0x03
-    CONV = 0x04
-    POOL = 0x05
-    SOFTMAX = 0x06
-    WAIT = 0x07
-    DONE = 0x0F
+# ---- Instructions --------------------------------------------------------------------------
+
+class SetFields(data.Struct):
+    """SET: write ``value`` into configuration register ``reg``."""
+    op: unsigned(8)
+    reg: unsigned(8)
+    _reserved: unsigned(16)
+    value: unsigned(32)
+
+
+class TransferFields(data.Struct):
+    """LOAD and STORE: ``count`` words (entries for PARAM) at ``addr`` of memory ``mem``."""
+    op: unsigned(8)
+    mem: unsigned(4)
+    addr: unsigned(24)
+    background: unsigned(1)
+    _reserved: unsigned(3)
+    count: unsigned(24)
+
+
+class Instruction(data.Union):
+    """A 64-bit instruction: the opcode in bits [7:0], and the view of its opcode."""
+    op: unsigned(8)
+    set: SetFields
+    transfer: TransferFields
+
+
+INSTRUCTION_BITS = data.Layout.cast(Instruction).size
+
+#: (name, code, view, fields it uses, meaning). The view names the Instruction member that
+#: holds the fields.
+OPCODES = (
+    ("NOP", 0x00, None, (), "nothing"),
+    ("SET", 0x01, "set", ("reg", "value"),
+     "sets a configuration register (below); registers keep their value across instructions"),
+    ("LOAD", 0x02, "transfer", ("mem", "addr", "background", "count"),
+     "takes `count` words from `s_axis` into memory `mem` at `addr` (PARAM: `count` entries of "
+     "`param_beats(C)` beats each; LUT: ceil(256/C) beats of table bytes, `addr` and `count` "
+     "ignored). With `background` (WGT, PARAM only) the sequencer goes on after the range check "
+     "while the LOAD runs; any LOAD first waits for a background LOAD still running"),
+    ("STORE", 0x03, "transfer", ("addr", "count"),
+     "sends ACT words `addr` .. `addr + count - 1` on `m_axis`, `tlast` on the last"),
+    ("CONV", 0x04, None, (), "conv / dense layer: im2col addressing, the systolic array, "
+                             "requantization (+ activation table), results written to ACT"),
+    ("POOL", 0x05, None, (), "max / average pooling, streaming through the pooling unit"),
+    ("SOFTMAX", 0x06, None, (), "integer softmax over the channels of every pixel"),
+    ("WAIT", 0x07, None, (), "waits until no background LOAD runs"),
+    ("DONE", 0x0F, None, (), "end of program (after any background LOAD): DONE status, "
+                             "interrupt, idle"),
+)
+
+Op = IntEnum("Op", [(name, code) for name, code, *_ in OPCODES], module=__name__)
+Op.__doc__ = "Opcodes (bits [7:0] of an instruction); see :data:`OPCODES`."
+_VIEW = {code: view for _, code, view, _, _ in OPCODES}
+_FIELDS = {code: fields for _, code, _, fields, _ in OPCODES}
 
 
 class Mem(IntEnum):
+    """Memories a LOAD writes (``transfer.mem``)."""
     ACT = 0
     WGT = 1
     PARAM = 2
     LUT = 3
 
 
-class Reg(IntEnum):
-    """Configuration registers of CONV (all unsigned unless noted)."""
-    IN_ADDR = 0        # ACT word address of the first input pixel of image 0
-    IN_H = 1
-    IN_W = 2
-    IN_CW = 3          # words per input pixel = ceil(CIN / C)
-    CIN = 4            # input channels
-    KH = 5
-    KW = 6
-    STRIDE = 7
-    PAD = 8
-    IN_ZP = 9          # int8: value of padding taps (the input zero point)
-    OUT_ADDR = 10      # ACT word address of the first output pixel
-    OUT_H = 11
-    OUT_W = 12
-    OUT_CW = 13        # words per output pixel = column blocks = ceil(COUT / C)
-    W_ADDR = 14        # WGT word address of column block 0
-    P_ADDR = 15        # PARAM entry of column block 0
-    BATCH = 16         # images
-    OUT_ZP = 17        # int8
-    QMIN = 18          # int8: requantizer clamp (fused ReLU: QMIN = OUT_ZP)
-    QMAX = 19          # int8
-    USE_LUT = 20       # 1: apply the activation table after requantization
-    POOL_MODE = 21     # POOL: 0 max, 1 average (padding counts as IN_ZP, divisor KH*KH)
-    SM_MULT = 22       # SOFTMAX: M0 of golden.softmax.softmax_params (31 bits)
-    SM_SHIFT = 23      # SOFTMAX: its right shift (-shift, 0..31)
-    SM_CAUSAL = 24     # SOFTMAX: 1 = causal mask (vector v uses its first (v mod CIN) + 1
-    OUT_NB = 25        # CONV: column blocks this instruction computes, 0 = all OUT_CW of them
-                       # (a layer whose weights do not fit WGT runs as several CONVs, each on
-                       # a slice of its output channels; OUT_ADDR then points at the slice)
-                       # values, the rest of its CIN outputs are -128, probability 0)
-
-
-class Error(IntEnum):
-    NONE = 0
-    ILLEGAL_OPCODE = 1
-    ADDRESS = 2        # an access outside ACT / WGT / PARAM / IMEM
-    CONFIG = 3         # a configuration the hardware cannot run (zero size, K too long, a
-                       # background LOAD into ACT or LUT..)
-    PC_OVERFLOW = 4    # ran past the end of instruction memory
-
-
-class CSR(IntEnum):
-    """AXI4-Lite register byte addresses (32-bit registers)."""
-    ID = 0x000         # ro: ID_MAGIC
-    CONFIG = 0x004     # ro: rows [7:0], cols [15:8], ISA version [31:24]
-    ACT_DEPTH = 0x008  # ro: words per ACT copy
-    WGT_DEPTH = 0x00C  # ro
-    PARAM_DEPTH = 0x010  # ro: entries
-    IMEM_DEPTH = 0x014   # ro: instructions
-    CTRL = 0x020       # wo: bit 0 START at instruction [31:16], bit 1 clear DONE/ERROR
-    STATUS = 0x024     # ro: bit 0 BUSY, bit 1 DONE, bit 2 ERROR
-    ERROR = 0x028      # ro: Error code of the last run
-    ERROR_PC = 0x02C   # ro: instruction index that raised it
-    PC = 0x030         # ro: current instruction index
-    CYCLES = 0x034     # ro: cycles of the last (or current) run, START to DONE/error
-    IRQ_EN = 0x038     # rw: bit 0 enables the irq output (level: DONE or ERROR)
-    IMEM = 0x1000      # wo: instruction n at IMEM + 8n (low word) and IMEM + 8n + 4 (high)
-    COUNTERS = 0x2000  # ro: cycles taken by instruction n at COUNTERS + 4n (last run)
-
-
-ISA_VERSION = 2                # 2: background LOAD, WAIT
-
-_FIELD = {  # name: (lsb, width)
-    "op": (0, 8), "reg": (8, 8), "value": (32, 32),
-    "mem": (8, 4), "addr": (12, 24), "background": (36, 1), "count": (40, 24),
-}
+#: How the README's instruction table names each field.
+_FIELD_DOC = {"reg": "register", "value": "value", "mem": "memory (0 ACT, 1 WGT, 2 PARAM, 3 LUT)",
+              "addr": "address", "background": "background", "count": "count"}
 
 
 def encode(op, **fields):
-    word = int(op) & 0xFF
+    """The 64-bit word of instruction ``op`` with the fields of its view; a field that does
+    not fit (or does not exist for ``op``) raises ``ValueError`` naming it. SET values may be
+    negative (two's complement)."""
+    op = Op(op)
+    view = _VIEW[op]
+    layout = data.Layout.cast(Instruction)
+    if view is None:
+        if fields:
+            raise ValueError(f"{op.name} has no fields, got {', '.join(fields)}")
+        return int(op)
+    members = data.Layout.cast(layout[view].shape)
+    init = {"op": int(op)}
     for name, v in fields.items():
-        lsb, width = _FIELD[name]
+        if name not in _FIELDS[op]:
+            raise ValueError(f"{op.name} has no field {name!r}")
+        width = members[name].width
         v = int(v)
         if name == "value":
-            v &= 0xFFFFFFFF           # SET values may be negative (two's complement)
+            v &= (1 << width) - 1
         if not 0 <= v < (1 << width):
             raise ValueError(f"instruction field {name}={v} does not fit {width} bits")
-        word |= v << lsb
-    return word
+        init[name] = v
+    return layout.const({view: init}).as_bits()
 
 
 def decode(word):
-    op = word & 0xFF
-    return {name: (word >> lsb) & ((1 << width) - 1) for name, (lsb, width) in _FIELD.items()} | {"op": op}
+    """``{"op": .., <fields of the op's view>..}`` of a 64-bit word (reserved bits left out;
+    an unknown opcode gives only ``op``)."""
+    word = int(word)
+    layout = data.Layout.cast(Instruction)
+    view = layout.from_bits(word)
+    op = int(view.op)
+    name = _VIEW.get(op)
+    if name is None:
+        return {"op": op}
+    fields = getattr(view, name)
+    return {"op": op} | {n: int(getattr(fields, n)) for n in _FIELDS[op]}
 
 
 def encode_set(reg, value):
@@ -192,3 +156,221 @@ def encode_load(mem, addr, count, background=False):
 
 def encode_store(addr, count):
     return encode(Op.STORE, addr=addr, count=count)
+
+
+# ---- Configuration registers ---------------------------------------------------------------
+
+#: (name, int8: the low byte is a signed value, meaning). One line per register; its index
+#: is its position. CONV uses all but POOL_MODE and SM_*; POOL uses IN_ADDR, IN_H, IN_W,
+#: IN_CW, CIN, KH (window), STRIDE, PAD, IN_ZP, OUT_ADDR, OUT_H, OUT_W, BATCH, POOL_MODE;
+#: SOFTMAX uses IN_ADDR, IN_H, IN_W, IN_CW, CIN, OUT_ADDR, BATCH, SM_MULT, SM_SHIFT, SM_CAUSAL.
+REGISTERS = (
+    ("IN_ADDR", False, "ACT word address of the first input pixel of image 0"),
+    ("IN_H", False, "input height"),
+    ("IN_W", False, "input width"),
+    ("IN_CW", False, "words per input pixel = ceil(CIN / C)"),
+    ("CIN", False, "input channels"),
+    ("KH", False, "kernel height (POOL: the window)"),
+    ("KW", False, "kernel width"),
+    ("STRIDE", False, "stride"),
+    ("PAD", False, "padding on every side"),
+    ("IN_ZP", True, "input zero point: the value of padding taps"),
+    ("OUT_ADDR", False, "ACT word address of the first output pixel"),
+    ("OUT_H", False, "output height"),
+    ("OUT_W", False, "output width"),
+    ("OUT_CW", False, "words per output pixel = column blocks = ceil(COUT / C)"),
+    ("W_ADDR", False, "WGT word address of column block 0"),
+    ("P_ADDR", False, "PARAM entry of column block 0"),
+    ("BATCH", False, "images"),
+    ("OUT_ZP", True, "output zero point"),
+    ("QMIN", True, "requantizer clamp, low (a fused ReLU is QMIN = OUT_ZP)"),
+    ("QMAX", True, "requantizer clamp, high"),
+    ("USE_LUT", False, "1: apply the activation table after requantization"),
+    ("POOL_MODE", False, "POOL: 0 max, 1 average (padding counts as IN_ZP, divisor KH*KH)"),
+    ("SM_MULT", False, "SOFTMAX: M0 of golden.softmax.softmax_params (31 bits)"),
+    ("SM_SHIFT", False, "SOFTMAX: its right shift (-shift, 0..31)"),
+    ("SM_CAUSAL", False, "SOFTMAX: 1 = causal mask: vector v uses its first (v mod CIN) + 1 "
+                         "values, its other outputs are -128 (probability 0)"),
+    ("OUT_NB", False, "CONV: column blocks this instruction computes, 0 = all OUT_CW (a layer "
+                      "whose weights do not fit WGT runs as several CONVs, one per slice of "
+                      "its output channels; OUT_ADDR then points at the slice)"),
+)
+
+Reg = IntEnum("Reg", [(name, i) for i, (name, _, _) in enumerate(REGISTERS)], module=__name__)
+Reg.__doc__ = "Configuration registers (SET ``reg``); see :data:`REGISTERS`."
+
+
+# ---- Errors ----------------------------------------------------------------------------------
+
+class Error(IntEnum):
+    """Error codes (CSR.ERROR); see :data:`ERRORS`."""
+    NONE = 0
+    ILLEGAL_OPCODE = 1
+    ADDRESS = 2
+    CONFIG = 3
+    PC_OVERFLOW = 4
+
+
+ERRORS = {
+    Error.ILLEGAL_OPCODE: "an opcode not in the table",
+    Error.ADDRESS: "a LOAD, STORE, CONV, POOL or SOFTMAX region outside its memory, or a "
+                   "layer's output overlapping its input",
+    Error.CONFIG: "a configuration the hardware cannot run: a zero size, K > 131071, a size "
+                  "over a unit's limit, int8 fields out of range, an unknown SET register, a "
+                  "background LOAD into ACT or LUT",
+    Error.PC_OVERFLOW: "no DONE before the end of IMEM, or a start address past it",
+}
+
+
+# ---- PARAM entries ---------------------------------------------------------------------------
+
+def param_entry_layout(cols):
+    """One PARAM entry: the requantization parameters of one column block of C channels."""
+    return data.StructLayout({
+        "bias": data.ArrayLayout(signed(32), cols),
+        "m0": data.ArrayLayout(signed(32), cols),
+        "shift": data.ArrayLayout(signed(8), cols),
+    })
+
+
+def param_beats(cols):
+    """``s_axis`` beats (of ``8 * cols`` bits) per PARAM entry, little-endian, field order."""
+    return -(-param_entry_layout(cols).size // (8 * cols))
+
+
+def numpy_dtype(layout):
+    """A NumPy structured dtype with the byte layout of ``layout`` (fields of byte-aligned
+    signed/unsigned integers of 8/16/32/64 bits, or arrays of them), little-endian."""
+    layout = data.Layout.cast(layout)
+    names, formats, offsets = [], [], []
+    for name, field in layout:
+        shape, count = field.shape, None
+        if isinstance(shape, data.ArrayLayout):
+            shape, count = shape.elem_shape, shape.length
+        shape = shape if not isinstance(shape, data.Layout) else None
+        if shape is None or field.offset % 8 or shape.width not in (8, 16, 32, 64):
+            raise ValueError(f"field {name!r} has no NumPy equivalent")
+        fmt = f"<{'i' if shape.signed else 'u'}{shape.width // 8}"
+        names.append(name)
+        formats.append((fmt, (count,)) if count else fmt)
+        offsets.append(field.offset // 8)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": -(-layout.size // 8)})
+
+
+def pack_param_entries(bias, m0, shift, cols):
+    """Per-channel ``bias``, ``m0``, ``shift`` (length ``nb * cols``) -> the uint8 ``s_axis``
+    beats (``nb * param_beats(cols)`` x ``cols``) of ``nb`` PARAM entries."""
+    dt = numpy_dtype(param_entry_layout(cols))
+    nb = len(bias) // cols
+    entries = np.zeros(nb, dt)
+    entries["bias"] = np.asarray(bias, np.int32).reshape(nb, cols)
+    entries["m0"] = np.asarray(m0, np.int32).reshape(nb, cols)
+    entries["shift"] = np.asarray(shift).astype(np.int8).reshape(nb, cols)
+    beats = param_beats(cols) * cols
+    raw = np.zeros((nb, beats), np.uint8)
+    raw[:, :dt.itemsize] = entries.view(np.uint8).reshape(nb, dt.itemsize)
+    return raw.reshape(-1, cols)
+
+
+# ---- AXI4-Lite registers --------------------------------------------------------------------
+# Each bits layout is 32 bits wide, the register's width.
+
+class Ctrl(data.Struct):
+    start: unsigned(1)         # start the program at start_pc
+    clear: unsigned(1)         # clear DONE / ERROR
+    _reserved: unsigned(14)
+    start_pc: unsigned(16)
+
+
+class Status(data.Struct):
+    busy: unsigned(1)
+    done: unsigned(1)
+    error: unsigned(1)
+    _reserved: unsigned(29)
+
+
+class HwConfig(data.Struct):
+    rows: unsigned(8)
+    cols: unsigned(8)
+    _reserved: unsigned(8)
+    isa_version: unsigned(8)
+
+
+class IrqEnable(data.Struct):
+    enable: unsigned(1)        # the irq output = DONE or ERROR
+    _reserved: unsigned(31)
+
+
+#: (name, byte address, access, bits layout or None, meaning). 32-bit registers; IMEM and
+#: COUNTERS are arrays (instruction n at IMEM + 8n, its cycles at COUNTERS + 4n).
+CSR_MAP = (
+    ("ID", 0x000, "ro", None, f'{ID_MAGIC:#x} ("NPU1")'),
+    ("CONFIG", 0x004, "ro", HwConfig, "rows, cols and ISA version"),
+    ("ACT_DEPTH", 0x008, "ro", None, "ACT words"),
+    ("WGT_DEPTH", 0x00C, "ro", None, "WGT words"),
+    ("PARAM_DEPTH", 0x010, "ro", None, "PARAM entries"),
+    ("IMEM_DEPTH", 0x014, "ro", None, "instructions"),
+    ("CTRL", 0x020, "wo", Ctrl, "START (at instruction start_pc), clear DONE/ERROR"),
+    ("STATUS", 0x024, "ro", Status, "BUSY, DONE, ERROR"),
+    ("ERROR", 0x028, "ro", None, "error code of the last run"),
+    ("ERROR_PC", 0x02C, "ro", None, "instruction that raised it"),
+    ("PC", 0x030, "ro", None, "current instruction"),
+    ("CYCLES", 0x034, "ro", None, "cycles of the last run, START to DONE"),
+    ("IRQ_EN", 0x038, "rw", IrqEnable, "`irq` = DONE or ERROR when set"),
+    ("IMEM", 0x1000, "wo", None, "instruction n at +8n: low word at +0, high word at +4"),
+    ("COUNTERS", 0x2000, "ro", None, "cycles taken by instruction n in the last run, at +4n"),
+)
+
+CSR = IntEnum("CSR", [(name, addr) for name, addr, _, _, _ in CSR_MAP], module=__name__)
+CSR.__doc__ = "AXI4-Lite register byte addresses; see :data:`CSR_MAP`."
+
+
+# ---- Documentation -------------------------------------------------------------------------
+
+def _bits(layout, names=None):
+    """``[hi:lo] name`` of the fields ``names`` (default: all but reserved ones) of a layout
+    (``[n] name`` for one bit)."""
+    out = []
+    for name, field in data.Layout.cast(layout):
+        if name.startswith("_") or (names is not None and name not in names):
+            continue
+        lo, hi = field.offset, field.offset + field.width - 1
+        out.append((f"[{hi}:{lo}]" if hi != lo else f"[{lo}]", name))
+    return out
+
+
+def markdown_tables():
+    """The README's tables, generated from the definitions above: ``{title: markdown}``."""
+    layout = data.Layout.cast(Instruction)
+    rows = ["| instruction | code | fields | does |", "| --- | --- | --- | --- |"]
+    for name, code, view, names, doc in OPCODES:
+        fields = ""
+        if view is not None:
+            fields = ", ".join(f"{bits} {_FIELD_DOC[n]}"
+                               for bits, n in _bits(layout[view].shape, names))
+        rows.append(f"| {name} | {code:#04X} | {fields} | {doc} |".replace("0X", "0x"))
+    instructions = "\n".join(rows)
+
+    rows = ["| register | index | meaning |", "| --- | ---: | --- |"]
+    for i, (name, int8, doc) in enumerate(REGISTERS):
+        rows.append(f"| {name} | {i} | {doc}{' (int8)' if int8 else ''} |")
+    registers = "\n".join(rows)
+
+    rows = ["| code | error | raised by |", "| ---: | --- | --- |"]
+    for err, doc in ERRORS.items():
+        rows.append(f"| {int(err)} | {err.name} | {doc} |")
+    errors = "\n".join(rows)
+
+    rows = ["| address | name | access | bits | meaning |", "| --- | --- | --- | --- | --- |"]
+    for name, addr, access, bits, doc in CSR_MAP:
+        fields = ", ".join(f"{b} {n}" for b, n in _bits(bits)) if bits else ""
+        rows.append(f"| {addr:#05x} | {name} | {access} | {fields} | {doc} |")
+    csrs = "\n".join(rows)
+    return {"instructions": instructions, "registers": registers, "errors": errors,
+            "csr": csrs}
+
+
+if __name__ == "__main__":
+    for title, table in markdown_tables().items():
+        print(f"<!-- {title}: generated by `python -m hw.isa` -->\n{table}\n")

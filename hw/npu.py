@@ -42,7 +42,8 @@ from .dma import LoadEngine, StoreEngine
 from .pool_engine import PoolEngine
 from .ram import BlockRam
 from .softmax_engine import SoftmaxEngine
-from .isa import CSR, ID_MAGIC, ISA_VERSION, Error, Mem, Op, Reg
+from .isa import (CSR, ID_MAGIC, ISA_VERSION, Ctrl, Error, HwConfig, Instruction, IrqEnable,
+                  Mem, Op, Reg, Status, param_entry_layout)
 from .systolic import _check_dim
 
 __all__ = ["NpuTop", "NpuConfig"]
@@ -147,7 +148,8 @@ class NpuTop(wiring.Component):
             m.submodules[f"act{i}"] = mem
             acts.append(mem)
         wgt = m.submodules.wgt = BlockRam(8 * C, cfg.wgt_depth, reads=1, dsp=dsp)
-        prm = m.submodules.prm = BlockRam(72 * C, cfg.param_depth, reads=1, dsp=dsp)
+        prm = m.submodules.prm = BlockRam(param_entry_layout(C).size, cfg.param_depth, reads=1,
+                                          dsp=dsp)
 
         # ACT: one write port per copy (all written alike), one read port per copy.
         # One engine runs at a time, so the write port is an OR of enables and a priority mux.
@@ -209,32 +211,29 @@ class NpuTop(wiring.Component):
         run_cycles = Signal(32)
         instr_cycles = Signal(32)
         irq_en = Signal()
-        instr = Signal(64)
+        instr = Signal(Instruction)
         m.d.comb += self.irq.eq(irq_en & (done_flag | err_flag))
 
         # IMEM reads pc in FETCH; the word is in IMEM's output register from DECODE on (the
         # LATCH cycle is the block RAM's second read cycle) and stays there until pc moves.
         m.d.comb += [imem_lo.r0_addr.eq(pc), imem_hi.r0_addr.eq(pc), imem_lo.r0_en.eq(1),
-                     imem_hi.r0_en.eq(1), instr.eq(Cat(imem_lo.r0_data, imem_hi.r0_data))]
+                     imem_hi.r0_en.eq(1),
+                     instr.as_value().eq(Cat(imem_lo.r0_data, imem_hi.r0_data))]
         cnt_we = Signal()
         m.d.comb += [counters.w_addr.eq(pc), counters.w_data.eq(instr_cycles),
                      counters.w_en.eq(cnt_we)]
 
-        op = instr[0:8]
-        f_reg = instr[8:16]
-        f_value = instr[32:64]
-        f_mem = instr[8:12]
-        f_addr = instr[12:36]
-        f_background = instr[36]
-        f_count = instr[40:64]
-        m.d.comb += [load.mem.eq(f_mem), load.addr.eq(f_addr), load.count.eq(f_count),
-                     store.addr.eq(f_addr), store.count.eq(f_count)]
+        op = instr.op
+        xfer = instr.transfer
+        m.d.comb += [load.mem.eq(xfer.mem), load.addr.eq(xfer.addr), load.count.eq(xfer.count),
+                     store.addr.eq(xfer.addr), store.count.eq(xfer.count)]
 
         # ---- AXI4-Lite register bus -------------------------------------------------------
-        start_req = axil.wr_en & (axil.wr_addr == CSR.CTRL) & axil.wr_data[0]
-        clear_req = axil.wr_en & (axil.wr_addr == CSR.CTRL) & axil.wr_data[1]
+        ctrl = Ctrl(axil.wr_data)
+        start_req = axil.wr_en & (axil.wr_addr == CSR.CTRL) & ctrl.start
+        clear_req = axil.wr_en & (axil.wr_addr == CSR.CTRL) & ctrl.clear
         with m.If(axil.wr_en & (axil.wr_addr == CSR.IRQ_EN)):
-            m.d.sync += irq_en.eq(axil.wr_data[0])
+            m.d.sync += irq_en.eq(IrqEnable(axil.wr_data).enable)
         imem_sel = (axil.wr_addr >= CSR.IMEM) & (axil.wr_addr < CSR.IMEM + 8 * cfg.imem_depth)
         imem_idx = (axil.wr_addr - CSR.IMEM)[3:]
         imem_we = axil.wr_en & imem_sel & ~busy     # the program cannot change while it runs
@@ -247,12 +246,14 @@ class NpuTop(wiring.Component):
                      counters.r0_en.eq(1)]
         rd_value = Signal(32)
         rd_from_counters = Signal()
-        status = Cat(busy, done_flag, err_flag)
+        status = Signal(Status)
+        m.d.comb += [status.busy.eq(busy), status.done.eq(done_flag), status.error.eq(err_flag)]
+        hw_config = HwConfig.const({"rows": R, "cols": C, "isa_version": ISA_VERSION}).as_bits()
         with m.If(axil.rd_en):
             m.d.sync += rd_from_counters.eq(axil.rd_addr >= CSR.COUNTERS)
             with m.Switch(axil.rd_addr):
                 for addr, value in ((CSR.ID, ID_MAGIC),
-                                    (CSR.CONFIG, R | (C << 8) | (ISA_VERSION << 24)),
+                                    (CSR.CONFIG, hw_config),
                                     (CSR.ACT_DEPTH, cfg.act_depth),
                                     (CSR.WGT_DEPTH, cfg.wgt_depth),
                                     (CSR.PARAM_DEPTH, cfg.param_depth),
@@ -295,7 +296,7 @@ class NpuTop(wiring.Component):
         engine_error = Signal(4)
         m.d.sync += engine_done.eq(0)
         load_idle = ~load.busy
-        background_ok = (f_mem == Mem.WGT) | (f_mem == Mem.PARAM)
+        background_ok = (xfer.mem == Mem.WGT) | (xfer.mem == Mem.PARAM)
 
         # The LoadEngine's abort is a synchronous reset of all its registers: registered, so
         # the sequencer's error logic does not drive that fan-out in the same cycle (the
@@ -310,7 +311,7 @@ class NpuTop(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                start_pc = axil.wr_data[16:32]
+                start_pc = ctrl.start_pc
                 with m.If(start_req & (start_pc >= cfg.imem_depth)):
                     m.d.sync += [done_flag.eq(0), err_flag.eq(1), err_code.eq(Error.PC_OVERFLOW),
                                  err_pc.eq(0), run_cycles.eq(0)]
@@ -328,18 +329,18 @@ class NpuTop(wiring.Component):
                     with m.Case(Op.NOP):
                         m.next = "NEXT"
                     with m.Case(Op.SET):
-                        with m.If(f_reg < len(Reg)):
-                            m.d.sync += regs[f_reg].eq(f_value)
+                        with m.If(instr.set.reg < len(Reg)):
+                            m.d.sync += regs[instr.set.reg].eq(instr.set.value)
                             m.next = "NEXT"
                         with m.Else():
                             fail(Error.CONFIG)
                     with m.Case(Op.LOAD):
-                        with m.If(f_background & ~background_ok):
+                        with m.If(xfer.background & ~background_ok):
                             fail(Error.CONFIG)
                         with m.Elif(load_idle):     # else wait for the background LOAD
                             m.d.comb += load.start.eq(1)
                             m.d.sync += active.eq(1 << engines.index(load))
-                            with m.If(f_background):
+                            with m.If(xfer.background):
                                 m.next = "BG_CHECK"
                             with m.Else():
                                 m.next = "EXEC"

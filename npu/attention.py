@@ -48,7 +48,8 @@ from golden.attention import (AttentionParams, attention, attention_float, atten
 from golden.gemm import MAX_K
 from golden.quant import MAX_SHIFT, MIN_SHIFT
 from golden.softmax import SoftmaxParams
-from hw.isa import Mem, Op, Reg, encode, encode_load, encode_set, encode_store
+from hw.isa import (Mem, Op, Reg, encode, encode_load, encode_set, encode_store,
+                    pack_param_entries)
 from hw.npu import NpuConfig
 from hw.sizes import SIZE_BITS
 
@@ -143,10 +144,7 @@ class AttentionProgram:
         m[:n] = m0
         s = np.zeros(nb * C, np.int8)
         s[:n] = shift
-        entries = [np.concatenate([b[i * C:(i + 1) * C].astype("<i4").view(np.uint8),
-                                   m[i * C:(i + 1) * C].astype("<i4").view(np.uint8),
-                                   s[i * C:(i + 1) * C].view(np.uint8)]) for i in range(nb)]
-        return np.concatenate(entries).reshape(-1, C)
+        return pack_param_entries(b, m, s, C)
 
     def check_inputs(self, q, k, v):
         """``ValueError`` naming the problem unless Q, K, V are int8 of this program's shapes."""

@@ -28,7 +28,8 @@ import numpy as np
 
 from golden.gemm import MAX_K
 from hw.dma import LUT_BEATS
-from hw.isa import Mem, Op, Reg, decode, encode, encode_load, encode_set, encode_store
+from hw.isa import (Mem, Op, Reg, decode, encode, encode_load, encode_set, encode_store,
+                    pack_param_entries)
 from hw.npu import NpuConfig
 
 __all__ = ["CompileError", "Program", "LayerPlan", "compile_model", "check_background_loads"]
@@ -308,10 +309,7 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
         bias[:Cout] = L.gemm_bias
         m0[:Cout] = L.tensors["m0"]
         sh[:Cout] = L.tensors["shift"]
-        entries = [np.concatenate([bias[b * C:(b + 1) * C].astype("<i4").view(np.uint8),
-                                   m0[b * C:(b + 1) * C].astype("<i4").view(np.uint8),
-                                   sh[b * C:(b + 1) * C].view(np.uint8)]) for b in range(nb)]
-        setup_prm.append(np.concatenate(entries).reshape(-1, C))
+        setup_prm.append(pack_param_entries(bias, m0, sh, C))
         p_addr = prm_entries
         prm_entries += nb
         if prm_entries > cfg.param_depth:

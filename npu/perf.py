@@ -5,7 +5,7 @@ Every instruction costs 4 sequencer cycles (FETCH, LATCH, DECODE, NEXT) plus wha
 takes, plus 1 when it runs an engine in EXEC (the sequencer registers the engine's done);
 DONE costs 3. Engine costs, derived from the RTL (R x C array, beats per tile = K):
 
-* LOAD ACT/WGT of n words: n + 3; PARAM of n entries: 9n + 3; LUT: ceil(256/C) * (C+2) + 3
+* LOAD ACT/WGT of n words: n + 3; PARAM of n entries: param_beats(C) * n + 3; LUT: ceil(256/C) * (C+2) + 3
   (with ``s_axis`` always valid; the range check takes 2 cycles);
 * background LOAD: 6 (FETCH, LATCH, DECODE, 2 x BG_CHECK, NEXT); its engine stays busy until
   ``beats + 4`` cycles after its DECODE. LOAD, WAIT and DONE wait in DECODE for it, so
@@ -37,7 +37,7 @@ array, printed for comparison.
 from math import ceil
 
 from hw.dma import LUT_BEATS
-from hw.isa import PARAM_BEATS, Mem, Op, Reg, decode
+from hw.isa import Mem, Op, Reg, decode, param_beats
 from hw.pe import ProcessingElement
 from hw.pooling import beat_spacing as pool_beat_spacing
 from hw.activation import LATENCY as LUT_LATENCY
@@ -179,7 +179,7 @@ def _instr_cycles(word, regs, cfg):
     if op == Op.LOAD:
         if f["mem"] == Mem.LUT:
             return EXEC_SEQ + LUT_BEATS(C) * (C + 2) + LOAD_EXTRA
-        return EXEC_SEQ + load_beats(f) + LOAD_EXTRA
+        return EXEC_SEQ + load_beats(f, C) + LOAD_EXTRA
     if op == Op.STORE:
         return EXEC_SEQ + f["count"] + 3 + ACT_READ_EXTRA
     g = {r: regs.get(r, 0) for r in Reg}
@@ -206,9 +206,9 @@ def program_cycles(instructions, cfg):
     return sum(predict(instructions, cfg)) + RUN_OVERHEAD
 
 
-def load_beats(f):
+def load_beats(f, cols):
     """``s_axis`` beats of a decoded ACT/WGT/PARAM LOAD."""
-    return PARAM_BEATS * f["count"] if f["mem"] == Mem.PARAM else f["count"]
+    return param_beats(cols) * f["count"] if f["mem"] == Mem.PARAM else f["count"]
 
 
 LOAD_EXTRA = 3          # LoadEngine: CHECK, CHECK2, DONE
@@ -232,7 +232,7 @@ def predict(instructions, cfg):
         # idle.
         wait = max(0, load_idle - (t + DECODE)) if op in (Op.LOAD, Op.WAIT, Op.DONE) else 0
         if op == Op.LOAD and f["background"]:
-            load_idle = t + DECODE + wait + load_beats(f) + BG_BUSY
+            load_idle = t + DECODE + wait + load_beats(f, cfg.cols) + BG_BUSY
             cycles = BG_LOAD + wait
         else:
             cycles = _instr_cycles(word, regs, cfg) + wait

@@ -7,6 +7,7 @@ and waits for the interrupt; it also reads the status and the per-instruction cy
 """
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import cocotb
@@ -15,10 +16,12 @@ from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
                            AxiStreamSink, AxiStreamSource)
 
-from hw.isa import CSR, ID_MAGIC
+from amaranth.lib import data
+
+from hw.isa import CSR, ID_MAGIC, Ctrl, Status
 from sim.gemm_env import set_pause
 
-__all__ = ["NpuHost", "RunStatus", "bring_up"]
+__all__ = ["NpuHost", "RunStatus", "bring_up", "start_word"]
 
 
 async def bring_up(dut):
@@ -39,18 +42,25 @@ async def bring_up(dut):
     return host
 
 
+@dataclass(frozen=True)
 class RunStatus:
-    def __init__(self, status, error, error_pc, cycles):
-        self.busy = bool(status & 1)
-        self.done = bool(status & 2)
-        self.failed = bool(status & 4)
-        self.error = error
-        self.error_pc = error_pc
-        self.cycles = cycles
+    """CSR.STATUS (decoded with :class:`hw.isa.Status`), ERROR, ERROR_PC and CYCLES."""
+    busy: bool
+    done: bool
+    failed: bool
+    error: int
+    error_pc: int
+    cycles: int
 
-    def __repr__(self):
-        return (f"RunStatus(busy={self.busy}, done={self.done}, failed={self.failed}, "
-                f"error={self.error}, error_pc={self.error_pc}, cycles={self.cycles})")
+    @classmethod
+    def from_registers(cls, status, error, error_pc, cycles):
+        bits = data.Layout.cast(Status).from_bits(status)
+        return cls(bool(bits.busy), bool(bits.done), bool(bits.error), error, error_pc, cycles)
+
+
+def start_word(pc):
+    """The CSR.CTRL value that starts the program at instruction ``pc``."""
+    return Ctrl.const({"start": 1, "start_pc": pc}).as_bits()
 
 
 class NpuHost:
@@ -80,8 +90,8 @@ class NpuHost:
         await self.axil.write_dwords(int(CSR.IMEM) + 8 * base, words)
 
     async def status(self):
-        return RunStatus(await self.read(CSR.STATUS), await self.read(CSR.ERROR),
-                         await self.read(CSR.ERROR_PC), await self.read(CSR.CYCLES))
+        return RunStatus.from_registers(await self.read(CSR.STATUS), await self.read(CSR.ERROR),
+                                        await self.read(CSR.ERROR_PC), await self.read(CSR.CYCLES))
 
     async def counters(self, first, count):
         return list(await self.axil.read_dwords(int(CSR.COUNTERS) + 4 * first, count))
@@ -97,7 +107,7 @@ class NpuHost:
         await self.write(CSR.IRQ_EN, 1)
         if beats is not None:
             self.send(beats)
-        await self.write(CSR.CTRL, 1 | (pc << 16))
+        await self.write(CSR.CTRL, start_word(pc))
         if not self.dut.irq.value:
             await with_timeout(RisingEdge(self.dut.irq), timeout_cycles * 10, "ns")
         return await self.status()

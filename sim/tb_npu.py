@@ -20,7 +20,7 @@ from golden.inference import run as golden_run
 from golden.model import load_model
 from hw.isa import CSR, Error, Mem, Op, Reg, encode, encode_load, encode_set, encode_store
 from npu.compiler import compile_model
-from sim.npu_env import bring_up
+from sim.npu_env import bring_up, start_word
 
 
 def _env(name, default=None):
@@ -189,7 +189,7 @@ async def reset_mid_run(dut):
     # Start an inference and pull reset while it computes.
     await host.write(CSR.IRQ_EN, 1)
     host.send(prog.infer_stream(images[:B]))
-    await host.write(CSR.CTRL, 1 | (prog.infer_pc << 16))
+    await host.write(CSR.CTRL, start_word(prog.infer_pc))
     await ClockCycles(dut.clk, 200)
     assert (await host.status()).busy, "expected the NPU to be busy 200 cycles after START"
     await host.reset()
