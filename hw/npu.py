@@ -31,6 +31,8 @@ ports. LOAD, WAIT and DONE wait in DECODE until the LoadEngine is idle. An error
 background LOAD too.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -121,27 +123,56 @@ class NpuTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self.config
-        R, C = cfg.rows, cfg.cols
-        axil = m.submodules.axil = self.axil
-        conv = m.submodules.conv = self.conv
-        load = m.submodules.load = self.load
-        store = m.submodules.store = self.store
-        pool = m.submodules.pool = self.pool
-        smx = m.submodules.softmax = self.softmax
-        for name, flow, _ in _axil_members(axil):
+        for name in ("axil", "conv", "load", "store", "pool", "softmax"):
+            m.submodules[name] = getattr(self, name)
+        for name, flow, _ in _axil_members(self.axil):
             if flow == wiring.In:
-                m.d.comb += getattr(axil, name).eq(getattr(self, name))
+                m.d.comb += getattr(self.axil, name).eq(getattr(self, name))
             else:
-                m.d.comb += getattr(self, name).eq(getattr(axil, name))
+                m.d.comb += getattr(self, name).eq(getattr(self.axil, name))
+        seq = self._sequencer_state(m)
+        self._memories(m, seq)
+        self._streams(m)
+        self._register_bus(m, seq)
+        self._sequencer(m, seq)
+        return m
 
-        # ---- Memories ------------------------------------------------------------------
-        # Block RAMs read in RAM_LATENCY (2) cycles: the array read, then an output register
-        # (on ECP5 the DP16KD's own), so no logic follows a block RAM's clock-to-output.
-        dsp = self.dsp
+    # ---- Sequencer state --------------------------------------------------------------------
+    def _sequencer_state(self, m):
+        """The registers the sequencer, the register bus and the memories share."""
+        cfg = self.config
+        s = SimpleNamespace()
+        s.regs = Signal(cfg_layout())         # the configuration registers (SET)
+        s.busy = Signal()
+        s.done_flag = Signal()
+        s.err_flag = Signal()
+        s.err_code = Signal(4)
+        s.err_pc = Signal(range(cfg.imem_depth))
+        s.pc = Signal(range(cfg.imem_depth))
+        s.run_cycles = Signal(32)
+        s.instr_cycles = Signal(32)
+        s.irq_en = Signal()
+        s.instr = Signal(Instruction)
+        s.cnt_we = Signal()                   # store instr_cycles into COUNTERS[pc]
+        m.d.comb += [self.conv.cfg.eq(s.regs), self.pool.cfg.eq(s.regs),
+                     self.softmax.cfg.eq(s.regs),
+                     self.irq.eq(s.irq_en & (s.done_flag | s.err_flag))]
+        return s
+
+    # ---- Memories ---------------------------------------------------------------------------
+    def _memories(self, m, s):
+        """IMEM, the per-instruction cycle counters, ACT, WGT and PARAM, and who reads and
+        writes them. Block RAMs read in RAM_LATENCY (2) cycles: the array read, then an
+        output register (on ECP5 the DP16KD's own), so no logic follows a block RAM's
+        clock-to-output."""
+        cfg, dsp = self.config, self.dsp
+        R, C = cfg.rows, cfg.cols
+        conv, load, store, pool, smx = self.conv, self.load, self.store, self.pool, self.softmax
         imem_lo = m.submodules.imem_lo = BlockRam(32, cfg.imem_depth, reads=1, dsp=dsp)
         imem_hi = m.submodules.imem_hi = BlockRam(32, cfg.imem_depth, reads=1, dsp=dsp)
-        counters = m.submodules.counters = BlockRam(32, cfg.imem_depth, reads=1, dsp=dsp)
+        s.imem = (imem_lo, imem_hi)
+        counters = s.counters = m.submodules.counters = BlockRam(32, cfg.imem_depth, reads=1,
+                                                                 dsp=dsp)
         acts = []
         for i in range(R):
             mem = BlockRam(8 * C, cfg.act_depth, reads=1, dsp=dsp)
@@ -150,6 +181,14 @@ class NpuTop(wiring.Component):
         wgt = m.submodules.wgt = BlockRam(8 * C, cfg.wgt_depth, reads=1, dsp=dsp)
         prm = m.submodules.prm = BlockRam(param_entry_layout(C).size, cfg.param_depth, reads=1,
                                           dsp=dsp)
+
+        # IMEM reads pc in FETCH; the word is in IMEM's output register from DECODE on (the
+        # LATCH cycle is the block RAM's second read cycle) and stays there until pc moves.
+        m.d.comb += [imem_lo.r0_addr.eq(s.pc), imem_hi.r0_addr.eq(s.pc), imem_lo.r0_en.eq(1),
+                     imem_hi.r0_en.eq(1),
+                     s.instr.as_value().eq(Cat(imem_lo.r0_data, imem_hi.r0_data)),
+                     counters.w_addr.eq(s.pc), counters.w_data.eq(s.instr_cycles),
+                     counters.w_en.eq(s.cnt_we)]
 
         # ACT: one write port per copy (all written alike), one read port per copy.
         # One engine runs at a time, so the write port is an OR of enables and a priority mux.
@@ -187,7 +226,10 @@ class NpuTop(wiring.Component):
                      prm.r0_addr.eq(conv.prm_rd_addr), conv.prm_rd_data.eq(prm.r0_data)]
         wiring.connect(m, load.lut_table, conv.lut_table)
 
-        # ---- Streams -------------------------------------------------------------------
+    # ---- Streams ----------------------------------------------------------------------------
+    def _streams(self, m):
+        """``s_axis`` feeds the LoadEngine, the StoreEngine drives ``m_axis``."""
+        load, store = self.load, self.store
         m.d.comb += [
             load.data.payload.data.eq(self.s_axis_tdata),
             load.data.payload.last.eq(self.s_axis_tlast),
@@ -199,68 +241,46 @@ class NpuTop(wiring.Component):
             store.data.ready.eq(self.m_axis_tready),
         ]
 
-        # ---- Sequencer state and status ---------------------------------------------------
-        regs = Signal(cfg_layout())
-        m.d.comb += [conv.cfg.eq(regs), pool.cfg.eq(regs), smx.cfg.eq(regs)]
-        busy = Signal()
-        done_flag = Signal()
-        err_flag = Signal()
-        err_code = Signal(4)
-        err_pc = Signal(range(cfg.imem_depth))
-        pc = Signal(range(cfg.imem_depth))
-        run_cycles = Signal(32)
-        instr_cycles = Signal(32)
-        irq_en = Signal()
-        instr = Signal(Instruction)
-        m.d.comb += self.irq.eq(irq_en & (done_flag | err_flag))
-
-        # IMEM reads pc in FETCH; the word is in IMEM's output register from DECODE on (the
-        # LATCH cycle is the block RAM's second read cycle) and stays there until pc moves.
-        m.d.comb += [imem_lo.r0_addr.eq(pc), imem_hi.r0_addr.eq(pc), imem_lo.r0_en.eq(1),
-                     imem_hi.r0_en.eq(1),
-                     instr.as_value().eq(Cat(imem_lo.r0_data, imem_hi.r0_data))]
-        cnt_we = Signal()
-        m.d.comb += [counters.w_addr.eq(pc), counters.w_data.eq(instr_cycles),
-                     counters.w_en.eq(cnt_we)]
-
-        op = instr.op
-        xfer = instr.transfer
-        m.d.comb += [load.mem.eq(xfer.mem), load.addr.eq(xfer.addr), load.count.eq(xfer.count),
-                     store.addr.eq(xfer.addr), store.count.eq(xfer.count)]
-
-        # ---- AXI4-Lite register bus -------------------------------------------------------
+    # ---- AXI4-Lite register bus ---------------------------------------------------------------
+    def _register_bus(self, m, s):
+        """CTRL, IRQ_EN and IMEM writes; the read-only registers and COUNTERS (both read in
+        two cycles, the COUNTERS block RAM's latency)."""
+        cfg, axil = self.config, self.axil
+        imem_lo, imem_hi = s.imem
         ctrl = Ctrl(axil.wr_data)
-        start_req = axil.wr_en & (axil.wr_addr == CSR.CTRL) & ctrl.start
-        clear_req = axil.wr_en & (axil.wr_addr == CSR.CTRL) & ctrl.clear
+        s.start_req = axil.wr_en & (axil.wr_addr == CSR.CTRL) & ctrl.start
+        s.start_pc = ctrl.start_pc
+        s.clear_req = axil.wr_en & (axil.wr_addr == CSR.CTRL) & ctrl.clear
         with m.If(axil.wr_en & (axil.wr_addr == CSR.IRQ_EN)):
-            m.d.sync += irq_en.eq(IrqEnable(axil.wr_data).enable)
+            m.d.sync += s.irq_en.eq(IrqEnable(axil.wr_data).enable)
         imem_sel = (axil.wr_addr >= CSR.IMEM) & (axil.wr_addr < CSR.IMEM + 8 * cfg.imem_depth)
         imem_idx = (axil.wr_addr - CSR.IMEM)[3:]
-        imem_we = axil.wr_en & imem_sel & ~busy     # the program cannot change while it runs
+        imem_we = axil.wr_en & imem_sel & ~s.busy   # the program cannot change while it runs
         m.d.comb += [imem_lo.w_addr.eq(imem_idx), imem_hi.w_addr.eq(imem_idx),
                      imem_lo.w_data.eq(axil.wr_data), imem_hi.w_data.eq(axil.wr_data),
                      imem_lo.w_en.eq(imem_we & ~axil.wr_addr[2]),
                      imem_hi.w_en.eq(imem_we & axil.wr_addr[2])]
 
-        m.d.comb += [counters.r0_addr.eq((axil.rd_addr - CSR.COUNTERS)[2:]),
-                     counters.r0_en.eq(1)]
+        m.d.comb += [s.counters.r0_addr.eq((axil.rd_addr - CSR.COUNTERS)[2:]),
+                     s.counters.r0_en.eq(1)]
         rd_value = Signal(32)
         rd_from_counters = Signal()
         status = Signal(Status)
-        m.d.comb += [status.busy.eq(busy), status.done.eq(done_flag), status.error.eq(err_flag)]
-        hw_config = HwConfig.const({"rows": R, "cols": C, "isa_version": ISA_VERSION}).as_bits()
+        m.d.comb += [status.busy.eq(s.busy), status.done.eq(s.done_flag),
+                     status.error.eq(s.err_flag)]
+        hw_config = HwConfig.const({"rows": cfg.rows, "cols": cfg.cols,
+                                    "isa_version": ISA_VERSION}).as_bits()
         with m.If(axil.rd_en):
             m.d.sync += rd_from_counters.eq(axil.rd_addr >= CSR.COUNTERS)
             with m.Switch(axil.rd_addr):
-                for addr, value in ((CSR.ID, ID_MAGIC),
-                                    (CSR.CONFIG, hw_config),
+                for addr, value in ((CSR.ID, ID_MAGIC), (CSR.CONFIG, hw_config),
                                     (CSR.ACT_DEPTH, cfg.act_depth),
                                     (CSR.WGT_DEPTH, cfg.wgt_depth),
                                     (CSR.PARAM_DEPTH, cfg.param_depth),
                                     (CSR.IMEM_DEPTH, cfg.imem_depth),
-                                    (CSR.STATUS, status), (CSR.ERROR, err_code),
-                                    (CSR.ERROR_PC, err_pc), (CSR.PC, pc),
-                                    (CSR.CYCLES, run_cycles), (CSR.IRQ_EN, irq_en)):
+                                    (CSR.STATUS, status), (CSR.ERROR, s.err_code),
+                                    (CSR.ERROR_PC, s.err_pc), (CSR.PC, s.pc),
+                                    (CSR.CYCLES, s.run_cycles), (CSR.IRQ_EN, s.irq_en)):
                     with m.Case(addr):
                         m.d.sync += rd_value.eq(value)
                 with m.Default():
@@ -269,16 +289,24 @@ class NpuTop(wiring.Component):
         rd_value_d = Signal(32)
         from_counters_d = Signal()
         m.d.sync += [rd_value_d.eq(rd_value), from_counters_d.eq(rd_from_counters)]
-        m.d.comb += axil.rd_data.eq(Mux(from_counters_d, counters.r0_data, rd_value_d))
+        m.d.comb += axil.rd_data.eq(Mux(from_counters_d, s.counters.r0_data, rd_value_d))
 
-        # ---- Sequencer ----------------------------------------------------------------------
-        with m.If(clear_req & ~busy):
-            m.d.sync += [done_flag.eq(0), err_flag.eq(0)]
-        with m.If(busy):
-            m.d.sync += [run_cycles.eq(run_cycles + 1), instr_cycles.eq(instr_cycles + 1)]
+    # ---- Sequencer ----------------------------------------------------------------------------
+    def _sequencer(self, m, s):
+        """FETCH -> LATCH -> DECODE -> EXEC (one engine) -> NEXT, BG_CHECK for a background
+        LOAD; errors stop the run (and a background LOAD)."""
+        cfg = self.config
+        load = self.load
+        xfer = s.instr.transfer
+        m.d.comb += [load.mem.eq(xfer.mem), load.addr.eq(xfer.addr), load.count.eq(xfer.count),
+                     self.store.addr.eq(xfer.addr), self.store.count.eq(xfer.count)]
+        with m.If(s.clear_req & ~s.busy):
+            m.d.sync += [s.done_flag.eq(0), s.err_flag.eq(0)]
+        with m.If(s.busy):
+            m.d.sync += [s.run_cycles.eq(s.run_cycles + 1), s.instr_cycles.eq(s.instr_cycles + 1)]
 
-        dispatch = [(Op.LOAD, load), (Op.STORE, store), (Op.CONV, conv), (Op.POOL, pool),
-                    (Op.SOFTMAX, smx)]
+        dispatch = [(Op.LOAD, load), (Op.STORE, self.store), (Op.CONV, self.conv),
+                    (Op.POOL, self.pool), (Op.SOFTMAX, self.softmax)]
         engines = [engine for _, engine in dispatch]
         # The engine EXEC waits for (a background LOAD may finish while another engine runs).
         # Its done and error are registered here, one cycle later: the engines' done/error
@@ -305,32 +333,32 @@ class NpuTop(wiring.Component):
         m.d.sync += load.abort.eq(abort)
 
         def fail(code):
-            m.d.sync += [busy.eq(0), err_flag.eq(1), err_code.eq(code), err_pc.eq(pc)]
+            m.d.sync += [s.busy.eq(0), s.err_flag.eq(1), s.err_code.eq(code), s.err_pc.eq(s.pc)]
             m.d.comb += abort.eq(1)             # a background LOAD stops too
             m.next = "IDLE"
 
         with m.FSM():
             with m.State("IDLE"):
-                start_pc = ctrl.start_pc
-                with m.If(start_req & (start_pc >= cfg.imem_depth)):
-                    m.d.sync += [done_flag.eq(0), err_flag.eq(1), err_code.eq(Error.PC_OVERFLOW),
-                                 err_pc.eq(0), run_cycles.eq(0)]
-                with m.Elif(start_req):
-                    m.d.sync += [busy.eq(1), done_flag.eq(0), err_flag.eq(0),
-                                 err_code.eq(Error.NONE), err_pc.eq(start_pc), pc.eq(start_pc),
-                                 run_cycles.eq(1), instr_cycles.eq(1)]
+                with m.If(s.start_req & (s.start_pc >= cfg.imem_depth)):
+                    m.d.sync += [s.done_flag.eq(0), s.err_flag.eq(1),
+                                 s.err_code.eq(Error.PC_OVERFLOW), s.err_pc.eq(0),
+                                 s.run_cycles.eq(0)]
+                with m.Elif(s.start_req):
+                    m.d.sync += [s.busy.eq(1), s.done_flag.eq(0), s.err_flag.eq(0),
+                                 s.err_code.eq(Error.NONE), s.err_pc.eq(s.start_pc),
+                                 s.pc.eq(s.start_pc), s.run_cycles.eq(1), s.instr_cycles.eq(1)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.next = "LATCH"
             with m.State("LATCH"):
                 m.next = "DECODE"
             with m.State("DECODE"):
-                with m.Switch(op):
+                with m.Switch(s.instr.op):
                     with m.Case(Op.NOP):
                         m.next = "NEXT"
                     with m.Case(Op.SET):
-                        with m.If(instr.set.reg < len(Reg)):
-                            m.d.sync += regs[instr.set.reg].eq(instr.set.value)
+                        with m.If(s.instr.set.reg < len(Reg)):
+                            m.d.sync += s.regs[s.instr.set.reg].eq(s.instr.set.value)
                             m.next = "NEXT"
                         with m.Else():
                             fail(Error.CONFIG)
@@ -356,8 +384,8 @@ class NpuTop(wiring.Component):
                             m.next = "NEXT"
                     with m.Case(Op.DONE):
                         with m.If(load_idle):
-                            m.d.comb += cnt_we.eq(1)
-                            m.d.sync += [busy.eq(0), done_flag.eq(1)]
+                            m.d.comb += s.cnt_we.eq(1)
+                            m.d.sync += [s.busy.eq(0), s.done_flag.eq(1)]
                             m.next = "IDLE"
                     with m.Default():
                         fail(Error.ILLEGAL_OPCODE)
@@ -376,15 +404,14 @@ class NpuTop(wiring.Component):
                     with m.Else():
                         m.next = "NEXT"
             with m.State("NEXT"):
-                m.d.comb += cnt_we.eq(1)
-                m.d.sync += instr_cycles.eq(1)
-                with m.If(pc == cfg.imem_depth - 1):
-                    m.d.sync += pc.eq(pc)
+                m.d.comb += s.cnt_we.eq(1)
+                m.d.sync += s.instr_cycles.eq(1)
+                with m.If(s.pc == cfg.imem_depth - 1):
+                    m.d.sync += s.pc.eq(s.pc)
                     fail(Error.PC_OVERFLOW)
                 with m.Else():
-                    m.d.sync += pc.eq(pc + 1)
+                    m.d.sync += s.pc.eq(s.pc + 1)
                     m.next = "FETCH"
-        return m
 
 
 def _axil_members(axil):
