@@ -76,9 +76,12 @@ def default_out_depth(rows, cols):
     return rows * (ceil((3 * rows + cols + ROUND_TRIP_EXTRA) / rows) + 1)
 
 
-def operand_layout(rows, cols):
+def operand_layout(rows, cols, word_operands=False):
+    """``a``: one int8 per row, or with ``word_operands`` one word of C int8 per row (PE
+    (i, j) takes lane j: depthwise convolution); ``b``: one int8 per column."""
+    a_elem = data.ArrayLayout(signed(8), cols) if word_operands else signed(8)
     return data.StructLayout({
-        "a": data.ArrayLayout(signed(8), rows),
+        "a": data.ArrayLayout(a_elem, rows),
         "b": data.ArrayLayout(signed(8), cols),
         "last": 1,
     })
@@ -100,6 +103,11 @@ class SystolicArray(wiring.Component):
         Array size R x C, 1 .. ``MAX_DIM`` each.
     out_depth : int or None
         Output FIFO depth in rows (at least ``rows``); default :func:`default_out_depth`.
+    word_operands : bool
+        Each row's ``a`` operand is a word of C int8 lanes and PE (i, j) multiplies lane j
+        (:func:`operand_layout`): every PE of a row gets its own operand, as a depthwise
+        convolution needs (a plain GEMM sends the same value in every lane). Costs a
+        triangular chain of lane registers per row instead of one 8-bit chain.
     dsp : str
         Implementation target of the multipliers and the output memory, one of
         :data:`hw.pe.DSP_KINDS`, same cycle behaviour for all: ``"generic"`` (inferred) or
@@ -110,7 +118,7 @@ class SystolicArray(wiring.Component):
     #: Read latency of the output memory (a BlockRam: array read, output register).
     READ_LATENCY = RAM_LATENCY
 
-    def __init__(self, rows=8, cols=8, out_depth=None, dsp="generic"):
+    def __init__(self, rows=8, cols=8, out_depth=None, word_operands=False, dsp="generic"):
         _check_dim("rows", rows)
         _check_dim("cols", cols)
         if out_depth is None:
@@ -120,9 +128,10 @@ class SystolicArray(wiring.Component):
         self.rows = rows
         self.cols = cols
         self.out_depth = out_depth
+        self.word_operands = bool(word_operands)
         self.dsp = check_dsp(dsp)
         super().__init__({
-            "operands": In(stream.Signature(operand_layout(rows, cols))),
+            "operands": In(stream.Signature(operand_layout(rows, cols, self.word_operands))),
             "bias": In(stream.Signature(data.ArrayLayout(signed(32), cols))),
             "result": Out(stream.Signature(result_layout(cols))),
         })
@@ -167,18 +176,27 @@ class SystolicArray(wiring.Component):
         ctl_skew = [self._delay(m, ctl, i, f"ctl_skew{i}") for i in range(R)]
 
         # ---- PE grid -------------------------------------------------------------------
+        # With word operands, row i's word moves right through a triangular chain: after j
+        # registers it holds lanes j .. C-1 and PE (i, j) takes lane j, in the cycle a byte
+        # operand would reach it through j PEs' forwarding registers.
+        lanes = [self._lane_chain(m, a_skew[i], C, f"lanes{i}") if self.word_operands else None
+                 for i in range(R)]
         pes = [[ProcessingElement(self.dsp) for _ in range(C)] for _ in range(R)]
         for i in range(R):
             for j in range(C):
                 pe = pes[i][j]
                 m.submodules[f"pe_{i}_{j}"] = pe
+                if self.word_operands:
+                    m.d.comb += pe.a.eq(lanes[i][j])
                 if j == 0:
-                    m.d.comb += [pe.a.eq(a_skew[i]),
-                                 Cat(pe.valid, pe.last).eq(ctl_skew[i])]
+                    if not self.word_operands:
+                        m.d.comb += pe.a.eq(a_skew[i])
+                    m.d.comb += Cat(pe.valid, pe.last).eq(ctl_skew[i])
                 else:
                     left = pes[i][j - 1]
-                    m.d.comb += [pe.a.eq(left.a_out), pe.valid.eq(left.valid_out),
-                                 pe.last.eq(left.last_out)]
+                    if not self.word_operands:
+                        m.d.comb += pe.a.eq(left.a_out)
+                    m.d.comb += [pe.valid.eq(left.valid_out), pe.last.eq(left.last_out)]
                 m.d.comb += pe.b.eq(b_skew[j] if i == 0 else pes[i - 1][j].b_out)
 
         # ---- Drain: per-column shift chains, loaded when the bottom PE finishes ---------
@@ -282,6 +300,19 @@ class SystolicArray(wiring.Component):
         m.d.comb += [ram.w_addr.eq(w_addr), ram.w_data.eq(w_data), ram.w_en.eq(w_en),
                      ram.r0_addr.eq(r_addr), ram.r0_en.eq(1)]
         return ram.r0_data
+
+    @staticmethod
+    def _lane_chain(m, word, cols, name):
+        """Lane j of ``word`` delayed by j registers, for j < ``cols`` (each register holds
+        only the lanes still needed further right)."""
+        out = [word[0]]
+        rest = [word[j] for j in range(1, cols)]
+        for j in range(1, cols):
+            regs = [Signal(signed(8), name=f"{name}_{j}_{n}") for n in range(len(rest))]
+            m.d.sync += [r.eq(v) for r, v in zip(regs, rest)]
+            out.append(regs[0])
+            rest = regs[1:]
+        return out
 
     @staticmethod
     def _delay(m, value, cycles, name):
