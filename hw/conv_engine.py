@@ -1,38 +1,48 @@
 """CONV/dense execution engine: im2col addressing, the systolic array, requantization and the
-activation table, with results written back to the activation scratchpad.
+activation table, with results written back to the activation memory.
 
 One CONV instruction computes ``out = act(requant(im2col(in) @ W + bias))`` for a batch of
 NHWC images (dense layers are convolutions whose kernel covers the whole input map). The
 GEMM has M = BATCH * OUT_H * OUT_W rows (output pixels, in raster order), K = KH * KW * CIN
-(ordered kh, kw, cin) and N = COUT, run as output tiles of R pixels x C channels: for each
-block of R pixels, for each column block nb, K operand beats.
+(ordered kh, kw, cin) and N = 8 * OUT_NB columns, run as output tiles of R pixels x C
+channels: for each block of R pixels, for each column block nb, K operand beats. In
+depthwise mode (CONV_MODE = 1) output channel c comes from input channel c only: K = KH*KW
+beats (kh, kw) per tile, and row i carries the whole input word of its tap, column j taking
+lane j (:class:`hw.systolic.SystolicArray` with word operands), so depthwise layers use every
+PE as a plain convolution does.
+
+Tensors in ACT have a pixel pitch (IN_CW / OUT_CW words, a power of two), a row pitch and an
+image pitch (IN_ROW/IN_IMG, OUT_ROW/OUT_IMG, words); see :mod:`hw.act_memory`.
 
 Contract
 --------
 ``start`` (one cycle, while idle) latches nothing: the configuration registers ``cfg`` must
 stay stable until ``done``. The engine first checks the configuration (sizes >= 1 and < 2**16,
-K <= MAX_K, every region inside its memory, input and output regions disjoint, int8 fields in
-range) and ends at once with ``error`` = ``Error.CONFIG`` or ``Error.ADDRESS`` if it cannot
-run, before any memory is read or written. Otherwise it runs to completion and pulses
-``done`` with ``error`` = 0.
+pitches that are powers of two or their multiples, K <= MAX_K, every region inside its
+memory, input and output regions disjoint, int8 fields in range, a layout whose R reads per
+beat fall in distinct ACT banks: :func:`layout_ok`) and ends at once with ``error`` =
+``Error.CONFIG`` or ``Error.ADDRESS`` if it cannot run, before any memory is read or written.
+Otherwise it runs to completion and pulses ``done`` with ``error`` = 0.
 
 Datapath
 --------
-* *Pixel stepper*: while a block of R output pixels is being issued, the next block's R
-  pixels are prepared one pixel per cycle (base word address, top-left input coordinate,
-  in-range flag), so no division is needed and block changes cost nothing when a block
-  lasts >= R cycles.
-* *Issue walker*: per beat (kh, kw, cin), every row i reads ACT copy i at
-  ``base_i + (kh*IN_W + kw)*IN_CW + cin // C`` and picks lane ``cin % C``; taps in the
-  padding read as ``IN_ZP``; WGT supplies row k of the column block. Four register stages
-  (coordinates and addresses; range check; the two cycles of a registered block RAM read;
-  lane select), each a short path for timing, then an operand FIFO with credits in front of the array.
+* *Pixel stepper*: prepares the next block of R output pixels one pixel per cycle (base word
+  address, top-left input coordinate, in-range flag) while the current block is issued, so no
+  division is needed and block changes cost nothing when a block lasts >= R cycles. It starts
+  during the set-up, as soon as the products it needs are known, so the first block is ready
+  when the engine starts running.
+* *im2col walker*: per beat (kh, kw, cin), row i reads ACT at ``base_i + kh*IN_ROW +
+  kw*IN_CW + cin // C`` (depthwise: ``+ nb`` instead of the cin term) and picks lane ``cin %
+  C``; taps in the padding read as ``IN_ZP``; WGT supplies row k of the column block. The
+  operand pipeline: tap coordinates and addresses; range check; the ACT memory's R parallel
+  reads (:data:`hw.act_memory.READ_LATENCY` cycles, WGT read to arrive with them); lane
+  select; then an operand FIFO with credits in front of the array.
 * *Array*: :class:`hw.systolic.SystolicArray` (its bias input is tied to zero; the bias is
   added by the requantizer).
 * *Post-processing*: :class:`hw.requantizer.Requantizer` with the column block's bias, M0 and
   shift from PARAM (prefetched), then optionally :class:`hw.activation.ActivationLUT`.
-* *Writeback* (registered): each result row goes to ``OUT_ADDR + m*OUT_CW + nb`` (nb < OUT_NB, the column
-  blocks of this instruction, all OUT_CW of them unless OUT_NB says fewer); rows past M (padding of
+* *Writeback* (registered): row i of the tile of column block nb goes to the address of
+  output pixel ``m`` (OUT_ADDR + image, row and pixel pitches) + nb; rows past M (padding of
   the last block) are dropped.
 
 Throughput: one operand beat per cycle, i.e. each tile takes max(K, R) cycles in steady state
@@ -41,27 +51,60 @@ Throughput: one operand beat per cycle, i.e. each tile takes max(K, R) cycles in
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from golden.gemm import MAX_K
 
+from .act_memory import READ_LATENCY as ACT_LATENCY
+from .act_memory import SHIFT_BITS, banks, conflict_free
 from .activation import ActivationLUT, table_layout
 from .isa import Error, Reg, param_entry_layout
 from .ram import RAM_LATENCY
 from .requantizer import Requantizer
-from .sizes import SIZE_BITS, ProductSteps, addr_bits, cfg_layout, engine_fsm
+from .sizes import (SIZE_BITS, STEP_LATENCY, ProductSteps, act_write_members, addr_bits,
+                    cfg_layout, engine_fsm, pixel_shift, regions_disjoint, step_schedule,
+                    tensor_end)
 from .systolic import SystolicArray
 
-__all__ = ["ConvEngine", "cfg_layout", "OPERAND_FIFO_DEPTH", "SETUP_DEPS"]
+__all__ = ["ConvEngine", "cfg_layout", "OPERAND_FIFO_DEPTH", "SETUP_DEPS", "STEPPER_START",
+           "OPERAND_STAGES", "layout_ok"]
 
-OPERAND_FIFO_DEPTH = 8
+#: Operand beats in flight between the walker and the array (pipeline stages + FIFO).
+OPERAND_FIFO_DEPTH = 16
 PARAM_FIFO_DEPTH = 4
-#: The setup products' dependencies (step indices each one reads), for the schedule that the
-#: hardware and the cycle model share (:func:`hw.sizes.step_schedule`).
-SETUP_DEPS = [(), (0,), (), (2,), (), (4,), (3,), (5,), (1,), (), (2,), (2,)]
+#: The setup products (destination names, in issue order) and their dependencies (indices
+#: of the steps each reads), for the schedule the hardware and the cycle model share
+#: (:func:`hw.sizes.step_schedule`). The pixel stepper's products come first.
+SETUP_STEPS = ("hw", "s_cw", "s_row", "p_top", "p_left", "M", "khkw", "K", "in_total",
+               "out_total", "last_row", "w_total")
+SETUP_DEPS = [(), (), (), (), (), (0,), (), (6,), (), (), (), (7,)]
+_ISSUE = dict(zip(SETUP_STEPS, step_schedule(SETUP_DEPS)[0]))
+#: SETUP cycle in which the pixel stepper starts: M and p_off = p_top + p_left (one more
+#: register) are readable then, and so are s_cw and s_row.
+STEPPER_START = max(_ISSUE["M"], _ISSUE["p_top"] + 1, _ISSUE["p_left"] + 1,
+                    _ISSUE["s_cw"], _ISSUE["s_row"]) + STEP_LATENCY
+#: Register stages from an issued beat to the operand FIFO's write: tap coordinates, range
+#: check, the ACT memory's read.
+OPERAND_STAGES = 2 + ACT_LATENCY
+
+
+def layout_ok(rows, stride_y, stride_x, row_pixels, img_pixels, out_h, out_w, batch):
+    """Whether the R reads of every beat of a CONV fall in distinct ACT banks (the model of
+    the hardware's check): consecutive output pixels m must have top-left input pixels whose
+    indices step by STRIDE_X modulo the banks, across row and image wraps too, and R steps of
+    STRIDE_X must be distinct modulo the banks."""
+    B = banks(rows)
+    if rows == 1:
+        return True
+    ok = conflict_free(stride_x, rows, B)
+    if out_h > 1:
+        ok &= (stride_y * row_pixels - stride_x * out_w) % B == 0
+    if batch > 1:
+        ok &= (img_pixels - stride_y * (out_h - 1) * row_pixels - stride_x * out_w) % B == 0
+    return ok
 
 
 class ConvEngine(wiring.Component):
@@ -69,7 +112,7 @@ class ConvEngine(wiring.Component):
         self.rows, self.cols = rows, cols
         self.act_depth, self.wgt_depth, self.param_depth = act_depth, wgt_depth, param_depth
         self.dsp = dsp
-        self.array = SystolicArray(rows, cols, dsp=dsp)
+        self.array = SystolicArray(rows, cols, word_operands=True, dsp=dsp)
         self.requant = Requantizer(lanes=cols, dsp=dsp)
         self.lut = ActivationLUT(lanes=cols, dsp=dsp)
         aw, ww, pw = addr_bits(act_depth), addr_bits(wgt_depth), addr_bits(param_depth)
@@ -79,11 +122,11 @@ class ConvEngine(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
             "error": Out(4),
+            "act_rd_en": Out(rows),
             "act_rd_addr": Out(data.ArrayLayout(unsigned(aw), rows)),
+            "act_rd_shift": Out(SHIFT_BITS),
             "act_rd_data": In(data.ArrayLayout(unsigned(8 * cols), rows)),
-            "act_wr_en": Out(1),
-            "act_wr_addr": Out(aw),
-            "act_wr_data": Out(8 * cols),
+            **act_write_members(cols, act_depth),
             "wgt_rd_addr": Out(ww),
             "wgt_rd_data": In(8 * cols),
             "prm_rd_addr": Out(pw),
@@ -98,13 +141,15 @@ class ConvEngine(wiring.Component):
         m.submodules.lut = self.lut
         wiring.connect(m, wiring.flipped(self.lut_table), self.lut.table)
         geo, sizes, checks = self._setup(m)
-        run = Signal()                    # the walkers are active
-        stepper = self._pixel_stepper(m, geo, run)
+        run = Signal()                    # the walkers are active (RUN)
+        stepping = Signal()               # the pixel stepper is active (from SETUP on)
+        stepper = self._pixel_stepper(m, geo, stepping)
         walker = self._im2col_walker(m, geo, run, stepper)
         self._operand_pipeline(m, geo, stepper, walker)
         params = self._param_prefetch(m, geo)
         wb = self._writeback(m, geo)
-        self._control(m, geo, sizes, checks, run, [stepper, walker, params, wb], wb.finished_d)
+        self._control(m, geo, sizes, checks, run, stepping, stepper,
+                      [walker, params, wb], wb.finished_d)
         return m
 
     # ---- helpers -------------------------------------------------------------------------
@@ -118,57 +163,80 @@ class ConvEngine(wiring.Component):
     # ---- setup: sizes, checks and the bounds the walkers compare with ---------------------
     def _setup(self, m):
         """Derived sizes through one shared 32 x 16 multiplier (:class:`ProductSteps`), the
-        configuration and region checks, and registered walker bounds. Returns ``(geo,
-        sizes, checks)``: ``geo`` holds the derived values, ``checks`` the ``engine_fsm``
-        size check and its registered ``(ok, error)`` checks."""
+        configuration, layout and region checks, and registered walker bounds. Returns
+        ``(geo, sizes, checks)``: ``geo`` holds the derived values, ``checks`` the
+        ``engine_fsm`` size check and its registered ``(ok, error)`` checks."""
         R, C = self.rows, self.cols
         reg, s8 = self._reg, self._s8
         g = SimpleNamespace()
-        for name in ("khkw", "K", "in_row", "in_img", "hw", "M", "in_total", "out_total",
-                     "w_total", "s_cw", "s_row", "p_off", "r_ocw", "nb_count"):
+        for name in SETUP_STEPS + ("p_off",):
             setattr(g, name, Signal(32, name=name))
-        # in_row: words per input image row; in_img: per input image; s_cw = stride * IN_CW
-        # (next pixel along x); s_row = stride * in_row (next output row); p_off = pad * in_row
-        # + pad * IN_CW (offset of the top-left tap); r_ocw = R * OUT_CW (words per block of
-        # R output pixels); nb_count: column blocks computed (OUT_NB, default all OUT_CW).
-        m.d.comb += [g.r_ocw.eq(reg(Reg.OUT_CW) * R),
-                     g.nb_count.eq(Mux(reg(Reg.OUT_NB) == 0, reg(Reg.OUT_CW), reg(Reg.OUT_NB)))]
-        sizes = ProductSteps([  # (destination, a, b), issued as scheduled by step_schedule
-            (g.khkw, reg(Reg.KH), reg(Reg.KW)),
-            (g.K, g.khkw, reg(Reg.CIN)),
-            (g.in_row, reg(Reg.IN_W), reg(Reg.IN_CW)),
-            (g.in_img, g.in_row, reg(Reg.IN_H)),
-            (g.hw, reg(Reg.OUT_H), reg(Reg.OUT_W)),
-            (g.M, g.hw, reg(Reg.BATCH)),
-            (g.in_total, g.in_img, reg(Reg.BATCH)),
-            (g.out_total, g.M, reg(Reg.OUT_CW)),
-            (g.w_total, g.K, g.nb_count),
-            (g.s_cw, reg(Reg.IN_CW), reg(Reg.STRIDE)),
-            (g.s_row, g.in_row, reg(Reg.STRIDE)),
-            (g.p_off, g.in_row + reg(Reg.IN_CW), reg(Reg.PAD)),
-        ], SETUP_DEPS, dsp=self.dsp)
+        g.depthwise = reg(Reg.CONV_MODE)[0]
+        g.nb_count = reg(Reg.OUT_NB)
+        cin_per_tap = Mux(g.depthwise, 1, reg(Reg.CIN))
+        # s_cw: next pixel along x; s_row: next output row; p_off: offset of the top-left tap
+        # of output pixel (0, 0) from the input's pixel (0, 0).
+        factors = {"hw": (reg(Reg.OUT_H), reg(Reg.OUT_W)),
+                   "s_cw": (reg(Reg.IN_CW), reg(Reg.STRIDE_X)),
+                   "s_row": (reg(Reg.IN_ROW), reg(Reg.STRIDE_Y)),
+                   "p_top": (reg(Reg.IN_ROW), reg(Reg.PAD_TOP)),
+                   "p_left": (reg(Reg.IN_CW), reg(Reg.PAD_LEFT)),
+                   "M": (g.hw, reg(Reg.BATCH)),
+                   "khkw": (reg(Reg.KH), reg(Reg.KW)),
+                   "K": (g.khkw, cin_per_tap),
+                   "in_total": (reg(Reg.IN_IMG), reg(Reg.BATCH)),
+                   "out_total": (reg(Reg.OUT_IMG), reg(Reg.BATCH)),
+                   "last_row": (reg(Reg.OUT_ROW), reg(Reg.OUT_H) - 1),
+                   "w_total": (g.K, g.nb_count)}
+        sizes = ProductSteps([(getattr(g, n), *factors[n]) for n in SETUP_STEPS], SETUP_DEPS,
+                             dsp=self.dsp)
+        m.d.sync += g.p_off.eq(g.p_top + g.p_left)
 
-        size_regs = [Reg.IN_H, Reg.IN_W, Reg.IN_CW, Reg.CIN, Reg.KH, Reg.KW, Reg.STRIDE,
-                     Reg.OUT_H, Reg.OUT_W, Reg.OUT_CW, Reg.BATCH]
+        size_regs = [Reg.IN_H, Reg.IN_W, Reg.IN_CW, Reg.CIN, Reg.KH, Reg.KW, Reg.STRIDE_Y,
+                     Reg.STRIDE_X, Reg.OUT_H, Reg.OUT_W, Reg.OUT_CW, Reg.OUT_NB, Reg.BATCH]
         sizes_ok = Cat(*[(reg(r) != 0) & (reg(r) < (1 << SIZE_BITS)) for r in size_regs]).all()
         int8_ok = Cat(*[(reg(r) < 128) | (reg(r) >= (1 << 32) - 128)
                         for r in (Reg.IN_ZP, Reg.OUT_ZP, Reg.QMIN, Reg.QMAX)]).all()
-        other_ok = ((reg(Reg.PAD) < (1 << SIZE_BITS)) & (reg(Reg.USE_LUT) <= 1) &
-                    (reg(Reg.OUT_NB) <= reg(Reg.OUT_CW)) &
-                    (s8(Reg.QMIN) <= s8(Reg.QMAX)) & (reg(Reg.CIN) <= reg(Reg.IN_CW) * C))
+
+        # Pixel pitches are powers of two (the ACT banks interleave whole pixels); row and
+        # image pitches are whole pixels; the column blocks stay inside a pixel.
+        g.in_shift, in_pow2 = pixel_shift(m, reg(Reg.IN_CW), "in")
+        g.out_shift, out_pow2 = pixel_shift(m, reg(Reg.OUT_CW), "out")
+        in_cw_mask = reg(Reg.IN_CW) - 1
+        out_cw_mask = reg(Reg.OUT_CW) - 1
+        pitch_ok = Signal()
+        m.d.sync += pitch_ok.eq(
+            in_pow2 & out_pow2 &
+            ((reg(Reg.IN_ROW) & in_cw_mask) == 0) & ((reg(Reg.IN_IMG) & in_cw_mask) == 0) &
+            ((reg(Reg.OUT_ROW) & out_cw_mask) == 0) & ((reg(Reg.OUT_IMG) & out_cw_mask) == 0))
+        group_ok = Signal()
+        in_group = Mux(g.depthwise, (reg(Reg.IN_ADDR) & in_cw_mask) + g.nb_count,
+                       reg(Reg.CIN))
+        in_room = Mux(g.depthwise, reg(Reg.IN_CW), reg(Reg.IN_CW) * C)
+        m.d.sync += group_ok.eq((in_group <= in_room) &
+                                ((reg(Reg.OUT_ADDR) & out_cw_mask) + g.nb_count
+                                 <= reg(Reg.OUT_CW)))
+        other_ok = ((reg(Reg.PAD_TOP) < (1 << SIZE_BITS)) &
+                    (reg(Reg.PAD_LEFT) < (1 << SIZE_BITS)) & (reg(Reg.USE_LUT) <= 1) &
+                    (reg(Reg.CONV_MODE) <= 1) & (s8(Reg.QMIN) <= s8(Reg.QMAX)))
+
         # Region ends, registered (one adder per register; the checks read them after
-        # SETTLE): the last output row ends nb_count words after its start.
-        in_end, out_end, out_a, out_b, w_end, p_end = (
-            Signal(34, name=n) for n in ("in_end", "out_end", "out_a", "out_b", "w_end", "p_end"))
+        # SETTLE). The output region of this CONV ends with its last pixel's column blocks:
+        # OUT_ADDR + (BATCH - 1) * OUT_IMG + (OUT_H - 1) * OUT_ROW + (OUT_W - 1) * OUT_CW +
+        # OUT_NB.
+        in_end, w_end, p_end = (Signal(34, name=n) for n in ("in_end", "w_end", "p_end"))
+        last_col = Signal(32)
         m.d.sync += [in_end.eq(reg(Reg.IN_ADDR) + g.in_total),
-                     out_a.eq(reg(Reg.OUT_ADDR) + g.nb_count),
-                     out_b.eq(g.out_total - reg(Reg.OUT_CW)),
-                     out_end.eq(out_a + out_b),
+                     last_col.eq((reg(Reg.OUT_W) - 1)[:SIZE_BITS] << g.out_shift),
                      w_end.eq(reg(Reg.W_ADDR) + g.w_total),
                      p_end.eq(reg(Reg.P_ADDR) + g.nb_count)]
+        out_end = tensor_end(m, reg(Reg.OUT_ADDR), g.out_total, reg(Reg.OUT_IMG), g.last_row,
+                             last_col, g.nb_count, "out")
+        disjoint = regions_disjoint(m, banks(R), reg(Reg.IN_ADDR), in_end, g.in_shift,
+                                    reg(Reg.OUT_ADDR), out_end, g.out_shift)
         addr_ok = ((in_end <= self.act_depth) & (out_end <= self.act_depth) &
-                   (w_end <= self.wgt_depth) & (p_end <= self.param_depth) &
-                   ((out_end <= reg(Reg.IN_ADDR)) | (in_end <= reg(Reg.OUT_ADDR))))
+                   (w_end <= self.wgt_depth) & (p_end <= self.param_depth) & disjoint)
+        layout = self._layout_check(m, g)
 
         # Bounds the walkers compare against, registered: their inputs (the configuration
         # and the SETUP products) are stable from SETTLE on, so the walkers compare a counter
@@ -188,31 +256,58 @@ class ConvEngine(wiring.Component):
         m.d.sync += [g.k_is_1.eq(g.K == 1), g.k_less2.eq(g.K - 2),
                      g.nb_is_1.eq(g.nb_count == 1), g.nb_less2.eq(g.nb_count - 2),
                      g.nb_last.eq(g.nb_count - 1),
-                     g.cin_last.eq(reg(Reg.CIN) - 1), g.kw_last.eq(reg(Reg.KW) - 1),
-                     g.kh_last.eq(reg(Reg.KH) - 1), g.ow_last.eq(reg(Reg.OUT_W) - 1),
-                     g.oh_last.eq(reg(Reg.OUT_H) - 1),
+                     g.cin_last.eq(Mux(g.depthwise, 0, reg(Reg.CIN) - 1)),
+                     g.kw_last.eq(reg(Reg.KW) - 1), g.kh_last.eq(reg(Reg.KH) - 1),
+                     g.ow_last.eq(reg(Reg.OUT_W) - 1), g.oh_last.eq(reg(Reg.OUT_H) - 1),
                      g.m_less_r.eq(g.M - R), g.m_less_2r.eq(g.M - 2 * R)]
         checks = (sizes_ok & int8_ok & other_ok,
-                  [(g.K <= MAX_K, Error.CONFIG), (addr_ok, Error.ADDRESS)])
+                  [(pitch_ok & group_ok & layout, Error.CONFIG), (g.K <= MAX_K, Error.CONFIG),
+                   (addr_ok, Error.ADDRESS)])
         return g, sizes, checks
 
+    def _layout_check(self, m, g):
+        """:func:`layout_ok` in hardware: modulo B = 2**k only the low k bits of each factor
+        matter, so the products are k-bit. Registered in two levels (its inputs are the
+        configuration, stable from the instruction's start)."""
+        R = self.rows
+        B = banks(R)
+        k = (B - 1).bit_length()
+        if R == 1:
+            return Const(1)
+        reg = self._reg
+        wv = Signal(k)          # row pitch in pixels, modulo B
+        ip = Signal(k)          # image pitch in pixels, modulo B
+        sy, sx = reg(Reg.STRIDE_Y)[:k], reg(Reg.STRIDE_X)[:k]
+        oh1 = (reg(Reg.OUT_H) - 1)[:k]
+        m.d.sync += [wv.eq(reg(Reg.IN_ROW) >> g.in_shift), ip.eq(reg(Reg.IN_IMG) >> g.in_shift)]
+        row_step = Signal(k)
+        img_step = Signal(k)
+        sx_ow = Signal(k)
+        m.d.sync += [row_step.eq(sy * wv), sx_ow.eq(sx * reg(Reg.OUT_W)[:k]),
+                     img_step.eq(sy * oh1 * wv)]
+        allowed = Const(sum(1 << s for s in range(B) if conflict_free(s, R, B)), B)
+        ok = Signal()
+        m.d.sync += ok.eq(allowed.bit_select(sx, 1) &
+                          ((reg(Reg.OUT_H) == 1) | ((row_step - sx_ow)[:k] == 0)) &
+                          ((reg(Reg.BATCH) == 1) | ((ip - img_step - sx_ow)[:k] == 0)))
+        return ok
+
     # ---- pixel stepper ---------------------------------------------------------------------
-    def _pixel_stepper(self, m, g, run):
+    def _pixel_stepper(self, m, g, stepping):
         """Produces consecutive output pixels (raster order, image by image), one per cycle,
         into ``nxt``: each row's top-left tap (word address, coordinates, in-range flag).
-        ``swap`` (driven by the walker) moves ``nxt`` to ``cur`` and starts the next block; a
-        block change costs nothing when a block lasts >= R cycles."""
+        ``swap`` (driven by the walker) moves ``nxt`` to ``cur`` and starts the next block."""
         R = self.rows
         reg = self._reg
         st = SimpleNamespace()
-        st_oy = Signal(SIZE_BITS)
-        st_ox = Signal(SIZE_BITS)
-        st_m = Signal(32)
-        st_y0 = Signal(signed(SIZE_BITS + 2))
-        st_x0 = Signal(signed(SIZE_BITS + 2))
-        st_base = Signal(signed(34))      # word address of the (possibly padded) top-left tap
-        st_rowbase = Signal(signed(34))
-        st_imgbase = Signal(signed(34))
+        oy = Signal(SIZE_BITS)
+        ox = Signal(SIZE_BITS)
+        px = Signal(32)
+        y0 = Signal(signed(SIZE_BITS + 2))
+        x0 = Signal(signed(SIZE_BITS + 2))
+        base = Signal(signed(34))         # word address of the (possibly padded) top-left tap
+        rowbase = Signal(signed(34))
+        imgbase = Signal(signed(34))
         st.fill = Signal(range(R + 1))    # pixels already in `nxt`
         row_layout = data.StructLayout({"base": signed(34), "y0": signed(SIZE_BITS + 2),
                                         "x0": signed(SIZE_BITS + 2), "valid": 1})
@@ -220,44 +315,42 @@ class ConvEngine(wiring.Component):
         st.cur = Signal(data.ArrayLayout(row_layout, R))
         st.swap = Signal()
 
-        neg_pad = -reg(Reg.PAD).as_signed()
+        pad_y = -reg(Reg.PAD_TOP).as_signed()
+        pad_x = -reg(Reg.PAD_LEFT).as_signed()
         # On a swap the stepper keeps going: `cur` takes the old `nxt` while `nxt` shifts.
-        with m.If(run & ((st.fill != R) | st.swap)):
+        with m.If(stepping & ((st.fill != R) | st.swap)):
             new = Signal(row_layout)
-            m.d.comb += [new.base.eq(st_base), new.y0.eq(st_y0), new.x0.eq(st_x0),
-                         new.valid.eq(st_m < g.M)]
+            m.d.comb += [new.base.eq(base), new.y0.eq(y0), new.x0.eq(x0),
+                         new.valid.eq(px < g.M)]
             for i in range(R - 1):
                 m.d.sync += nxt[i].eq(nxt[i + 1])
             m.d.sync += [nxt[R - 1].eq(new), st.fill.eq(Mux(st.swap, 1, st.fill + 1)),
-                         st_m.eq(st_m + 1)]
-            with m.If(st_ox != g.ow_last):
-                m.d.sync += [st_ox.eq(st_ox + 1), st_x0.eq(st_x0 + reg(Reg.STRIDE)),
-                             st_base.eq(st_base + g.s_cw)]
-            with m.Elif(st_oy != g.oh_last):
-                m.d.sync += [st_ox.eq(0), st_oy.eq(st_oy + 1), st_x0.eq(neg_pad),
-                             st_y0.eq(st_y0 + reg(Reg.STRIDE)),
-                             st_rowbase.eq(st_rowbase + g.s_row),
-                             st_base.eq(st_rowbase + g.s_row)]
+                         px.eq(px + 1)]
+            with m.If(ox != g.ow_last):
+                m.d.sync += [ox.eq(ox + 1), x0.eq(x0 + reg(Reg.STRIDE_X)),
+                             base.eq(base + g.s_cw)]
+            with m.Elif(oy != g.oh_last):
+                m.d.sync += [ox.eq(0), oy.eq(oy + 1), x0.eq(pad_x),
+                             y0.eq(y0 + reg(Reg.STRIDE_Y)),
+                             rowbase.eq(rowbase + g.s_row), base.eq(rowbase + g.s_row)]
             with m.Else():
-                m.d.sync += [st_ox.eq(0), st_oy.eq(0), st_x0.eq(neg_pad), st_y0.eq(neg_pad),
-                             st_imgbase.eq(st_imgbase + g.in_img),
-                             st_rowbase.eq(st_imgbase + g.in_img - g.p_off),
-                             st_base.eq(st_imgbase + g.in_img - g.p_off)]
+                next_img = imgbase + reg(Reg.IN_IMG)
+                m.d.sync += [ox.eq(0), oy.eq(0), x0.eq(pad_x), y0.eq(pad_y),
+                             imgbase.eq(next_img), rowbase.eq(next_img - g.p_off),
+                             base.eq(next_img - g.p_off)]
         with m.If(st.swap):
             m.d.sync += st.cur.eq(nxt)
         base0 = reg(Reg.IN_ADDR) - g.p_off
-        st.on_start = [st_oy.eq(0), st_ox.eq(0), st_m.eq(0), st.fill.eq(0),
-                       st_y0.eq(neg_pad), st_x0.eq(neg_pad),
-                       st_imgbase.eq(reg(Reg.IN_ADDR)), st_rowbase.eq(base0),
-                       st_base.eq(base0)]
-        st.on_done = []
+        st.on_start = [oy.eq(0), ox.eq(0), px.eq(0), st.fill.eq(0), y0.eq(pad_y), x0.eq(pad_x),
+                       imgbase.eq(reg(Reg.IN_ADDR)), rowbase.eq(base0), base.eq(base0)]
         return st
 
     # ---- im2col walker ---------------------------------------------------------------------
     def _im2col_walker(self, m, g, run, st):
-        """Issues one operand beat per cycle while the operand FIFO has room: for each block
-        of R output pixels, for each column block nb, K beats (kh, kw, cin), cin fastest.
-        Tracks the tap's word offset (``koff``), the lane (``cin % C``) and the WGT address."""
+        """Issues one operand beat per cycle while the operand pipeline has credit: for each
+        block of R output pixels, for each column block nb, K beats (kh, kw, cin), cin
+        fastest. Tracks the tap's word offset ``koff`` (depthwise: plus nb, the input channel
+        group), the lane (``cin % C``) and the WGT address."""
         R, C = self.rows, self.cols
         reg = self._reg
         w = SimpleNamespace()
@@ -284,6 +377,8 @@ class ConvEngine(wiring.Component):
         w.k_last = Signal()
         nb_at_last = Signal()
         blk_last = w.k_last & nb_at_last
+        # The offset every tap of the next tile starts from: depthwise, its channel group.
+        tile_off = Mux(g.depthwise & ~blk_last, nb + 1, 0)
 
         with m.If(w.issue):
             m.d.sync += [k.eq(k + 1), w.waddr.eq(w.waddr + 1)]
@@ -299,12 +394,14 @@ class ConvEngine(wiring.Component):
                     m.d.sync += [w.kw.eq(w.kw + 1), kwoff.eq(kwoff + reg(Reg.IN_CW)),
                                  w.koff.eq(kwoff + reg(Reg.IN_CW))]
                 with m.Else():
-                    m.d.sync += [w.kw.eq(0), khoff.eq(khoff + g.in_row),
-                                 kwoff.eq(khoff + g.in_row), w.koff.eq(khoff + g.in_row)]
+                    m.d.sync += [w.kw.eq(0), khoff.eq(khoff + reg(Reg.IN_ROW)),
+                                 kwoff.eq(khoff + reg(Reg.IN_ROW)),
+                                 w.koff.eq(khoff + reg(Reg.IN_ROW))]
                     with m.If(w.kh != g.kh_last):
                         m.d.sync += w.kh.eq(w.kh + 1)
                     with m.Else():
-                        m.d.sync += [w.kh.eq(0), khoff.eq(0), kwoff.eq(0), w.koff.eq(0)]
+                        m.d.sync += [w.kh.eq(0), khoff.eq(tile_off), kwoff.eq(tile_off),
+                                     w.koff.eq(tile_off)]
             with m.If(w.k_last):
                 m.d.sync += [k.eq(0), nb.eq(nb + 1), w.k_last.eq(g.k_is_1),
                              nb_at_last.eq(nb == g.nb_less2)]
@@ -331,14 +428,16 @@ class ConvEngine(wiring.Component):
 
     # ---- operand pipeline ------------------------------------------------------------------
     def _operand_pipeline(self, m, g, st, w):
-        """Four register stages from an issued beat to the array's operand FIFO: tap
-        coordinates and word addresses; the in-range check (taps in the padding read
-        nothing and give ``IN_ZP``); the two cycles of the registered block RAM reads of ACT
-        (row i reads copy i) and WGT; the lane select."""
+        """From an issued beat to the array's operand FIFO: tap coordinates and word
+        addresses; the in-range check (taps in the padding read nothing and give
+        ``IN_ZP``); the R parallel ACT reads (with the WGT read timed to arrive with them);
+        the operand words (normal mode: lane ``cin % C`` in every lane; depthwise: the
+        word)."""
         R, C = self.rows, self.cols
         reg, s8 = self._reg, self._s8
         arr = self.array
-        opfifo = m.submodules.opfifo = SyncFIFO(width=8 * R + 8 * C + 1,
+        word = data.ArrayLayout(signed(8), C)
+        opfifo = m.submodules.opfifo = SyncFIFO(width=8 * C * R + 8 * C + 1,
                                                 depth=OPERAND_FIFO_DEPTH)
         m.d.sync += w.inflight.eq(w.inflight + w.issue - (opfifo.r_en & opfifo.r_rdy))
         cur = st.cur
@@ -360,44 +459,46 @@ class ConvEngine(wiring.Component):
                              s0_in[i].eq(cur[i].valid),
                              s0_addr[i].eq(cur[i].base + w.koff)]
 
-        # Stage 1: in-range check (taps in the padding read nothing) -> memory addresses.
-        s1_valid = Signal()
+        # Stage 1: in-range check (taps in the padding read nothing) -> the ACT read ports.
+        s1 = SimpleNamespace(valid=Signal(), lane=Signal(range(C)), last=Signal(),
+                             tap=Signal(R))
         s1_addr = Signal(data.ArrayLayout(unsigned(addr_bits(self.act_depth)), R))
-        s1_tap = Signal(R)
-        s1_lane = Signal(range(C))
-        s1_last = Signal()
         s1_waddr = Signal(addr_bits(self.wgt_depth))
-        m.d.sync += [s1_valid.eq(s0_valid), s1_lane.eq(s0_lane), s1_last.eq(s0_last),
+        m.d.sync += [s1.valid.eq(s0_valid), s1.lane.eq(s0_lane), s1.last.eq(s0_last),
                      s1_waddr.eq(s0_waddr)]
         for i in range(R):
             y, x = s0_y[i], s0_x[i]
             tap = (s0_in[i] & (y >= 0) & (y < reg(Reg.IN_H)) & (x >= 0) & (x < reg(Reg.IN_W)))
-            m.d.sync += [s1_tap[i].eq(tap), s1_addr[i].eq(Mux(tap, s0_addr[i], 0))]
-        m.d.comb += [self.act_rd_addr.eq(s1_addr), self.wgt_rd_addr.eq(s1_waddr)]
+            m.d.sync += [s1.tap[i].eq(tap), s1_addr[i].eq(Mux(tap, s0_addr[i], 0))]
+        m.d.comb += [self.act_rd_en.eq(s1.tap & Cat(*[s1.valid] * R)),
+                     self.act_rd_addr.eq(s1_addr), self.act_rd_shift.eq(g.in_shift)]
 
-        # Stage 2: the memories read (ACT and WGT are block RAMs with a registered read,
-        # hw.ram.RAM_LATENCY = 2 cycles: their data arrives in stage 3).
-        s2_valid = Signal()
-        s2_tap = Signal(R)
-        s2_lane = Signal(range(C))
-        s2_last = Signal()
-        m.d.sync += [s2_valid.eq(s1_valid), s2_tap.eq(s1_tap), s2_lane.eq(s1_lane),
-                     s2_last.eq(s1_last)]
-        s3_valid = Signal()
-        s3_tap = Signal(R)
-        s3_lane = Signal(range(C))
-        s3_last = Signal()
-        m.d.sync += [s3_valid.eq(s2_valid), s3_tap.eq(s2_tap), s3_lane.eq(s2_lane),
-                     s3_last.eq(s2_last)]
+        # The ACT read takes ACT_LATENCY cycles; WGT (a block RAM) is read RAM_LATENCY cycles
+        # before the ACT data arrives, so both are there together.
+        waddr = s1_waddr
+        for n in range(ACT_LATENCY - RAM_LATENCY):
+            d = Signal.like(waddr, name=f"waddr_d{n}")
+            m.d.sync += d.eq(waddr)
+            waddr = d
+        m.d.comb += self.wgt_rd_addr.eq(waddr)
+        sd = s1
+        for n in range(ACT_LATENCY):
+            nxt = SimpleNamespace(**{f: Signal.like(v, name=f"s{n + 2}_{f}")
+                                     for f, v in vars(s1).items()})
+            m.d.sync += [getattr(nxt, f).eq(getattr(sd, f)) for f in vars(s1)]
+            sd = nxt
 
-        # Stage 3: lane select -> operand FIFO.
-        a_vals = []
+        # Operand words -> operand FIFO.
+        depthwise = g.depthwise
+        zp_word = Cat(*[s8(Reg.IN_ZP)] * C)
+        a_words = []
         for i in range(R):
-            word = data.ArrayLayout(signed(8), C)(self.act_rd_data[i])
-            a_vals.append(Mux(s3_tap[i], word[s3_lane], s8(Reg.IN_ZP)))
+            got = word(self.act_rd_data[i])
+            lane = Cat(*[got[sd.lane]] * C)
+            a_words.append(Mux(sd.tap[i], Mux(depthwise, got.as_value(), lane), zp_word))
         m.d.comb += [
-            opfifo.w_en.eq(s3_valid),
-            opfifo.w_data.eq(Cat(*a_vals, self.wgt_rd_data, s3_last)),
+            opfifo.w_en.eq(sd.valid),
+            opfifo.w_data.eq(Cat(*a_words, self.wgt_rd_data, sd.last)),
             arr.operands.payload.as_value().eq(opfifo.r_data),
             arr.operands.valid.eq(opfifo.r_rdy),
             opfifo.r_en.eq(arr.operands.ready),
@@ -450,8 +551,9 @@ class ConvEngine(wiring.Component):
     # ---- writeback ---------------------------------------------------------------------------
     def _writeback(self, m, g):
         """Requantized rows (through the activation table when USE_LUT) to ACT: row i of the
-        tile of column block nb goes to ``OUT_ADDR + m*OUT_CW + nb``; rows past M (padding of
-        the last block) are dropped. ``finished_d`` rises once the last write left."""
+        tile of column block nb goes to output pixel ``mbase + i`` (its address from the
+        output pitches) + nb; rows past M (padding of the last block) are dropped.
+        ``finished_d`` rises once the last write left."""
         R, C = self.rows, self.cols
         reg = self._reg
         rq, lut = self.requant, self.lut
@@ -474,42 +576,57 @@ class ConvEngine(wiring.Component):
                          wb_data.eq(rq.result.payload.data.as_value()),
                          wb_last.eq(rq.result.payload.last)]
 
+        # The output pixel of the current row (index, coordinates, address) and the same at
+        # the start of the block, to come back to for the block's next column block.
+        pix_layout = data.StructLayout({"m": 32, "ox": SIZE_BITS, "oy": SIZE_BITS,
+                                        "addr": 34, "row": 34, "img": 34})
+        cur = Signal(pix_layout)
+        blk = Signal(pix_layout)
         active = Signal()
-        px = Signal(32)                   # output pixel of the current row
-        mbase = Signal(32)
         nb = Signal(SIZE_BITS)
-        addr = Signal(34)                 # address of the current row
-        tile = Signal(34)                 # address of row 0 of the current tile
-        blk = Signal(34)                  # address of row 0, column block 0, current block
-        # The write port is registered: its enable, address and data fan out to every ACT
-        # copy. `done` waits until the last write has left the engine (finished_d).
-        m.d.sync += [self.act_wr_en.eq(wb_valid & active & (px < g.M)),
-                     self.act_wr_addr.eq(addr), self.act_wr_data.eq(wb_data)]
+        nxt = Signal(pix_layout)
+        with m.If(cur.ox != g.ow_last):
+            m.d.comb += [nxt.eq(cur), nxt.ox.eq(cur.ox + 1),
+                         nxt.addr.eq(cur.addr + reg(Reg.OUT_CW))]
+        with m.Elif(cur.oy != g.oh_last):
+            m.d.comb += [nxt.eq(cur), nxt.ox.eq(0), nxt.oy.eq(cur.oy + 1),
+                         nxt.row.eq(cur.row + reg(Reg.OUT_ROW)),
+                         nxt.addr.eq(cur.row + reg(Reg.OUT_ROW))]
+        with m.Else():
+            m.d.comb += [nxt.ox.eq(0), nxt.oy.eq(0), nxt.img.eq(cur.img + reg(Reg.OUT_IMG)),
+                         nxt.row.eq(cur.img + reg(Reg.OUT_IMG)),
+                         nxt.addr.eq(cur.img + reg(Reg.OUT_IMG))]
+        m.d.comb += nxt.m.eq(cur.m + 1)
+        # The write port is registered (enable, address, data).
+        m.d.sync += [self.act_wr_en.eq(wb_valid & active & (cur.m < g.M)),
+                     self.act_wr_addr.eq(cur.addr + nb), self.act_wr_data.eq(wb_data),
+                     self.act_wr_shift.eq(g.out_shift)]
         finished = Signal()
         b.finished_d = Signal()
         m.d.sync += b.finished_d.eq(finished)
         with m.If(wb_valid & active):
-            m.d.sync += [px.eq(px + 1), addr.eq(addr + reg(Reg.OUT_CW))]
+            m.d.sync += cur.eq(nxt)
             with m.If(wb_last):
                 with m.If(nb == g.nb_last):
-                    m.d.sync += [nb.eq(0), mbase.eq(mbase + R), px.eq(mbase + R),
-                                 blk.eq(blk + g.r_ocw), tile.eq(blk + g.r_ocw),
-                                 addr.eq(blk + g.r_ocw)]
-                    with m.If(mbase >= g.m_less_r):
+                    m.d.sync += [nb.eq(0), blk.eq(nxt)]
+                    with m.If(blk.m >= g.m_less_r):
                         m.d.comb += finished.eq(1)
                 with m.Else():
-                    m.d.sync += [nb.eq(nb + 1), px.eq(mbase),
-                                 tile.eq(tile + 1), addr.eq(tile + 1)]
+                    m.d.sync += [nb.eq(nb + 1), cur.eq(blk)]
         out = reg(Reg.OUT_ADDR)
-        b.on_start = [active.eq(1), px.eq(0), mbase.eq(0), nb.eq(0),
-                      addr.eq(out), tile.eq(out), blk.eq(out)]
+        start = {"m": 0, "ox": 0, "oy": 0, "addr": out, "row": out, "img": out}
+        b.on_start = ([active.eq(1), nb.eq(0)] +
+                      [getattr(cur, f).eq(v) for f, v in start.items()] +
+                      [getattr(blk, f).eq(v) for f, v in start.items()])
         b.on_done = [active.eq(0)]
         return b
 
     # ---- control -----------------------------------------------------------------------------
-    def _control(self, m, g, sizes, checks, run, parts, finished):
+    def _control(self, m, g, sizes, checks, run, stepping, stepper, parts, finished):
         """The shared engine FSM (:func:`hw.sizes.engine_fsm`): start-up checks, then RUN
-        until the last write; every part's registers start from ``on_start``."""
+        until the last write; every part's registers start from ``on_start``. The pixel
+        stepper starts in SETUP cycle :data:`STEPPER_START` (it writes no memory), so the
+        first block is ready when RUN begins."""
         sizes_ok, registered_checks = checks
 
         def enter_run():
@@ -525,4 +642,9 @@ class ConvEngine(wiring.Component):
                 m.d.comb += [self.done.eq(1), self.error.eq(Error.NONE)]
                 m.next = "IDLE"
 
-        engine_fsm(m, self, sizes, sizes_ok, registered_checks, enter_run, run_state)
+        setup_run = engine_fsm(m, self, sizes, sizes_ok, registered_checks, enter_run,
+                               run_state)
+        with m.If(setup_run & (sizes.cycle == STEPPER_START)):
+            m.d.sync += [stepping.eq(1)] + stepper.on_start
+        with m.If(self.done | self.start):
+            m.d.sync += stepping.eq(0)

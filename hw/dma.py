@@ -10,8 +10,11 @@
   ``x`` at index ``x + 128``); ``addr`` and ``count`` are ignored.
 
 :class:`StoreEngine` sends ACT words ``addr .. addr + count - 1`` on its ``data`` stream,
-``last`` on the final beat, under backpressure; ACT reads take ``hw.ram.RAM_LATENCY`` (2)
-cycles.
+``last`` on the final beat, under backpressure, through a :class:`TensorReader`; ACT reads
+take ``hw.act_memory.READ_LATENCY`` cycles. ACT words are addressed with the pixel shift of
+their tensor (``shift``, see :mod:`hw.act_memory`). :class:`TensorReader` and
+:class:`TensorWalker` also read the POOL and SOFTMAX engines' inputs, with row and image
+pitches.
 
 ``abort`` returns the LoadEngine to idle at once (the sequencer stops a background LOAD when
 another instruction fails).
@@ -28,11 +31,13 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .activation import table_layout
+from .act_memory import READ_LATENCY as ACT_LATENCY
+from .act_memory import SHIFT_BITS
 from .isa import Error, Mem, param_beats, param_entry_layout
-from .ram import RAM_LATENCY
-from .sizes import addr_bits
+from .sizes import SIZE_BITS, addr_bits
 
-__all__ = ["LoadEngine", "StoreEngine", "beat_layout", "LUT_BEATS"]
+__all__ = ["LoadEngine", "StoreEngine", "TensorWalker", "TensorReader", "geometry_layout",
+           "beat_layout", "LUT_BEATS"]
 
 
 def beat_layout(cols):
@@ -54,11 +59,13 @@ class LoadEngine(wiring.Component):
             "mem": In(4),
             "addr": In(24),
             "count": In(24),
+            "shift": In(SHIFT_BITS),
             "busy": Out(1),
             "done": Out(1),
             "error": Out(4),
             "data": In(stream.Signature(beat_layout(cols))),
-            "act_we": Out(1), "act_addr": Out(addr_bits(act_depth)), "act_data": Out(8 * cols),
+            "act_we": Out(1), "act_addr": Out(addr_bits(act_depth)),
+            "act_shift": Out(SHIFT_BITS), "act_data": Out(8 * cols),
             "wgt_we": Out(1), "wgt_addr": Out(addr_bits(wgt_depth)), "wgt_data": Out(8 * cols),
             "prm_we": Out(1), "prm_addr": Out(addr_bits(param_depth)),
             "prm_data": Out(param_entry_layout(cols)),
@@ -69,6 +76,7 @@ class LoadEngine(wiring.Component):
         m = Module()
         C = self.cols
         mem = Signal(4)
+        shift = Signal(SHIFT_BITS)  # the ACT tensor's pixel shift
         ptr = Signal(25)            # next word / entry address
         left = Signal(25)           # words / entries still to write
         beats = param_beats(C)
@@ -82,7 +90,7 @@ class LoadEngine(wiring.Component):
 
         take = self.data.valid & self.data.ready
         word = self.data.payload.data
-        m.d.comb += [self.act_addr.eq(ptr), self.act_data.eq(word),
+        m.d.comb += [self.act_addr.eq(ptr), self.act_data.eq(word), self.act_shift.eq(shift),
                      self.wgt_addr.eq(ptr), self.wgt_data.eq(word),
                      self.prm_addr.eq(ptr),
                      self.prm_data.as_value().eq(Cat(entry[8 * C:], word))]
@@ -90,7 +98,8 @@ class LoadEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [mem.eq(self.mem), ptr.eq(self.addr), left.eq(self.count),
+                    m.d.sync += [mem.eq(self.mem), shift.eq(self.shift), ptr.eq(self.addr),
+                                 left.eq(self.count),
                                  end.eq(self.addr + self.count), beat.eq(0), lut_idx.eq(0)]
                     m.next = "CHECK"
             with m.State("CHECK"):
@@ -161,75 +170,167 @@ class LoadEngine(wiring.Component):
         return ResetInserter(self.abort)(m)
 
 
-class StoreEngine(wiring.Component):
-    FIFO_DEPTH = 4
+def geometry_layout():
+    """A tensor walk (:class:`TensorWalker`): ``batch`` images of ``h`` rows of ``w`` pixels of
+    ``groups`` words, from ``base``, with pitches ``cw`` (pixel), ``row`` and ``img`` words."""
+    return data.StructLayout({"base": 32, "batch": SIZE_BITS, "h": SIZE_BITS,
+                              "w": SIZE_BITS, "groups": SIZE_BITS, "cw": 32, "row": 32,
+                              "img": 32})
+
+
+class TensorWalker(wiring.Component):
+    """The word addresses of a tensor in raster order: for each image, row, pixel, the
+    ``groups`` words of the pixel. ``start`` loads the first address (the geometry must stay
+    stable until the walk ends); each ``step`` moves to the next word; ``last`` is high on
+    the final word. Incremental: no multiplier, the loop bounds compared from registers."""
+
+    def __init__(self, addr_width):
+        super().__init__({"geometry": In(geometry_layout()), "start": In(1), "step": In(1),
+                          "addr": Out(addr_width), "last": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        geo = self.geometry
+        bounds = {n: Signal(SIZE_BITS, name=f"{n}_last") for n in ("groups", "w", "h", "batch")}
+        for n, sig in bounds.items():
+            m.d.sync += sig.eq(getattr(geo, n) - 1)
+        g, x, y, n = (Signal(SIZE_BITS, name=v) for v in ("g", "x", "y", "n"))
+        pixel, row, img = (Signal(32, name=v) for v in ("pixel", "row_start", "img_start"))
+        addr = Signal(32)
+        at_end = {"groups": g == bounds["groups"], "w": x == bounds["w"],
+                  "h": y == bounds["h"], "batch": n == bounds["batch"]}
+        m.d.comb += [self.addr.eq(addr), self.last.eq(Cat(*at_end.values()).all())]
+        with m.If(self.start):
+            m.d.sync += [g.eq(0), x.eq(0), y.eq(0), n.eq(0), pixel.eq(geo.base),
+                         row.eq(geo.base), img.eq(geo.base), addr.eq(geo.base)]
+        with m.Elif(self.step):
+            with m.If(~at_end["groups"]):
+                m.d.sync += [g.eq(g + 1), addr.eq(addr + 1)]
+            with m.Elif(~at_end["w"]):
+                m.d.sync += [g.eq(0), x.eq(x + 1), pixel.eq(pixel + geo.cw),
+                             addr.eq(pixel + geo.cw)]
+            with m.Elif(~at_end["h"]):
+                m.d.sync += [g.eq(0), x.eq(0), y.eq(y + 1), row.eq(row + geo.row),
+                             pixel.eq(row + geo.row), addr.eq(row + geo.row)]
+            with m.Else():
+                nxt = img + geo.img
+                m.d.sync += [g.eq(0), x.eq(0), y.eq(0), n.eq(n + 1), img.eq(nxt),
+                             row.eq(nxt), pixel.eq(nxt), addr.eq(nxt)]
+        return m
+
+
+class TensorReader(wiring.Component):
+    """Streams the words of a tensor walk (:class:`TensorWalker`) out of ACT on ``data``,
+    ``last`` on the final word, under backpressure; ACT reads take
+    :data:`hw.act_memory.READ_LATENCY` cycles. ``start`` begins a walk of ``geometry`` (read
+    with pixel shift ``shift``); ``done`` pulses when the last word has been taken."""
+
+    FIFO_DEPTH = ACT_LATENCY + 3
 
     def __init__(self, cols, act_depth):
         self.cols = cols
-        self.act_depth = act_depth
+        aw = addr_bits(act_depth)
         super().__init__({
-            "start": In(1),
-            "addr": In(24),
-            "count": In(24),
-            "busy": Out(1),
-            "done": Out(1),
-            "error": Out(4),
+            "geometry": In(geometry_layout()), "shift": In(SHIFT_BITS),
+            "start": In(1), "busy": Out(1), "done": Out(1),
             "data": Out(stream.Signature(beat_layout(cols))),
-            "act_addr": Out(addr_bits(act_depth)),
-            "act_data": In(8 * cols),
+            "act_rd_en": Out(1), "act_rd_addr": Out(aw), "act_rd_shift": Out(SHIFT_BITS),
+            "act_rd_data": In(8 * cols),
         })
+        self.walker = TensorWalker(aw)
 
     def elaborate(self, platform):
         m = Module()
         C = self.cols
+        walk = m.submodules.walker = self.walker
         fifo = m.submodules.fifo = SyncFIFO(width=8 * C + 1, depth=self.FIFO_DEPTH)
-        ptr = Signal(25)
-        to_read = Signal(25)
-        to_send = Signal(25)
-        # ACT reads take RAM_LATENCY (2) cycles: two reads in flight.
-        st_ok = Signal()
-        end = Signal(26)            # addr + count, registered at the start (timing)
-        inflight = Signal(RAM_LATENCY)
-        inflight_last = Signal(RAM_LATENCY)
+        reading = Signal()
+        # Reads in flight (issued, data not yet in the FIFO), one bit per cycle of latency.
+        inflight = Signal(ACT_LATENCY)
+        inflight_last = Signal(ACT_LATENCY)
         issue = Signal()
         m.d.comb += [
-            issue.eq((to_read != 0) &
-                     (fifo.level + sum(inflight) < self.FIFO_DEPTH)),
-            self.act_addr.eq(ptr),
+            walk.geometry.eq(self.geometry), walk.start.eq(self.start), walk.step.eq(issue),
+            issue.eq(reading & (fifo.level + sum(inflight) < self.FIFO_DEPTH)),
+            self.act_rd_en.eq(issue), self.act_rd_addr.eq(walk.addr),
+            self.act_rd_shift.eq(self.shift),
             fifo.w_en.eq(inflight[-1]),
-            fifo.w_data.eq(Cat(self.act_data, inflight_last[-1])),
+            fifo.w_data.eq(Cat(self.act_rd_data, inflight_last[-1])),
             self.data.payload.as_value().eq(fifo.r_data),
             self.data.valid.eq(fifo.r_rdy),
             fifo.r_en.eq(self.data.ready),
         ]
         m.d.sync += [inflight.eq(Cat(issue, inflight[:-1])),
-                     inflight_last.eq(Cat(issue & (to_read == 1), inflight_last[:-1]))]
-        with m.If(issue):
-            m.d.sync += [ptr.eq(ptr + 1), to_read.eq(to_read - 1)]
-        with m.If(self.data.valid & self.data.ready):
-            m.d.sync += to_send.eq(to_send - 1)
+                     inflight_last.eq(Cat(issue & walk.last, inflight_last[:-1]))]
+        with m.If(self.start):
+            m.d.sync += [reading.eq(1), self.busy.eq(1)]
+        with m.Elif(issue & walk.last):
+            m.d.sync += reading.eq(0)
+        with m.If(self.data.valid & self.data.ready & self.data.payload.last):
+            m.d.comb += self.done.eq(1)
+            m.d.sync += self.busy.eq(0)
+        return m
 
+
+class StoreEngine(wiring.Component):
+    """STORE: ``count`` ACT words from ``addr`` (a tensor of pixel shift ``shift``) on
+    ``data``, ``last`` on the final one. The range is checked first (2 registered cycles):
+    ``count >= 1`` and ``addr + count <= depth``, else ``Error.ADDRESS``."""
+
+    def __init__(self, cols, act_depth):
+        self.cols = cols
+        self.act_depth = act_depth
+        aw = addr_bits(act_depth)
+        super().__init__({
+            "start": In(1),
+            "addr": In(24),
+            "count": In(24),
+            "shift": In(SHIFT_BITS),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(4),
+            "data": Out(stream.Signature(beat_layout(cols))),
+            "act_rd_en": Out(1), "act_rd_addr": Out(aw), "act_rd_shift": Out(SHIFT_BITS),
+            "act_rd_data": In(8 * cols),
+        })
+        self.reader = TensorReader(cols, act_depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        rd = m.submodules.reader = self.reader
+        addr = Signal(24)
+        count = Signal(24)
+        shift = Signal(SHIFT_BITS)
+        ok = Signal()
+        end = Signal(26)            # addr + count, registered at the start (timing)
+        # One image of one row of `count` one-word pixels: addr .. addr + count - 1.
+        m.d.comb += [rd.geometry.base.eq(addr), rd.geometry.batch.eq(1), rd.geometry.h.eq(1),
+                     rd.geometry.w.eq(count), rd.geometry.groups.eq(1), rd.geometry.cw.eq(1),
+                     rd.shift.eq(shift)]
+        wiring.connect(m, rd.data, wiring.flipped(self.data))
+        m.d.comb += [self.act_rd_en.eq(rd.act_rd_en), self.act_rd_addr.eq(rd.act_rd_addr),
+                     self.act_rd_shift.eq(rd.act_rd_shift), rd.act_rd_data.eq(self.act_rd_data)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [ptr.eq(self.addr), to_send.eq(self.count),
+                    m.d.sync += [addr.eq(self.addr), count.eq(self.count), shift.eq(self.shift),
                                  end.eq(self.addr + self.count)]
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += st_ok.eq((to_send != 0) & (end <= self.act_depth))
+                m.d.sync += ok.eq((count != 0) & (end <= self.act_depth))
                 m.next = "CHECK2"
             with m.State("CHECK2"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(st_ok):
-                    m.d.sync += to_read.eq(to_send)
+                with m.If(ok):
+                    m.d.comb += rd.start.eq(1)
                     m.next = "RUN"
                 with m.Else():
                     m.d.comb += [self.done.eq(1), self.error.eq(Error.ADDRESS)]
                     m.next = "IDLE"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
-                with m.If((to_send == 1) & self.data.valid & self.data.ready):
+                with m.If(rd.done):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
         return m

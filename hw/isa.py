@@ -30,7 +30,7 @@ __all__ = ["Op", "Reg", "Mem", "Error", "CSR", "ID_MAGIC", "ISA_VERSION",
            "markdown_tables"]
 
 ID_MAGIC = 0x4E505531          # "NPU1"
-ISA_VERSION = 2                # 2: background LOAD, WAIT
+ISA_VERSION = 3                # 2: background LOAD, WAIT; 3: banked ACT, pitches, depthwise
 
 
 # ---- Instructions --------------------------------------------------------------------------
@@ -44,12 +44,13 @@ class SetFields(data.Struct):
 
 
 class TransferFields(data.Struct):
-    """LOAD and STORE: ``count`` words (entries for PARAM) at ``addr`` of memory ``mem``."""
+    """LOAD and STORE: ``count`` words (entries for PARAM) at ``addr`` of memory ``mem``;
+    ACT words belong to a tensor of ``2**shift`` words per pixel (hw.act_memory)."""
     op: unsigned(8)
     mem: unsigned(4)
     addr: unsigned(24)
     background: unsigned(1)
-    _reserved: unsigned(3)
+    shift: unsigned(3)
     count: unsigned(24)
 
 
@@ -68,12 +69,12 @@ OPCODES = (
     ("NOP", 0x00, None, (), "nothing"),
     ("SET", 0x01, "set", ("reg", "value"),
      "sets a configuration register (below); registers keep their value across instructions"),
-    ("LOAD", 0x02, "transfer", ("mem", "addr", "background", "count"),
+    ("LOAD", 0x02, "transfer", ("mem", "addr", "background", "shift", "count"),
      "takes `count` words from `s_axis` into memory `mem` at `addr` (PARAM: `count` entries of "
      "`param_beats(C)` beats each; LUT: ceil(256/C) beats of table bytes, `addr` and `count` "
      "ignored). With `background` (WGT, PARAM only) the sequencer goes on after the range check "
      "while the LOAD runs; any LOAD first waits for a background LOAD still running"),
-    ("STORE", 0x03, "transfer", ("addr", "count"),
+    ("STORE", 0x03, "transfer", ("addr", "shift", "count"),
      "sends ACT words `addr` .. `addr + count - 1` on `m_axis`, `tlast` on the last"),
     ("CONV", 0x04, None, (), "conv / dense layer: im2col addressing, the systolic array, "
                              "requantization (+ activation table), results written to ACT"),
@@ -100,7 +101,8 @@ class Mem(IntEnum):
 
 #: How the README's instruction table names each field.
 _FIELD_DOC = {"reg": "register", "value": "value", "mem": "memory (0 ACT, 1 WGT, 2 PARAM, 3 LUT)",
-              "addr": "address", "background": "background", "count": "count"}
+              "addr": "address", "background": "background", "count": "count",
+              "shift": "pixel shift (ACT: 2**shift words per pixel)"}
 
 
 def encode(op, **fields):
@@ -147,38 +149,51 @@ def encode_set(reg, value):
     return encode(Op.SET, reg=int(reg), value=value)
 
 
-def encode_load(mem, addr, count, background=False):
-    """LOAD; ``background=True`` lets the program go on while it runs (WGT and PARAM only)."""
+def encode_load(mem, addr, count, background=False, shift=0):
+    """LOAD; ``background=True`` lets the program go on while it runs (WGT and PARAM only);
+    ``shift``: the ACT tensor's pixel shift."""
     if background and mem not in (Mem.WGT, Mem.PARAM):
         raise ValueError(f"a background LOAD must target WGT or PARAM, not {Mem(mem).name}")
-    return encode(Op.LOAD, mem=int(mem), addr=addr, count=count, background=int(background))
+    return encode(Op.LOAD, mem=int(mem), addr=addr, count=count, background=int(background),
+                  shift=shift)
 
 
-def encode_store(addr, count):
-    return encode(Op.STORE, addr=addr, count=count)
+def encode_store(addr, count, shift=0):
+    """STORE of ``count`` ACT words of a tensor with pixel shift ``shift``."""
+    return encode(Op.STORE, addr=addr, count=count, shift=shift)
 
 
 # ---- Configuration registers ---------------------------------------------------------------
 
 #: (name, int8: the low byte is a signed value, meaning). One line per register; its index
-#: is its position. CONV uses all but POOL_MODE and SM_*; POOL uses IN_ADDR, IN_H, IN_W,
-#: IN_CW, CIN, KH (window), STRIDE, PAD, IN_ZP, OUT_ADDR, OUT_H, OUT_W, BATCH, POOL_MODE;
-#: SOFTMAX uses IN_ADDR, IN_H, IN_W, IN_CW, CIN, OUT_ADDR, BATCH, SM_MULT, SM_SHIFT, SM_CAUSAL.
+#: is its position. A tensor in ACT is described by its address, its sizes and three pitches
+#: in words: per pixel (``*_CW``, a power of two: the ACT banks interleave whole pixels), per
+#: row and per image (see hw.act_memory and the compiler's memory plan).
 REGISTERS = (
-    ("IN_ADDR", False, "ACT word address of the first input pixel of image 0"),
+    ("IN_ADDR", False, "ACT word address of the input tensor (pixel (0, 0) of image 0)"),
     ("IN_H", False, "input height"),
     ("IN_W", False, "input width"),
-    ("IN_CW", False, "words per input pixel = ceil(CIN / C)"),
+    ("IN_CW", False, "input pixel pitch in words, a power of two >= ceil(CIN / C)"),
+    ("IN_ROW", False, "input row pitch in words (a multiple of IN_CW)"),
+    ("IN_IMG", False, "input image pitch in words (a multiple of IN_CW)"),
     ("CIN", False, "input channels"),
     ("KH", False, "kernel height (POOL: the window)"),
     ("KW", False, "kernel width"),
-    ("STRIDE", False, "stride"),
-    ("PAD", False, "padding on every side"),
+    ("STRIDE_Y", False, "vertical stride (POOL: the stride)"),
+    ("STRIDE_X", False, "horizontal stride"),
+    ("PAD_TOP", False, "padding rows above the input (POOL: padding on every side); taps "
+                       "below or right of the input are padding too"),
+    ("PAD_LEFT", False, "padding columns left of the input"),
     ("IN_ZP", True, "input zero point: the value of padding taps"),
-    ("OUT_ADDR", False, "ACT word address of the first output pixel"),
+    ("OUT_ADDR", False, "ACT word address of the output tensor (CONV: plus the first column "
+                        "block it computes)"),
     ("OUT_H", False, "output height"),
     ("OUT_W", False, "output width"),
-    ("OUT_CW", False, "words per output pixel = column blocks = ceil(COUT / C)"),
+    ("OUT_CW", False, "output pixel pitch in words, a power of two"),
+    ("OUT_ROW", False, "output row pitch in words (a multiple of OUT_CW)"),
+    ("OUT_IMG", False, "output image pitch in words (a multiple of OUT_CW)"),
+    ("OUT_NB", False, "CONV: column blocks (groups of C output channels) it computes, <= "
+                      "OUT_CW (a layer whose weights do not fit WGT runs as several CONVs)"),
     ("W_ADDR", False, "WGT word address of column block 0"),
     ("P_ADDR", False, "PARAM entry of column block 0"),
     ("BATCH", False, "images"),
@@ -186,14 +201,13 @@ REGISTERS = (
     ("QMIN", True, "requantizer clamp, low (a fused ReLU is QMIN = OUT_ZP)"),
     ("QMAX", True, "requantizer clamp, high"),
     ("USE_LUT", False, "1: apply the activation table after requantization"),
+    ("CONV_MODE", False, "CONV: 0 convolution / dense, 1 depthwise (channel c of the output "
+                         "from channel c of the input; K = KH*KW)"),
     ("POOL_MODE", False, "POOL: 0 max, 1 average (padding counts as IN_ZP, divisor KH*KH)"),
     ("SM_MULT", False, "SOFTMAX: M0 of golden.softmax.softmax_params (31 bits)"),
     ("SM_SHIFT", False, "SOFTMAX: its right shift (-shift, 0..31)"),
     ("SM_CAUSAL", False, "SOFTMAX: 1 = causal mask: vector v uses its first (v mod CIN) + 1 "
                          "values, its other outputs are -128 (probability 0)"),
-    ("OUT_NB", False, "CONV: column blocks this instruction computes, 0 = all OUT_CW (a layer "
-                      "whose weights do not fit WGT runs as several CONVs, one per slice of "
-                      "its output channels; OUT_ADDR then points at the slice)"),
 )
 
 Reg = IntEnum("Reg", [(name, i) for i, (name, _, _) in enumerate(REGISTERS)], module=__name__)
@@ -287,7 +301,9 @@ class Status(data.Struct):
     busy: unsigned(1)
     done: unsigned(1)
     error: unsigned(1)
-    _reserved: unsigned(29)
+    act_conflict: unsigned(1)  # ACT reads of one cycle hit one bank twice (never, for
+                               # programs whose CONVs pass their layout check): a self-check
+    _reserved: unsigned(28)
 
 
 class HwConfig(data.Struct):
@@ -312,7 +328,8 @@ CSR_MAP = (
     ("PARAM_DEPTH", 0x010, "ro", None, "PARAM entries"),
     ("IMEM_DEPTH", 0x014, "ro", None, "instructions"),
     ("CTRL", 0x020, "wo", Ctrl, "START (at instruction start_pc), clear DONE/ERROR"),
-    ("STATUS", 0x024, "ro", Status, "BUSY, DONE, ERROR"),
+    ("STATUS", 0x024, "ro", Status, "BUSY, DONE, ERROR; ACT_CONFLICT (sticky until START): "
+                                    "a self-check of the ACT bank layout"),
     ("ERROR", 0x028, "ro", None, "error code of the last run"),
     ("ERROR_PC", 0x02C, "ro", None, "instruction that raised it"),
     ("PC", 0x030, "ro", None, "current instruction"),

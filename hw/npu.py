@@ -37,6 +37,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .act_memory import ActMemory, banks
 from .axil import AxiLiteSlave
 from .conv_engine import ConvEngine
 from .sizes import cfg_layout
@@ -56,7 +57,7 @@ MAX_IMEM = 512          # the AXI4-Lite map has room for 512 instructions
 class NpuConfig:
     """Hardware configuration, validated: every bad value raises ``ValueError`` naming it."""
 
-    def __init__(self, rows=8, cols=8, act_depth=2048, wgt_depth=2048, param_depth=64,
+    def __init__(self, rows=8, cols=8, act_depth=16384, wgt_depth=2048, param_depth=64,
                  imem_depth=256, pool_max_size=32, pool_max_c=64, pool_max_k=8,
                  softmax_max_len=256):
         _check_dim("rows", rows)
@@ -71,6 +72,9 @@ class NpuConfig:
                                 ("softmax_max_len", softmax_max_len, 1, 4096)):
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"{name} must be an integer between {lo} and {hi}, got {v!r}")
+        if act_depth % banks(rows):
+            raise ValueError(f"act_depth must be a multiple of the {banks(rows)} ACT banks of "
+                             f"{rows} rows, got {act_depth}")
         self.rows, self.cols = rows, cols
         self.act_depth, self.wgt_depth = act_depth, wgt_depth
         self.param_depth, self.imem_depth = param_depth, imem_depth
@@ -107,9 +111,12 @@ class NpuTop(wiring.Component):
                                dsp=dsp)
         self.load = LoadEngine(C, cfg.act_depth, cfg.wgt_depth, cfg.param_depth)
         self.store = StoreEngine(C, cfg.act_depth)
-        self.pool = PoolEngine(C, cfg.act_depth, max_h=cfg.pool_max_size, max_w=cfg.pool_max_size,
-                               max_c=cfg.pool_max_c, max_k=cfg.pool_max_k, dsp=dsp)
-        self.softmax = SoftmaxEngine(C, cfg.act_depth, max_len=cfg.softmax_max_len, dsp=dsp)
+        self.pool = PoolEngine(C, cfg.act_depth, rows=cfg.rows, max_h=cfg.pool_max_size,
+                               max_w=cfg.pool_max_size, max_c=cfg.pool_max_c,
+                               max_k=cfg.pool_max_k, dsp=dsp)
+        self.softmax = SoftmaxEngine(C, cfg.act_depth, rows=cfg.rows,
+                                     max_len=cfg.softmax_max_len, dsp=dsp)
+        self.act = ActMemory(C, cfg.act_depth, cfg.rows, ports=cfg.rows, dsp=dsp)
         members = {name: (In if flow == wiring.In else Out)(shape)
                    for name, flow, shape in _axil_members(self.axil)}
         members.update({
@@ -123,7 +130,7 @@ class NpuTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        for name in ("axil", "conv", "load", "store", "pool", "softmax"):
+        for name in ("axil", "conv", "load", "store", "pool", "softmax", "act"):
             m.submodules[name] = getattr(self, name)
         for name, flow, _ in _axil_members(self.axil):
             if flow == wiring.In:
@@ -154,6 +161,7 @@ class NpuTop(wiring.Component):
         s.irq_en = Signal()
         s.instr = Signal(Instruction)
         s.cnt_we = Signal()                   # store instr_cycles into COUNTERS[pc]
+        s.act_conflict = Signal()             # sticky: ACT reads hit one bank twice
         m.d.comb += [self.conv.cfg.eq(s.regs), self.pool.cfg.eq(s.regs),
                      self.softmax.cfg.eq(s.regs),
                      self.irq.eq(s.irq_en & (s.done_flag | s.err_flag))]
@@ -166,18 +174,13 @@ class NpuTop(wiring.Component):
         output register (on ECP5 the DP16KD's own), so no logic follows a block RAM's
         clock-to-output."""
         cfg, dsp = self.config, self.dsp
-        R, C = cfg.rows, cfg.cols
-        conv, load, store, pool, smx = self.conv, self.load, self.store, self.pool, self.softmax
+        C = cfg.cols
+        conv, load = self.conv, self.load
         imem_lo = m.submodules.imem_lo = BlockRam(32, cfg.imem_depth, reads=1, dsp=dsp)
         imem_hi = m.submodules.imem_hi = BlockRam(32, cfg.imem_depth, reads=1, dsp=dsp)
         s.imem = (imem_lo, imem_hi)
         counters = s.counters = m.submodules.counters = BlockRam(32, cfg.imem_depth, reads=1,
                                                                  dsp=dsp)
-        acts = []
-        for i in range(R):
-            mem = BlockRam(8 * C, cfg.act_depth, reads=1, dsp=dsp)
-            m.submodules[f"act{i}"] = mem
-            acts.append(mem)
         wgt = m.submodules.wgt = BlockRam(8 * C, cfg.wgt_depth, reads=1, dsp=dsp)
         prm = m.submodules.prm = BlockRam(param_entry_layout(C).size, cfg.param_depth, reads=1,
                                           dsp=dsp)
@@ -189,35 +192,7 @@ class NpuTop(wiring.Component):
                      s.instr.as_value().eq(Cat(imem_lo.r0_data, imem_hi.r0_data)),
                      counters.w_addr.eq(s.pc), counters.w_data.eq(s.instr_cycles),
                      counters.w_en.eq(s.cnt_we)]
-
-        # ACT: one write port per copy (all written alike), one read port per copy.
-        # One engine runs at a time, so the write port is an OR of enables and a priority mux.
-        writers = [(load.act_we, load.act_addr, load.act_data),
-                   (pool.act_wr_en, pool.act_wr_addr, pool.act_wr_data),
-                   (smx.act_wr_en, smx.act_wr_addr, smx.act_wr_data),
-                   (conv.act_wr_en, conv.act_wr_addr, conv.act_wr_data)]
-        # The selected write is registered before it fans out to every copy (R x the block
-        # RAMs of one copy): a write lands one cycle after the engine issues it, long before
-        # any later instruction can read ACT (FETCH, LATCH and DECODE come first).
-        act_we = Signal()
-        act_wa = Signal(len(writers[-1][1]))
-        act_wd = Signal(len(writers[-1][2]))
-        sel_a, sel_d = writers[-1][1], writers[-1][2]
-        for en, a, d in reversed(writers[:-1]):
-            sel_a, sel_d = Mux(en, a, sel_a), Mux(en, d, sel_d)
-        m.d.sync += [act_we.eq(Cat(*[w[0] for w in writers]).any()), act_wa.eq(sel_a),
-                     act_wd.eq(sel_d)]
-        for i, mem in enumerate(acts):
-            m.d.comb += [mem.w_en.eq(act_we), mem.w_addr.eq(act_wa), mem.w_data.eq(act_wd),
-                         mem.r0_en.eq(1), conv.act_rd_data[i].eq(mem.r0_data)]
-            if i == 0:
-                addr0 = Mux(store.busy, store.act_addr,
-                            Mux(pool.busy, pool.act_rd_addr,
-                                Mux(smx.busy, smx.act_rd_addr, conv.act_rd_addr[0])))
-                m.d.comb += [mem.r0_addr.eq(addr0), store.act_data.eq(mem.r0_data),
-                             pool.act_rd_data.eq(mem.r0_data), smx.act_rd_data.eq(mem.r0_data)]
-            else:
-                m.d.comb += mem.r0_addr.eq(conv.act_rd_addr[i])
+        self._act_ports(m, s)
         m.d.comb += [wgt.w_en.eq(load.wgt_we), wgt.w_addr.eq(load.wgt_addr),
                      wgt.w_data.eq(load.wgt_data), wgt.r0_en.eq(1),
                      wgt.r0_addr.eq(conv.wgt_rd_addr), conv.wgt_rd_data.eq(wgt.r0_data)]
@@ -225,6 +200,41 @@ class NpuTop(wiring.Component):
                      prm.w_data.eq(load.prm_data), prm.r0_en.eq(1),
                      prm.r0_addr.eq(conv.prm_rd_addr), conv.prm_rd_data.eq(prm.r0_data)]
         wiring.connect(m, load.lut_table, conv.lut_table)
+
+    def _act_ports(self, m, s):
+        """ACT (:class:`hw.act_memory.ActMemory`): one engine writes at a time, so the write
+        port is an OR of enables and a priority multiplexer, registered before it fans out
+        to the banks (a write lands long before any later instruction can read ACT). Read
+        port 0 serves STORE, POOL and SOFTMAX or the CONV engine's row 0; the other ports the
+        CONV engine's rows."""
+        conv, load, store, pool, smx, act = (self.conv, self.load, self.store, self.pool,
+                                             self.softmax, self.act)
+        writers = [(load.act_we, load.act_addr, load.act_shift, load.act_data),
+                   (pool.act_wr_en, pool.act_wr_addr, pool.act_wr_shift, pool.act_wr_data),
+                   (smx.act_wr_en, smx.act_wr_addr, smx.act_wr_shift, smx.act_wr_data),
+                   (conv.act_wr_en, conv.act_wr_addr, conv.act_wr_shift, conv.act_wr_data)]
+        sel = writers[-1][1:]
+        for en, *fields in reversed(writers[:-1]):
+            sel = [Mux(en, f, d) for f, d in zip(fields, sel)]
+        m.d.sync += [act.w_en.eq(Cat(*[w[0] for w in writers]).any()), act.w_addr.eq(sel[0]),
+                     act.w_shift.eq(sel[1]), act.w_data.eq(sel[2])]
+        en0, addr0, shift0 = conv.act_rd_en[0], conv.act_rd_addr[0], conv.act_rd_shift
+        for eng in (smx, pool, store):
+            en0, addr0, shift0 = (Mux(eng.busy, eng.act_rd_en, en0),
+                                  Mux(eng.busy, eng.act_rd_addr, addr0),
+                                  Mux(eng.busy, eng.act_rd_shift, shift0))
+        m.d.comb += [act.r0_en.eq(en0), act.r0_addr.eq(addr0), act.r_shift.eq(shift0)]
+        for i in range(1, self.config.rows):
+            m.d.comb += [getattr(act, f"r{i}_en").eq(conv.act_rd_en[i]),
+                         getattr(act, f"r{i}_addr").eq(conv.act_rd_addr[i])]
+        for i in range(self.config.rows):
+            m.d.comb += conv.act_rd_data[i].eq(getattr(act, f"r{i}_data"))
+        m.d.comb += [store.act_rd_data.eq(act.r0_data), pool.act_rd_data.eq(act.r0_data),
+                     smx.act_rd_data.eq(act.r0_data)]
+        # A bank conflict (never, for programs whose CONVs pass their layout check) is kept
+        # in STATUS until the next START (see _register_bus), for tests.
+        with m.If(act.conflict):
+            m.d.sync += s.act_conflict.eq(1)
 
     # ---- Streams ----------------------------------------------------------------------------
     def _streams(self, m):
@@ -251,6 +261,8 @@ class NpuTop(wiring.Component):
         s.start_req = axil.wr_en & (axil.wr_addr == CSR.CTRL) & ctrl.start
         s.start_pc = ctrl.start_pc
         s.clear_req = axil.wr_en & (axil.wr_addr == CSR.CTRL) & ctrl.clear
+        with m.If(s.start_req):
+            m.d.sync += s.act_conflict.eq(0)
         with m.If(axil.wr_en & (axil.wr_addr == CSR.IRQ_EN)):
             m.d.sync += s.irq_en.eq(IrqEnable(axil.wr_data).enable)
         imem_sel = (axil.wr_addr >= CSR.IMEM) & (axil.wr_addr < CSR.IMEM + 8 * cfg.imem_depth)
@@ -267,7 +279,7 @@ class NpuTop(wiring.Component):
         rd_from_counters = Signal()
         status = Signal(Status)
         m.d.comb += [status.busy.eq(s.busy), status.done.eq(s.done_flag),
-                     status.error.eq(s.err_flag)]
+                     status.error.eq(s.err_flag), status.act_conflict.eq(s.act_conflict)]
         hw_config = HwConfig.const({"rows": cfg.rows, "cols": cfg.cols,
                                     "isa_version": ISA_VERSION}).as_bits()
         with m.If(axil.rd_en):
@@ -299,7 +311,8 @@ class NpuTop(wiring.Component):
         load = self.load
         xfer = s.instr.transfer
         m.d.comb += [load.mem.eq(xfer.mem), load.addr.eq(xfer.addr), load.count.eq(xfer.count),
-                     self.store.addr.eq(xfer.addr), self.store.count.eq(xfer.count)]
+                     load.shift.eq(xfer.shift), self.store.addr.eq(xfer.addr),
+                     self.store.count.eq(xfer.count), self.store.shift.eq(xfer.shift)]
         with m.If(s.clear_req & ~s.busy):
             m.d.sync += [s.done_flag.eq(0), s.err_flag.eq(0)]
         with m.If(s.busy):

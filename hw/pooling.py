@@ -192,6 +192,7 @@ class Pooling(wiring.Component):
             "input": In(stream.Signature(lanes_layout(lanes))),
             "result": Out(stream.Signature(lanes_layout(lanes))),
             "error": Out(1),
+            "config_ok": Out(1),
         })
 
     def check_config(self, h, w, c, k, stride, pad):
@@ -407,6 +408,9 @@ class Pooling(wiring.Component):
         stage += flags.eq(Cat(*checks))
         ok = Signal()
         stage += ok.eq(flags.all())
+        # The check's result, for an engine that refuses a configuration before streaming
+        # (valid CONFIG_LATENCY cycles after the configuration with registered_config).
+        m.d.comb += self.config_ok.eq(ok)
         # Frame parameters: latched when a frame starts; while idle the front reads the
         # configuration ports directly (or their registered copy, registered_config), so a
         # frame starts in the cycle its first beat arrives.

@@ -5,16 +5,18 @@ shared, pipelined 32 x 16 multiplier instead of a multiplier per product, and ch
 registered steps, so that none of this start-up logic limits the clock.
 """
 
-from amaranth.hdl import Cat, Signal, Value, unsigned
+from amaranth.hdl import Cat, Const, Signal, Value, unsigned
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
+from .act_memory import SHIFT_BITS
 from .isa import Error, Reg
 from .pe import RegisteredMultiplier
 
 __all__ = ["ProductSteps", "SIZE_BITS", "STEP_LATENCY", "CHECK_SETTLE", "step_schedule",
            "setup_cycles",
-           "engine_fsm", "addr_bits", "cfg_layout", "streaming_engine_members"]
+           "engine_fsm", "addr_bits", "cfg_layout", "streaming_engine_members",
+           "act_write_members", "pixel_shift", "tensor_end", "regions_disjoint"]
 
 
 def addr_bits(depth):
@@ -27,22 +29,71 @@ def cfg_layout():
     return data.ArrayLayout(unsigned(32), len(Reg))
 
 
+def act_write_members(cols, act_depth):
+    """An engine's ACT write port (hw.act_memory): enable, word address, the tensor's pixel
+    shift, data."""
+    return {"act_wr_en": Out(1), "act_wr_addr": Out(addr_bits(act_depth)),
+            "act_wr_shift": Out(SHIFT_BITS), "act_wr_data": Out(8 * cols)}
+
+
 def streaming_engine_members(cols, act_depth):
     """Ports of an engine that streams ACT words through a unit and writes them back to ACT
     (POOL, SOFTMAX): control, one ACT read port and the ACT write port."""
-    aw = addr_bits(act_depth)
     return {
         "cfg": In(cfg_layout()),
         "start": In(1),
         "busy": Out(1),
         "done": Out(1),
         "error": Out(4),
-        "act_rd_addr": Out(aw),
+        "act_rd_en": Out(1),
+        "act_rd_addr": Out(addr_bits(act_depth)),
+        "act_rd_shift": Out(SHIFT_BITS),
         "act_rd_data": In(8 * cols),
-        "act_wr_en": Out(1),
-        "act_wr_addr": Out(aw),
-        "act_wr_data": Out(8 * cols),
+        **act_write_members(cols, act_depth),
     }
+
+
+def tensor_end(m, addr, batch_span, img, last_row, last_col, groups, name):
+    """Registered end (one past the last word) of a tensor walk: ``addr + batch_span - img +
+    last_row + last_col + groups``, where ``batch_span = BATCH * img``, ``last_row = (H - 1)
+    * row`` and ``last_col = (W - 1) * cw``; in three registered adds."""
+    a, b, end = (Signal(34, name=f"{name}_{n}") for n in ("a", "b", "end"))
+    m.d.sync += [a.eq(addr + groups + last_col), b.eq(batch_span - img + last_row),
+                 end.eq(a + b)]
+    return end
+
+
+def regions_disjoint(m, nbanks, in_addr, in_end, in_shift, out_addr, out_end, out_shift):
+    """Registered: the input and output regions share no ACT bank row. Each is widened to
+    whole groups of ``nbanks`` pixels (the unit in which tensors of different pixel shifts
+    share the banks, see hw.act_memory) before they are compared."""
+    k = (nbanks - 1).bit_length()
+    in_unit, out_unit = Signal(34, name="in_unit"), Signal(34, name="out_unit")
+    in_lo, in_hi, out_lo, out_hi = (Signal(34, name=n) for n in
+                                    ("in_lo", "in_hi", "out_lo", "out_hi"))
+    m.d.sync += [in_unit.eq(Const(1, 34) << (in_shift + k)),
+                 out_unit.eq(Const(1, 34) << (out_shift + k)),
+                 in_lo.eq(in_addr & ~(in_unit - 1)),
+                 in_hi.eq((in_end + in_unit - 1) & ~(in_unit - 1)),
+                 out_lo.eq(out_addr & ~(out_unit - 1)),
+                 out_hi.eq((out_end + out_unit - 1) & ~(out_unit - 1))]
+    ok = Signal()
+    m.d.sync += ok.eq((out_hi <= in_lo) | (in_hi <= out_lo))
+    return ok
+
+
+def pixel_shift(m, words, name):
+    """Registered ``(shift, ok)`` of a pixel pitch register: ``words = 2**shift`` with
+    ``shift < 2**SHIFT_BITS``, else ``ok`` is low."""
+    shift = Signal(SHIFT_BITS, name=f"{name}_shift")
+    ok = Signal(name=f"{name}_pow2")
+    with m.Switch(words):
+        for n in range(1 << SHIFT_BITS):
+            with m.Case(1 << n):
+                m.d.sync += [shift.eq(n), ok.eq(1)]
+        with m.Default():
+            m.d.sync += [shift.eq(0), ok.eq(0)]
+    return shift, ok
 
 SIZE_BITS = 16          # sizes (H, W, K*, stride, pad, batch, channel words) are < 2**16
 
@@ -143,7 +194,9 @@ def engine_fsm(m, engine, sizes, sizes_ok, checks, enter_run, run_state):
     gets there; the whole start-up takes :func:`setup_cycles` cycles;
     ``run_state()`` describes RUN (it ends with ``m.next = "IDLE"`` and a ``done`` pulse). An
     instruction that fails a check ends (``done`` with ``error``) before touching memory.
-    ``engine`` has ``start``, ``busy``, ``done`` and ``error``."""
+    ``engine`` has ``start``, ``busy``, ``done`` and ``error``. Returns ``setup_run``, high
+    during SETUP (with ``sizes.cycle`` counting its cycles), for work that may start before
+    the checks because it writes no memory."""
     setup_run = Signal()
     restart = Signal()
     sizes.elaborate_into(m, setup_run, restart)
@@ -195,3 +248,4 @@ def engine_fsm(m, engine, sizes, sizes_ok, checks, enter_run, run_state):
         with m.State("RUN"):
             m.d.comb += engine.busy.eq(1)
             run_state()
+    return setup_run

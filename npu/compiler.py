@@ -28,9 +28,13 @@ import numpy as np
 
 from golden.gemm import MAX_K
 from hw.dma import LUT_BEATS
-from hw.isa import (Mem, Op, Reg, decode, encode, encode_load, encode_set, encode_store,
-                    pack_param_entries)
+from hw.act_memory import banks
+from hw.isa import Mem, Reg, decode, encode, encode_load, encode_set, encode_store
+from hw.isa import Op as Op_
+from hw.isa import pack_param_entries
 from hw.npu import NpuConfig
+from npu.layout import (ConvUse, LayoutError, TensorLayout, choose_layout, pack_tensor,
+                        unpack_tensor)
 
 __all__ = ["CompileError", "Program", "LayerPlan", "compile_model", "check_background_loads"]
 
@@ -61,12 +65,10 @@ class Program:
     setup_stream: np.ndarray          # uint8, beats x C
     infer_chunks: list                # "input" or a uint8 beats x C array, in LOAD order
     input_shape: tuple
-    input_addr: int
+    input_layout: TensorLayout        # the input tensor in ACT (all images of the batch)
     output_shape: tuple
-    output_addr: int
-    output_words: int                 # per image
+    output_layout: TensorLayout
     layers: list = field(default_factory=list)
-    region_words: int = 0
 
     @property
     def infer_pc(self):
@@ -76,20 +78,14 @@ class Program:
     def instructions(self):
         return self.setup + self.infer
 
-    def words(self, channels):
-        return -(-channels // self.config.cols)
-
     def input_beats(self, images):
-        """int8 images (B, H, W, C) -> uint8 beats (ACT words) for the input LOAD."""
+        """int8 images (B, *input_shape) -> uint8 beats (ACT words) for the input LOAD."""
         x = np.asarray(images)
         if x.dtype != np.int8 or x.shape != (self.batch, *self.input_shape):
             raise ValueError(f"images must be int8 of shape {(self.batch, *self.input_shape)}, "
                              f"got {x.dtype} {x.shape}")
-        C = self.config.cols
-        ch = self.input_shape[-1]
-        padded = np.zeros((*x.shape[:-1], self.words(ch) * C), np.int8)
-        padded[..., :ch] = x
-        return padded.reshape(-1, C).view(np.uint8)
+        L = self.input_layout
+        return pack_tensor(x.reshape(L.batch, L.h, L.w, L.c), L, self.config.cols)
 
     def infer_stream(self, images):
         beats = [self.input_beats(images) if c is None else c for c in self.infer_chunks]
@@ -97,10 +93,8 @@ class Program:
 
     def decode_output(self, beats):
         """uint8 beats of the output STORE -> int8 (B, *output_shape)."""
-        C = self.config.cols
-        ch = self.output_shape[-1]
-        w = np.asarray(beats, np.uint8).reshape(self.batch, -1, self.words(ch) * C)
-        return w[..., :ch].view(np.int8).reshape(self.batch, *self.output_shape)
+        out = unpack_tensor(beats, self.output_layout, self.config.cols)
+        return out.reshape(self.batch, *self.output_shape)
 
 
 def check_background_loads(instructions):
@@ -110,16 +104,16 @@ def check_background_loads(instructions):
     for pc, word in enumerate(instructions):
         f = decode(word)
         op = f["op"]
-        if op == Op.SET:
+        if op == Op_.SET:
             regs[f["reg"]] = f["value"]
-        elif op in (Op.WAIT, Op.DONE) or (op == Op.LOAD and not f["background"]):
+        elif op in (Op_.WAIT, Op_.DONE) or (op == Op_.LOAD and not f["background"]):
             pending = []
-        if op == Op.LOAD and f["background"]:
+        if op == Op_.LOAD and f["background"]:
             pending = [(f["mem"], f["addr"], f["addr"] + f["count"])]
-        elif op == Op.CONV and pending:
+        elif op == Op_.CONV and pending:
             g = lambda r: regs.get(r, 0)  # noqa: E731
-            nb = g(Reg.OUT_NB) or g(Reg.OUT_CW)
-            K = g(Reg.KH) * g(Reg.KW) * g(Reg.CIN)
+            nb = g(Reg.OUT_NB)
+            K = g(Reg.KH) * g(Reg.KW) * (1 if g(Reg.CONV_MODE) else g(Reg.CIN))
             reads = {Mem.WGT: (g(Reg.W_ADDR), g(Reg.W_ADDR) + nb * K),
                      Mem.PARAM: (g(Reg.P_ADDR), g(Reg.P_ADDR) + nb)}
             for mem, lo, hi in pending:
@@ -134,6 +128,108 @@ def _s8(v):
     return int(v) & 0xFFFFFFFF
 
 
+@dataclass
+class Op:
+    """A hardware operation: a conv/dense layer (with its fused activation table), a pooling
+    layer or a softmax, reading tensor ``src`` and writing tensor ``dst``."""
+    kind: str                 # "conv", "dense", "pool", "softmax"
+    layer: object
+    act: object = None        # a fused "activation" layer
+    src: int = 0
+    dst: int = 0
+
+
+def plan_ops(model):
+    """The hardware operations of a sequential model and the shape (H, W, C) of each tensor
+    between them: ``flatten`` costs nothing (NHWC is already the dense layers' order), an
+    ``activation`` right after a conv/dense layer is fused into it."""
+    layers = list(model.layers)
+    for L in layers:
+        if L.type not in SUPPORTED:
+            raise CompileError(
+                f"layer {L.index} {L.name!r}: type {L.type!r} is not supported by npu_top yet "
+                f"(supported: {', '.join(SUPPORTED)})")
+    shape = tuple(model.input_shape)
+    shapes = [shape if len(shape) == 3 else (1, 1, shape[0])]
+    ops, i = [], 0
+    while i < len(layers):
+        L = layers[i]
+        if L.type == "flatten":
+            i += 1
+            continue
+        if L.type == "activation":
+            raise CompileError(f"layer {L.index} {L.name!r}: a standalone activation is only "
+                               f"supported right after a conv2d or dense layer")
+        kind = {"conv2d": "conv", "dense": "dense", "maxpool2d": "pool", "avgpool2d": "pool",
+                "softmax": "softmax"}[L.type]
+        act = None
+        if kind in ("conv", "dense") and i + 1 < len(layers) and layers[i + 1].type == "activation":
+            act = layers[i + 1]
+            if act.in_zero_point != L.out_zero_point:
+                raise CompileError(f"layer {act.name!r}: input zero point differs from "
+                                   f"{L.name!r}'s output")
+        out = tuple(L.out_shape)
+        shapes.append(out if len(out) == 3 else (1, 1, out[0]))
+        ops.append(Op(kind, L, act, len(shapes) - 2, len(shapes) - 1))
+        i += 2 if act is not None else 1
+    return ops, shapes
+
+
+def _conv_geometry(op, in_shape):
+    """(KH, KW, stride, pad, Ho, Wo, Cout) of a conv or dense op on ``in_shape``."""
+    H, W, _ = in_shape
+    L = op.layer
+    if op.kind == "conv":
+        a = L.attrs
+        Ho, Wo, Cout = L.out_shape
+        return a["kernel"], a["kernel"], a["stride"], a["padding"], Ho, Wo, Cout
+    return H, W, 1, 0, 1, 1, L.out_shape[-1]
+
+
+def plan_layouts(ops, shapes, cfg, batch):
+    """A :class:`npu.layout.TensorLayout` per tensor, with the pitches its CONV readers need."""
+    uses = {t: [] for t in range(len(shapes))}
+    for op in ops:
+        if op.kind in ("conv", "dense"):
+            _, _, s, _, Ho, Wo, _ = _conv_geometry(op, shapes[op.src])
+            uses[op.src].append(ConvUse(s, s, Ho, Wo, batch))
+    names = ["the input"] + [f"layer {op.layer.name!r}'s output" for op in ops]
+    try:
+        return [choose_layout(batch, *shapes[t], uses[t], cfg.rows, cfg.cols, names[t])
+                for t in range(len(shapes))]
+    except LayoutError as e:
+        raise CompileError(str(e)) from None
+
+
+def place_tensors(layouts, cfg):
+    """ACT addresses: each operation's input and output must not overlap, so tensors
+    alternate between the bottom of ACT and its top (an operation's input and output need
+    their two footprints together, not twice the largest). Returns the placed layouts, or
+    None and the first (index, words needed) that does not fit."""
+    B = banks(cfg.rows)
+    placed = []
+    for t, L in enumerate(layouts):
+        fp = L.footprint(B)
+        if t % 2 == 0:
+            addr = 0
+        else:
+            unit = B * L.cw
+            addr = (cfg.act_depth - fp) // unit * unit
+        placed.append(L.at(addr))
+    for t in range(1, len(placed)):
+        lo, hi = (placed[t - 1], placed[t]) if t % 2 else (placed[t], placed[t - 1])
+        if lo.footprint(B) > hi.addr or hi.addr < 0:
+            return None, (t, placed[t - 1].footprint(B) + placed[t].footprint(B))
+    return placed, None
+
+
+def _largest_batch(ops, shapes, cfg, limit):
+    for b in range(limit, 0, -1):
+        if place_tensors(plan_layouts(ops, shapes, cfg, b), cfg)[0] is not None:
+            return b
+    return 0
+
+
 def compile_model(model, config=None, batch=1, double_buffer=True):
     """Lower a validated :class:`golden.model.Model` to a :class:`Program`.
 
@@ -145,46 +241,29 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
     C = cfg.cols
     words = lambda ch: -(-ch // C)  # noqa: E731
 
-    layers = list(model.layers)
-    for L in layers:
-        if L.type not in SUPPORTED:
-            raise CompileError(
-                f"layer {L.index} {L.name!r}: type {L.type!r} is not supported by npu_top yet "
-                f"(supported: {', '.join(SUPPORTED)})")
-
     # ---- Shapes and memory plan -------------------------------------------------------
-    shape = tuple(model.input_shape)                  # (H, W, C) or (F,)
-    tensors = [shape]
-    for L in layers:
-        tensors.append(tuple(L.out_shape))
-
-    def tensor_words(s):
-        if len(s) == 1:
-            return batch * words(s[0])
-        return batch * s[0] * s[1] * words(s[2])
-
-    region = max(tensor_words(s) for s in tensors)
-    if 2 * region > cfg.act_depth:
-        big = max(range(len(tensors)), key=lambda i: tensor_words(tensors[i]))
-        where = "the input" if big == 0 else f"layer {layers[big - 1].name!r}"
-        fits = cfg.act_depth // (2 * (region // batch))
+    ops, shapes = plan_ops(model)
+    layouts, problem = place_tensors(plan_layouts(ops, shapes, cfg, batch), cfg)
+    if layouts is None:
+        t, need = problem
+        op = ops[t - 1]
+        fits = _largest_batch(ops, shapes, cfg, batch - 1) if batch > 1 else 0
         hint = (f"the largest batch that fits is {fits}" if fits else
-                f"even one image needs {2 * (region // batch)} words")
+                "even one image does not fit")
         raise CompileError(
-            f"{where}: activations of a batch of {batch} need 2 x {region} ACT words "
-            f"(ping-pong), the hardware has act_depth={cfg.act_depth}; {hint} "
-            f"(or use a larger act_depth)")
+            f"layer {op.layer.index} {op.layer.name!r}: its input and output tensors at batch "
+            f"{batch} need {need} ACT words together, the hardware has "
+            f"act_depth={cfg.act_depth}; {hint} (or use a larger act_depth)")
 
     # Weights stay resident in WGT (loaded once by the setup program) when they all fit;
     # otherwise every conv/dense layer streams its weights in the inference program, in slices
     # of column blocks (slice_blocks: half of WGT, double buffered), one CONV per slice.
-    total_w, geo = 0, shape if len(shape) == 3 else (1, 1, shape[0])
-    for L in layers:
-        if L.type in ("conv2d", "dense"):
-            k_ = (L.attrs["kernel"] ** 2 if L.type == "conv2d" else geo[0] * geo[1]) * geo[2]
-            total_w += k_ * words(L.out_shape[-1])
-        if L.type not in ("flatten", "activation"):
-            geo = L.out_shape if len(L.out_shape) == 3 else (1, 1, L.out_shape[0])
+    def gemm_k(op):
+        KH, KW = _conv_geometry(op, shapes[op.src])[:2]
+        return KH * KW * shapes[op.src][2]
+
+    gemm_ops = [op for op in ops if op.kind in ("conv", "dense")]
+    total_w = sum(gemm_k(op) * words(shapes[op.dst][2]) for op in gemm_ops)
     streamed = total_w > cfg.wgt_depth
     half = cfg.wgt_depth // 2 if double_buffer else 0
 
@@ -194,15 +273,11 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
         return max(1, min(nb, room // K))
 
     # Every streamed slice in program order, (K, column blocks), to prefetch across layers.
-    slices, geo = [], shape if len(shape) == 3 else (1, 1, shape[0])
-    for L in layers:
-        if L.type in ("conv2d", "dense"):
-            k_ = (L.attrs["kernel"] ** 2 if L.type == "conv2d" else geo[0] * geo[1]) * geo[2]
-            nb_ = words(L.out_shape[-1])
-            per_ = slice_blocks(k_, nb_)
-            slices += [(k_, min(per_, nb_ - b)) for b in range(0, nb_, per_)]
-        if L.type not in ("flatten", "activation"):
-            geo = L.out_shape if len(L.out_shape) == 3 else (1, 1, L.out_shape[0])
+    slices = []
+    for op in gemm_ops:
+        k_, nb_ = gemm_k(op), words(shapes[op.dst][2])
+        per_ = slice_blocks(k_, nb_)
+        slices += [(k_, min(per_, nb_ - b)) for b in range(0, nb_, per_)]
     slice_base = []          # WGT address of each slice: alternating halves when they fit
     for j, (k_, n_) in enumerate(slices):
         if k_ * n_ > half:
@@ -220,8 +295,6 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
     prm_entries = 0
     regs_known = {}
     plans = []
-    addr = 0
-    other = region
 
     def set_reg(reg, value):
         value = _s8(value)
@@ -229,64 +302,53 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
             infer.append(encode_set(reg, value))
             regs_known[reg] = value
 
-    infer.append(encode_load(Mem.ACT, 0, tensor_words(shape)))
+    def tensor_regs(prefix, L):
+        return {getattr(Reg, f"{prefix}_ADDR"): L.addr, getattr(Reg, f"{prefix}_CW"): L.cw,
+                getattr(Reg, f"{prefix}_ROW"): L.row, getattr(Reg, f"{prefix}_IMG"): L.img}
+
+    src0 = layouts[0]
+    infer.append(encode_load(Mem.ACT, src0.addr, src0.words, shift=src0.shift))
     infer_chunks.append(None)
 
-    geometry = shape if len(shape) == 3 else (1, 1, shape[0])   # (H, W, C) of the tensor
-    i = 0
-    while i < len(layers):
-        L = layers[i]
-        if L.type == "flatten":
-            i += 1
-            continue          # NHWC words are already in the dense layers' (h, w, c) order
-        if L.type == "activation":
-            raise CompileError(f"layer {L.index} {L.name!r}: a standalone activation is only "
-                               f"supported right after a conv2d or dense layer")
-        H, W, Cin = geometry
+    for op in ops:
+        L = op.layer
         a = L.attrs
-        if L.type in ("maxpool2d", "avgpool2d", "softmax"):
-            if L.type == "softmax":
+        src, dst = layouts[op.src], layouts[op.dst]
+        H, W, Cin = shapes[op.src]
+        if op.kind in ("pool", "softmax"):
+            if op.kind == "softmax":
                 if Cin > cfg.softmax_max_len:
                     raise CompileError(f"layer {L.index} {L.name!r}: softmax over {Cin} values "
                                        f"exceeds softmax_max_len={cfg.softmax_max_len}")
                 p_ = L.softmax_params
-                regs = {Reg.IN_ADDR: addr, Reg.IN_H: H, Reg.IN_W: W, Reg.IN_CW: words(Cin),
-                        Reg.CIN: Cin, Reg.OUT_ADDR: other, Reg.BATCH: batch,
+                regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
+                        **tensor_regs("OUT", dst), Reg.BATCH: batch,
                         Reg.SM_MULT: p_.multiplier, Reg.SM_SHIFT: p_.right_shift,
                         Reg.SM_CAUSAL: 0}
-                op, out_geo, gemm = Op.SOFTMAX, (H, W, Cin), (batch * H * W, Cin, 0)
+                code, gemm = Op_.SOFTMAX, (batch * H * W, Cin, 0)
             else:
                 k, s_, p_ = a["kernel"], a["stride"], a["padding"]
                 Ho, Wo, _ = L.out_shape
                 for what, v, lim in (("height", H, cfg.pool_max_size),
                                      ("width", W, cfg.pool_max_size),
-                                     ("channels", Cin, cfg.pool_max_c),
+                                     ("channels", src.cw * C, cfg.pool_max_c),
                                      ("kernel", k, cfg.pool_max_k)):
                     if v > lim:
                         raise CompileError(f"layer {L.index} {L.name!r}: pooling {what} {v} "
                                            f"exceeds the pooling unit's limit {lim}")
-                regs = {Reg.IN_ADDR: addr, Reg.IN_H: H, Reg.IN_W: W, Reg.IN_CW: words(Cin),
-                        Reg.CIN: Cin, Reg.KH: k, Reg.STRIDE: s_, Reg.PAD: p_,
-                        Reg.IN_ZP: L.in_zero_point, Reg.OUT_ADDR: other, Reg.OUT_H: Ho,
-                        Reg.OUT_W: Wo, Reg.BATCH: batch,
-                        Reg.POOL_MODE: int(L.type == "avgpool2d")}
-                op, out_geo, gemm = Op.POOL, (Ho, Wo, Cin), (batch * Ho * Wo, k * k, 0)
+                regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
+                        Reg.KH: k, Reg.KW: k, Reg.STRIDE_Y: s_, Reg.STRIDE_X: s_,
+                        Reg.PAD_TOP: p_, Reg.PAD_LEFT: p_, Reg.IN_ZP: L.in_zero_point,
+                        **tensor_regs("OUT", dst), Reg.OUT_H: Ho, Reg.OUT_W: Wo,
+                        Reg.BATCH: batch, Reg.POOL_MODE: int(L.type == "avgpool2d")}
+                code, gemm = Op_.POOL, (batch * Ho * Wo, k * k, 0)
             for reg, value in regs.items():
                 set_reg(reg, value)
             plans.append(LayerPlan(L.name, L.type, gemm, len(infer),
                                    {r.name: int(v) for r, v in regs.items()}, 0))
-            infer.append(encode(op))
-            geometry = out_geo
-            addr, other = other, addr
-            i += 1
+            infer.append(encode(code))
             continue
-        if L.type == "conv2d":
-            k, s, p = a["kernel"], a["stride"], a["padding"]
-            KH = KW = k
-            Ho, Wo, Cout = L.out_shape
-        else:                                           # dense over the whole input map
-            KH, KW, s, p = H, W, 1, 0
-            Ho, Wo, Cout = 1, 1, L.out_shape[-1]
+        KH, KW, s, p, Ho, Wo, Cout = _conv_geometry(op, shapes[op.src])
         K = KH * KW * Cin
         if K > MAX_K:
             raise CompileError(f"layer {L.index} {L.name!r}: reduction K={K} exceeds "
@@ -316,26 +378,22 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
             raise CompileError(f"layer {L.index} {L.name!r}: needs {prm_entries} PARAM entries "
                                f"in total, the hardware has param_depth={cfg.param_depth}")
 
-        use_lut = i + 1 < len(layers) and layers[i + 1].type == "activation"
+        use_lut = op.act is not None
         if use_lut:
-            table = layers[i + 1].tensors["table"]
+            table = op.act.tensors["table"]
             lut = np.zeros(LUT_BEATS(C) * C, np.int8)
             lut[:256] = table
             infer.append(encode_load(Mem.LUT, 0, 1))
             infer_chunks.append(lut.view(np.uint8).reshape(-1, C))
         regs = {
-            Reg.IN_ADDR: addr, Reg.IN_H: H, Reg.IN_W: W, Reg.IN_CW: words(Cin), Reg.CIN: Cin,
-            Reg.KH: KH, Reg.KW: KW, Reg.STRIDE: s, Reg.PAD: p, Reg.IN_ZP: L.in_zero_point,
-            Reg.OUT_ADDR: other, Reg.OUT_H: Ho, Reg.OUT_W: Wo, Reg.OUT_CW: nb,
+            **tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
+            Reg.KH: KH, Reg.KW: KW, Reg.STRIDE_Y: s, Reg.STRIDE_X: s, Reg.PAD_TOP: p,
+            Reg.PAD_LEFT: p, Reg.IN_ZP: L.in_zero_point,
+            **tensor_regs("OUT", dst), Reg.OUT_H: Ho, Reg.OUT_W: Wo, Reg.OUT_NB: nb,
             Reg.W_ADDR: 0 if streamed else w_addr, Reg.P_ADDR: p_addr, Reg.BATCH: batch,
             Reg.OUT_ZP: L.out_zero_point, Reg.QMIN: a["qmin"], Reg.QMAX: a["qmax"],
-            Reg.USE_LUT: int(use_lut), Reg.OUT_NB: 0,
+            Reg.USE_LUT: int(use_lut), Reg.CONV_MODE: 0,
         }
-        if use_lut:        # the table's output quantization is the block's output
-            nxt = layers[i + 1]
-            if nxt.in_zero_point != L.out_zero_point:
-                raise CompileError(f"layer {nxt.name!r}: input zero point differs from "
-                                   f"{L.name!r}'s output")
         per = slice_blocks(K, nb) if streamed else nb
         pcs = []
         for nb0 in range(0, nb, per):
@@ -347,8 +405,8 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
                 if j not in prefetched:
                     infer.append(encode_load(Mem.WGT, base, n * K))
                     infer_chunks.append(slice_blocks_data[j])
-                regs.update({Reg.OUT_ADDR: other + nb0, Reg.P_ADDR: p_addr + nb0,
-                             Reg.OUT_NB: 0 if n == nb else n, Reg.W_ADDR: base})
+                regs.update({Reg.OUT_ADDR: dst.addr + nb0, Reg.P_ADDR: p_addr + nb0,
+                             Reg.OUT_NB: n, Reg.W_ADDR: base})
                 nxt = j + 1
                 if nxt < len(slices) and slice_base[nxt] != base and K * n <= half \
                         and slices[nxt][0] * slices[nxt][1] <= half:
@@ -359,28 +417,24 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
                     infer_chunks.append(lambda nxt=nxt: slice_blocks_data[nxt])
                     prefetched.add(nxt)
                 elif j in prefetched:
-                    infer.append(encode(Op.WAIT))
+                    infer.append(encode(Op_.WAIT))
             for reg, value in regs.items():
                 set_reg(reg, value)
             pcs.append(len(infer))
-            infer.append(encode(Op.CONV))
+            infer.append(encode(Op_.CONV))
         plans.append(LayerPlan(L.name, L.type, (batch * Ho * Wo, K, Cout), pcs[0],
                                {r.name: int(v) for r, v in regs.items()},
                                batch * Ho * Wo * K * Cout, pcs[1:]))
-        geometry = (Ho, Wo, Cout)
-        addr, other = other, addr
-        i += 2 if use_lut else 1
 
-    out_shape = tuple(layers[-1].out_shape) if layers else shape
-    out_words = tensor_words(out_shape) // batch
-    infer.append(encode_store(addr, batch * out_words))
-    infer.append(encode(Op.DONE))
+    out = layouts[-1]
+    infer.append(encode_store(out.addr, out.words, shift=out.shift))
+    infer.append(encode(Op_.DONE))
 
     if wgt_words:
         setup.append(encode_load(Mem.WGT, 0, wgt_words))
     if prm_entries:
         setup.append(encode_load(Mem.PARAM, 0, prm_entries))
-    setup.append(encode(Op.DONE))
+    setup.append(encode(Op_.DONE))
     # the two WGT/PARAM loads take the beats in this order
     parts = setup_wgt + setup_prm
     stream = np.concatenate(parts, axis=0) if parts else np.zeros((0, C), np.uint8)
@@ -395,5 +449,6 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
     for plan in plans:
         plan.conv_pc += len(setup)
         plan.extra_pcs = [pc + len(setup) for pc in plan.extra_pcs]
-    return Program(cfg, batch, setup, infer, stream, infer_chunks, tuple(model.input_shape), 0,
-                   out_shape, addr, out_words, plans, region)
+    out_shape = tuple(model.layers[-1].out_shape) if model.layers else tuple(model.input_shape)
+    return Program(cfg, batch, setup, infer, stream, infer_chunks, tuple(model.input_shape),
+                   layouts[0], out_shape, layouts[-1], plans)

@@ -48,8 +48,10 @@ from hw.softmax import BANKS as SM_BANKS
 from hw.softmax import DIV_STEPS as SM_DIV_STEPS
 from hw.softmax import EXP_LATENCY as SM_EXP_LATENCY
 from hw.softmax import MUL_STAGES as SM_MUL_STAGES
+from hw.act_memory import READ_LATENCY as ACT_LATENCY
+from hw.conv_engine import OPERAND_STAGES, STEPPER_START
 from hw.ram import RAM_LATENCY
-from hw.sizes import setup_cycles
+from hw.sizes import CHECK_SETTLE, setup_cycles, step_schedule
 from hw.softmax_engine import SETUP_DEPS as SOFTMAX_SETUP_DEPS
 
 __all__ = ["predict", "program_cycles", "conv_cycles", "pool_cycles", "softmax_cycles", "scalesim_cycles",
@@ -59,14 +61,27 @@ SEQ = 4                 # FETCH + LATCH + DECODE + NEXT
 #: Instructions that run an engine in EXEC take one cycle more: the sequencer registers the
 #: engine's done.
 EXEC_SEQ = SEQ + 1
-# STORE, POOL and SOFTMAX read ACT through a StoreEngine: a block RAM read of RAM_LATENCY
-# cycles (one more than a plain synchronous read) after a registered, 2-cycle range check.
-ACT_READ_EXTRA = (RAM_LATENCY - 1) + 1     # the longer read, CHECK2
+# STORE, POOL and SOFTMAX read ACT through a TensorReader, whose first word is on its stream
+# 2 + ACT_READ_EXTRA cycles after its start (the reader's start register, the ACT memory's
+# READ_LATENCY, its FIFO).
+ACT_READ_EXTRA = ACT_LATENCY - 2
+#: STORE beyond its words and ACT_READ_EXTRA: the range check (CHECK, CHECK2), the reader's
+#: start and read, the FIFO to m_axis, done.
+STORE_EXTRA = 5
 DECODE = 2              # cycle of DECODE after FETCH
 # Engine start-up (hw.sizes.engine_fsm: size check, setup products, settle, range check),
 # from the same product schedule as the hardware.
 CONV_SETUP = 1 + setup_cycles(CONV_SETUP_DEPS)
-CONV_ENGINE_TAIL = 5    # operand pipeline (4 stages) to the array, registered writeback, done
+#: Cycles the first block waits for the pixel stepper, which starts in SETUP cycle
+#: STEPPER_START and prepares R pixels, one per cycle, after a cycle that loads its start.
+def conv_first_block(R):
+    run_entry = step_schedule(CONV_SETUP_DEPS)[1] + CHECK_SETTLE + 1
+    return max(0, STEPPER_START + 1 + R - run_entry)
+
+
+#: The operand pipeline (OPERAND_STAGES) to the operand FIFO, the FIFO, the registered
+#: writeback and done.
+CONV_ENGINE_TAIL = OPERAND_STAGES + 1
 
 
 def array_result_latency(R, C):
@@ -88,7 +103,8 @@ SOFTMAX_SETUP = setup_cycles(SOFTMAX_SETUP_DEPS) - 1 + ACT_READ_EXTRA
 def conv_cycles(R, C, M, K, N, use_lut=False):
     tiles = ceil(M / R) * ceil(N / C)
     body = K + (tiles - 1) * max(K, R)
-    return EXEC_SEQ + CONV_SETUP + R + body + conv_tail(R, C) + (LUT_LATENCY if use_lut else 0)
+    return (EXEC_SEQ + CONV_SETUP + conv_first_block(R) + body + conv_tail(R, C) +
+            (LUT_LATENCY if use_lut else 0))
 
 
 def pool_cycles(C, batch, H, W, cin, k, stride, pad):
@@ -124,9 +140,10 @@ SOFTMAX_OUT = RAM_LATENCY + SM_EXP_LATENCY + SM_MUL_STAGES + 2
 SOFTMAX_DONE = 4         # last probability (or -128 word) to the end of the instruction
 
 
-def softmax_cycles(C, vectors, L, causal=False):
-    """SOFTMAX of ``vectors`` vectors of ``L`` values (``causal``: vector v uses
-    ``(v mod L) + 1`` values, the rest of its ``ceil(L / C)`` words are masked).
+def softmax_cycles(C, vectors, L, causal=False, words=None):
+    """SOFTMAX of ``vectors`` vectors of ``L`` values in pixels of ``words`` words (default
+    ``ceil(L / C)``; ``causal``: vector v uses ``(v mod L) + 1`` values, the rest of its
+    words are masked).
 
     A schedule of the unit's stages (:mod:`hw.softmax`), vector by vector: the input takes
     one element per cycle (plus one cycle per dropped masked word) while a bank is free; the
@@ -134,7 +151,7 @@ def softmax_cycles(C, vectors, L, causal=False):
     divider after the sum and after the output stage took the previous quotient; the output
     stage after the quotient and the previous vector; the engine's -128 words after a vector
     stall the output stage when the next vector's probabilities are already there."""
-    W = ceil(L / C)
+    W = words or ceil(L / C)
     lengths = [(v % L) + 1 if causal else L for v in range(vectors)]
     pads = [W - ceil(n / C) for n in lengths]
     give, c_load, out_last = [], [], []
@@ -181,19 +198,18 @@ def _instr_cycles(word, regs, cfg):
             return EXEC_SEQ + LUT_BEATS(C) * (C + 2) + LOAD_EXTRA
         return EXEC_SEQ + load_beats(f, C) + LOAD_EXTRA
     if op == Op.STORE:
-        return EXEC_SEQ + f["count"] + 3 + ACT_READ_EXTRA
+        return EXEC_SEQ + f["count"] + STORE_EXTRA + ACT_READ_EXTRA
     g = {r: regs.get(r, 0) for r in Reg}
     if op == Op.CONV:
         M = g[Reg.BATCH] * g[Reg.OUT_H] * g[Reg.OUT_W]
-        K = g[Reg.KH] * g[Reg.KW] * g[Reg.CIN]
-        nb = g[Reg.OUT_NB] or g[Reg.OUT_CW]
-        return conv_cycles(R, C, M, K, nb * C, g[Reg.USE_LUT])
+        K = g[Reg.KH] * g[Reg.KW] * (1 if g[Reg.CONV_MODE] else g[Reg.CIN])
+        return conv_cycles(R, C, M, K, g[Reg.OUT_NB] * C, g[Reg.USE_LUT])
     if op == Op.POOL:
-        return pool_cycles(C, g[Reg.BATCH], g[Reg.IN_H], g[Reg.IN_W], g[Reg.CIN], g[Reg.KH],
-                           g[Reg.STRIDE], g[Reg.PAD])
+        return pool_cycles(C, g[Reg.BATCH], g[Reg.IN_H], g[Reg.IN_W], g[Reg.IN_CW] * C,
+                           g[Reg.KH], g[Reg.STRIDE_Y], g[Reg.PAD_TOP])
     if op == Op.SOFTMAX:
         return softmax_cycles(C, g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W], g[Reg.CIN],
-                              bool(g[Reg.SM_CAUSAL]))
+                              bool(g[Reg.SM_CAUSAL]), g[Reg.IN_CW])
     raise ValueError(f"no cycle model for opcode {op:#x}")
 
 

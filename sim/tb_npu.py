@@ -46,7 +46,7 @@ async def run_batches(host, prog, model, images, rng, stall, log):
         st = await host.run(prog.infer_pc, prog.infer_stream(chunk))
         wall = time.perf_counter() - t0
         assert st.done and not st.failed, f"batch at image {start}: {st}"
-        out = prog.decode_output(await host.receive(B * prog.output_words))
+        out = prog.decode_output(await host.receive(prog.output_layout.words))
         cnt = await host.counters(prog.infer_pc, len(prog.infer))
         counters.append({"cycles": st.cycles, "instr": cnt, "wall_s": wall})
         for j in range(n):
@@ -137,10 +137,12 @@ async def error_paths(dut):
     await expect_error(host, [encode_set(len(Reg), 1), encode(Op.DONE)], Error.CONFIG,
                        what="SET of an unknown register")
     # A 1x1 conv whose output region runs past the end of ACT: refused before any write.
-    conv = {Reg.IN_ADDR: 0, Reg.IN_H: 1, Reg.IN_W: 2, Reg.IN_CW: 1, Reg.CIN: 1, Reg.KH: 1,
-            Reg.KW: 1, Reg.STRIDE: 1, Reg.PAD: 0, Reg.IN_ZP: 0, Reg.OUT_ADDR: act - 1,
-            Reg.OUT_H: 1, Reg.OUT_W: 2, Reg.OUT_CW: 1, Reg.W_ADDR: 0, Reg.P_ADDR: 0,
-            Reg.BATCH: 1, Reg.OUT_ZP: 0, Reg.QMIN: -128, Reg.QMAX: 127, Reg.USE_LUT: 0}
+    conv = {Reg.IN_ADDR: 0, Reg.IN_H: 1, Reg.IN_W: 2, Reg.IN_CW: 1, Reg.IN_ROW: 2,
+            Reg.IN_IMG: 2, Reg.CIN: 1, Reg.KH: 1, Reg.KW: 1, Reg.STRIDE_Y: 1, Reg.STRIDE_X: 1,
+            Reg.PAD_TOP: 0, Reg.PAD_LEFT: 0, Reg.IN_ZP: 0, Reg.OUT_ADDR: act - 1,
+            Reg.OUT_H: 1, Reg.OUT_W: 2, Reg.OUT_CW: 1, Reg.OUT_ROW: 2, Reg.OUT_IMG: 2,
+            Reg.OUT_NB: 1, Reg.W_ADDR: 0, Reg.P_ADDR: 0, Reg.BATCH: 1, Reg.OUT_ZP: 0,
+            Reg.QMIN: -128, Reg.QMAX: 127, Reg.USE_LUT: 0, Reg.CONV_MODE: 0}
     prog = [encode_set(r, v) for r, v in conv.items()] + [encode(Op.CONV), encode(Op.DONE)]
     await expect_error(host, prog, Error.ADDRESS, what="CONV output past ACT")
     conv[Reg.OUT_ADDR] = 1
