@@ -58,7 +58,7 @@ sim-all: $(STAMP)
 
 # The GEMM engine alone (npu_gemm): CNN-shaped GEMMs and random GEMMs under backpressure.
 sim-gemm: $(STAMP)
-	$(PY) -m sim.main --rows $(ROWS) --cols $(COLS) --sim $(SIM) --seed $(SEED)
+	$(PY) -m flow.gemm_perf --rows $(ROWS) --cols $(COLS) --sim $(SIM) --seed $(SEED)
 
 # The test suite (fast subset of every regression); runs both simulators, Icarus tests skip
 # with a message when iverilog is missing.
@@ -69,36 +69,36 @@ test: $(STAMP)
 regress: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -q -m regress --regress-seed $(SEED) --regress-count $(N) \
 	    --junitxml=build/regress.xml tests/test_regress.py
-	$(PY) -m sim.summary build/regress.xml
+	$(PY) -m flow.junit_summary build/regress.xml
 
 # One Verilog file with a stable top-level name, for FPGA/ASIC toolchains: the accelerator
 # (npu_top) and the GEMM engine alone (npu_gemm).
 verilog: $(STAMP)
-	$(PY) -m hw.verilog npu --rows $(ROWS) --cols $(COLS) -o build/npu_top_$(ROWS)x$(COLS).v
-	$(PY) -m hw.verilog gemm --rows $(ROWS) --cols $(COLS) -o build/npu_gemm_$(ROWS)x$(COLS).v
+	$(PY) -m flow.verilog npu --rows $(ROWS) --cols $(COLS) -o build/npu_top_$(ROWS)x$(COLS).v
+	$(PY) -m flow.verilog gemm --rows $(ROWS) --cols $(COLS) -o build/npu_gemm_$(ROWS)x$(COLS).v
 
 # Yosys generic synthesis statistics of the GEMM top.
 stat: $(STAMP)
-	$(PY) -m hw.synth gemm --rows $(ROWS) --cols $(COLS)
+	$(PY) -m flow.synth gemm --rows $(ROWS) --cols $(COLS)
 
 # Synthesis + place-and-route for a Lattice ECP5-85F (Yosys synth_ecp5, nextpnr-ecp5, from PyPI):
 # LUT/FF/DSP/RAM use and post-route Fmax; table printed, JSON in build/synth/. The default top
 # (npu_top 8x8) takes about 40 minutes here, most of it nextpnr; DESIGN=gemm about 2.
 synth: $(STAMP)
-	$(PY) -m hw.fpga $(DESIGN) --rows $(ROWS) --cols $(COLS) --arch ecp5 --freq $(FREQ) --router $(ROUTER)
+	$(PY) -m flow.fpga $(DESIGN) --rows $(ROWS) --cols $(COLS) --arch ecp5 --freq $(FREQ) --router $(ROUTER)
 
 # The same for an iCE40 UP5K (synth_ice40 -dsp, nextpnr-ice40), small configuration.
 synth-ice40: $(STAMP)
-	$(PY) -m hw.fpga $(ICE_DESIGN) --rows $(ICE_ROWS) --cols $(ICE_COLS) --arch ice40 --freq $(ICE_FREQ)
+	$(PY) -m flow.fpga $(ICE_DESIGN) --rows $(ICE_ROWS) --cols $(ICE_COLS) --arch ice40 --freq $(ICE_FREQ)
 
 # The deepest paths after synth_ecp5 by a rough delay model (minutes, no place-and-route).
 depth: $(STAMP)
-	$(PY) -m hw.logic_depth $(DESIGN) --rows $(ROWS) --cols $(COLS)
+	$(PY) -m flow.logic_depth $(DESIGN) --rows $(ROWS) --cols $(COLS)
 
 # Scaling table of the GEMM array (resources, Fmax, generation/build time, simulation speed):
 # build/scaling/scaling.{json,md}. Long: runs P&R and Verilator/Icarus builds per size.
 scaling: $(STAMP)
-	$(PY) -m hw.scaling --sizes $(SIZES)
+	$(PY) -m flow.scaling --sizes $(SIZES)
 
 # Performance report: reference CNN cycles at batch 1 and batch R on the RTL, utilization per
 # layer, cycle model vs counters, wall time, Fmax of the last `make synth`; docs/bench/.

@@ -10,7 +10,7 @@ from the cycle model, whose CONV predictions agree with the RTL counters to the 
 the SCALE-Sim textbook formula.
 
 Outputs: ``docs/bench/bench.json``, ``docs/bench/utilization.png`` and, when a scaling table
-exists (``build/scaling/scaling.json`` from ``python -m hw.scaling``),
+exists (``build/scaling/scaling.json`` from ``python -m flow.scaling``),
 ``docs/bench/scaling.png``.
 """
 
@@ -58,7 +58,7 @@ LENET5 = {
 def last_synthesis(rows, cols):
     """``(result, stale)`` of the last ``make synth`` of npu_top RxC on ECP5: ``stale`` is a
     message when the design's Verilog changed since (its Fmax no longer applies), else None."""
-    from hw.verilog import cached_verilog
+    from flow.verilog import cached_verilog
     path = ROOT / "build" / "synth" / f"npu-{rows}x{cols}-ecp5.json"
     if not path.exists():
         return None, None
@@ -192,7 +192,7 @@ def plot_scaling(out):
     if scaling.exists():
         rows = json.loads(scaling.read_text())
         rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
-        # hw.scaling keeps the ECP5 figures of each size under "ecp5"; sizes too large for
+        # flow.scaling keeps the ECP5 figures of each size under "ecp5"; sizes too large for
         # the device have resources but no Fmax.
         pts = [(r["rows"] * r["cols"], r["ecp5"]) for r in rows if r.get("ecp5")]
         if pts:

@@ -45,7 +45,7 @@ def _config(args):
 def _add_config_args(p):
     p.add_argument("--rows", type=int, help="array rows R (default 8)")
     p.add_argument("--cols", type=int, help="array columns C (default 8)")
-    from hw.verilog import _param
+    from flow.verilog import _param
     p.add_argument("-p", "--param", type=_param, action="append", metavar="NAME=VALUE",
                    help="other NpuConfig parameters, e.g. act_depth=4096")
 
@@ -137,7 +137,7 @@ class Progress:
 
 
 def cmd_run(args):
-    from sim.runner import missing_simulator, run
+    from flow.simulate import missing_simulator, run
     problem = missing_simulator(args.sim)
     if problem:
         raise SystemExit(f"error: {problem}")

@@ -1,6 +1,6 @@
 """Throughput table of the vector units, measured on the generated Verilog.
 
-``python -m sim.vector_perf`` runs the ``throughput`` testbench of ``npu_requant``,
+``python -m flow.vector_perf`` runs the ``throughput`` testbench of ``npu_requant``,
 ``npu_activation`` and ``npu_pooling`` (default configuration, 32 x 32 x 64 images) without
 backpressure and prints input beats per cycle (one beat = one element per lane), bit-exact
 results included.
@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sim.runner import missing_simulator, run
+from .simulate import missing_simulator, run
 
 
 def measure(sim="verilator", lanes=4, seed=1, pool=(32, 32, 64)):

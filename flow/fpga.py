@@ -1,8 +1,8 @@
 """FPGA synthesis and place-and-route of a design (``make synth``, ``make synth-ice40``).
 
-``python -m hw.fpga gemm --rows 8 --cols 8 --arch ecp5`` runs, all from PyPI (YoWASP):
+``python -m flow.fpga gemm --rows 8 --cols 8 --arch ecp5`` runs, all from PyPI (YoWASP):
 
-1. Verilog of the design (:func:`hw.verilog.cached_verilog`), with the multiplier chosen for the
+1. Verilog of the design (:func:`flow.verilog.cached_verilog`), with the multiplier chosen for the
    target (``dsp="ecp5"``: MULT18X18D with its own registers; ``"generic"`` elsewhere) when the
    design's class takes a ``dsp`` argument;
 2. a timing harness around it (:func:`harness_verilog`): the wide ports of an accelerator do not
@@ -32,7 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .verilog import DESIGNS, ROOT, cached_verilog
+from hw.verilog import DESIGNS
+
+from .verilog import ROOT, cached_verilog, design_class
 
 __all__ = ["ARCHS", "harness_verilog", "verilog_ports", "synth_pnr", "pe_cost", "format_table"]
 
@@ -196,11 +198,7 @@ def _cell_summary(cells, arch):
 
 
 def _design_class_takes(name, param):
-    target = DESIGNS[name][0]
-    module, cls = target.split(":")
-    import importlib
-    c = getattr(importlib.import_module(module), cls)
-    return param in inspect.signature(c.__init__).parameters
+    return param in inspect.signature(design_class(name).__init__).parameters
 
 
 def _critical_path(report):
@@ -356,7 +354,7 @@ def pe_cost(arch="ecp5", dsp="auto"):
     """Cells of one ProcessingElement synthesized alone (``synth_ecp5``/``synth_ice40``)."""
     from amaranth.back import verilog
 
-    from .pe import ProcessingElement
+    from hw.pe import ProcessingElement
     a = ARCHS[arch]
     if dsp == "auto":
         dsp = a["dsp"]
@@ -444,7 +442,7 @@ def main(argv=None):
     ap.add_argument("--router", choices=("router1", "router2"), default="router1",
                     help="nextpnr router (router2 is often faster on congested designs)")
     ap.add_argument("--keep", type=Path,
-                    help="copy Verilog, netlist (for hw.logic_depth), logs and report here")
+                    help="copy Verilog, netlist (for flow.logic_depth), logs and report here")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                     help="another parameter of the design's class (integer), e.g. lanes=8")
     args = ap.parse_args(argv)

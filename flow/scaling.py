@@ -1,12 +1,12 @@
 """Scaling table of the GEMM array: resources, Fmax, generation/build times, simulation speed.
 
-``python -m hw.scaling --sizes 4,8,16,32`` measures, for each square R x R ``npu_gemm``:
+``python -m flow.scaling --sizes 4,8,16,32`` measures, for each square R x R ``npu_gemm``:
 
 * Verilog generation time (Amaranth elaboration + ``verilog.convert``, in this process);
 * ECP5-85F resources of the design (Yosys ``synth_ecp5``, design apart from the timing
-  harness) and post-route Fmax (nextpnr-ecp5, via :mod:`hw.fpga`) when its R*R MULT18X18D fit
+  harness) and post-route Fmax (nextpnr-ecp5, via :mod:`flow.fpga`) when its R*R MULT18X18D fit
   the device's 156; larger arrays are synthesized only (no Fmax);
-* Verilator build time (a fresh build with the flags of :func:`sim.runner.build`);
+* Verilator build time (a fresh build with the flags of :func:`flow.simulate.build`);
 * simulation speed in clock cycles per second of wall time, under Verilator and Icarus, running
   the cocotb GEMM testbench (``sim.tb_gemm`` ``perf_gemms``, no backpressure, one
   2R x K x 2R GEMM): simulated time / wall time of the test as cocotb reports them in
@@ -25,7 +25,9 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 
-from .verilog import ROOT, cached_verilog, generate
+from hw.verilog import generate
+
+from .verilog import ROOT, cached_verilog
 
 OUT = ROOT / "build" / "scaling"
 CLOCK_NS = 10             # the testbench's clock period
@@ -38,15 +40,15 @@ def _verilog_time(n):
 
 
 def _fresh_verilator_build(n):
-    """Seconds for a from-scratch Verilator build, same flags as sim.runner.build."""
+    """Seconds for a from-scratch Verilator build, same flags as flow.simulate.build."""
     from cocotb_tools.runner import get_runner
 
-    from sim.runner import TIMESCALE, _apply_env
+    from .simulate import TIMESCALE, apply_tool_env
     vpath, top = cached_verilog("gemm", rows=n, cols=n)
     build_dir = OUT / f"verilator-{n}x{n}"
     if build_dir.exists():
         shutil.rmtree(build_dir)
-    _apply_env("verilator")
+    apply_tool_env("verilator")
     args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-O3"]
     t0 = time.perf_counter()
     get_runner("verilator").build(sources=[vpath], hdl_toplevel=top, build_dir=build_dir,
@@ -58,7 +60,7 @@ def _fresh_verilator_build(n):
 
 
 def _sim_speed(n, sim, k):
-    from sim.runner import missing_simulator, run
+    from .simulate import missing_simulator, run
     problem = missing_simulator(sim)
     if problem:
         return {"error": problem}
@@ -90,7 +92,7 @@ def _fpga(n, fresh, freq):
     path = output_path(probe)
     if not fresh and path.exists():
         old = json.loads(path.read_text())
-        # A result is final when placed, or when hw.fpga refused to place it (too many DSPs).
+        # A result is final when placed, or when flow.fpga refused to place it (too many DSPs).
         if old.get("verilog_sha256") == sha and (old.get("placed") or old.get("not_placed")):
             old["reused"] = str(path.relative_to(ROOT))
             return old
@@ -117,7 +119,7 @@ def measure(n, args):
             "nextpnr_s": r["seconds"]["nextpnr"], "reused": r.get("reused")}
         print(f"   ecp5: {row['ecp5']}", flush=True)
     if not args.no_sim:
-        from sim.runner import build
+        from .simulate import build
         # The runner's cached build is reused by the speed runs; if it had to be made now,
         # that was a fresh build and its time counts, else time a fresh one elsewhere.
         _, _, seconds = build("gemm", {"rows": n, "cols": n}, "verilator")

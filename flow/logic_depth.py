@@ -1,10 +1,10 @@
 """The deepest register-to-register paths of a design after Yosys ``synth_ecp5``, in minutes.
 
-``python -m hw.logic_depth npu`` synthesizes the design as :mod:`hw.fpga` does (same harness,
+``python -m flow.logic_depth npu`` synthesizes the design as :mod:`flow.fpga` does (same harness,
 same Yosys script, no place-and-route) and ranks the paths of the design module by a rough
 delay model. A full ``npu_top`` place-and-route takes 40 minutes or more here; this takes
 about two, so it is the quick way to find which logic to pipeline next. ``--netlist`` reads a
-``netlist.json`` kept by ``python -m hw.fpga ... --keep DIR`` instead of synthesizing.
+``netlist.json`` kept by ``python -m flow.fpga ... --keep DIR`` instead of synthesizing.
 
 The model is an estimate of logic depth, not a timing figure (``make synth`` gives Fmax):
 every path starts at a register, block RAM or multiplier output (clock-to-out 0.5 ns) and ends
@@ -139,7 +139,7 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=8)
     ap.add_argument("--cols", type=int, default=8)
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
-    ap.add_argument("--netlist", type=Path, help="a netlist.json kept by hw.fpga --keep")
+    ap.add_argument("--netlist", type=Path, help="a netlist.json kept by flow.fpga --keep")
     ap.add_argument("--top", help="module to analyse (default: the design's top)")
     ap.add_argument("-n", type=int, default=20, help="paths to list")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every net of a path")
@@ -155,7 +155,7 @@ def main(argv=None):
     mods = {k: v for k, v in netlist["modules"].items()
             if k != "fpga_harness" and not v.get("attributes", {}).get("blackbox")}
     top = args.top or max(mods, key=lambda k: len(mods[k]["cells"]))
-    print(f"deepest paths of {top} (rough delay model of hw.logic_depth, not post-route):")
+    print(f"deepest paths of {top} (rough delay model of flow.logic_depth, not post-route):")
     for t, end, path in deepest_paths(mods[top], args.n):
         via = sorted({_short(n) for n in path[1:-1]})
         print(f"{t:6.1f} ns  {len(path) - 1:2d} nets  {_short(path[0])} -> {end}")
