@@ -1,6 +1,6 @@
 """FPGA synthesis and place-and-route of a design (``make synth``, ``make synth-ice40``).
 
-``python -m flow.fpga gemm --rows 8 --cols 8 --arch ecp5`` runs, all from PyPI (YoWASP):
+``npu synth gemm --rows 8 --cols 8 --arch ecp5`` runs, all from PyPI (YoWASP):
 
 1. Verilog of the design (:func:`flow.verilog.cached_verilog`), with the multiplier chosen for the
    target (``dsp="ecp5"``: MULT18X18D with its own registers; ``"generic"`` elsewhere) when the
@@ -32,11 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from hw.verilog import DESIGNS
-
 from .verilog import ROOT, cached_verilog, design_class
 
-__all__ = ["ARCHS", "harness_verilog", "verilog_ports", "synth_pnr", "pe_cost", "format_table"]
+__all__ = ["ARCHS", "harness_verilog", "verilog_ports", "does_not_fit", "synth_pnr", "pe_cost",
+           "format_table", "output_path"]
 
 OUT = ROOT / "build" / "synth"
 
@@ -417,38 +416,26 @@ def output_path(r):
     return OUT / f"{r['design']}-{r['rows']}x{r['cols']}-{r['arch']}.json"
 
 
-def parse_params(ap, items):
-    """``-p NAME=VALUE`` options as ``{name: int}``; a value that is not an integer is refused
-    through ``ap.error`` with the option named."""
-    params = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        try:
-            params[name] = int(value, 0)
-        except ValueError:
-            ap.error(f"-p {item}: expected NAME=INTEGER")
-    return params
+# ---- `npu synth` -----------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="ecp5")
+    parser.add_argument("--dsp", default="auto",
+                        help="multiplier: auto (per arch), generic, ecp5")
+    parser.add_argument("--freq", type=float, default=150.0, help="nextpnr target, MHz")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--router", choices=("router1", "router2"), default="router1",
+                        help="nextpnr router (router2 is often faster on congested designs)")
+    parser.add_argument("--keep", type=Path,
+                        help="copy Verilog, netlist (for npu depth --netlist), logs and report here")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("design", choices=sorted(DESIGNS))
-    ap.add_argument("--rows", type=int, default=8)
-    ap.add_argument("--cols", type=int, default=8)
-    ap.add_argument("--arch", choices=sorted(ARCHS), default="ecp5")
-    ap.add_argument("--dsp", default="auto", help="multiplier: auto (per arch), generic, ecp5")
-    ap.add_argument("--freq", type=float, default=150.0, help="nextpnr target, MHz")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--router", choices=("router1", "router2"), default="router1",
-                    help="nextpnr router (router2 is often faster on congested designs)")
-    ap.add_argument("--keep", type=Path,
-                    help="copy Verilog, netlist (for flow.logic_depth), logs and report here")
-    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                    help="another parameter of the design's class (integer), e.g. lanes=8")
-    args = ap.parse_args(argv)
-    extra = parse_params(ap, args.param)
-    r = synth_pnr(args.design, args.rows, args.cols, args.arch, args.freq, args.seed, args.dsp,
-                  keep=args.keep, params=extra, router=args.router)
+def main(args: argparse.Namespace) -> int:
+    """Synthesize and place ``args.design``, print the table and write its JSON."""
+    params = dict(args.params)
+    rows, cols = params.pop("rows", 8), params.pop("cols", 8)
+    r = synth_pnr(args.design, rows, cols, args.arch, args.freq, args.seed, args.dsp,
+                  keep=args.keep, params=params, router=args.router)
     if args.design in ("gemm", "npu"):                 # the designs with a MAC array
         r["pe_alone"] = pe_cost(args.arch, args.dsp)
     print(format_table(r))
@@ -461,7 +448,4 @@ def main(argv=None):
     path.write_text(json.dumps(r, indent=1) + "\n")
     print(f"wrote {path.relative_to(ROOT)} (yosys {r['seconds']['yosys']} s, "
           f"nextpnr {r['seconds']['nextpnr']} s)")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,6 +1,6 @@
 """Scaling table of the GEMM array: resources, Fmax, generation/build times, simulation speed.
 
-``python -m flow.scaling --sizes 4,8,16,32`` measures, for each square R x R ``npu_gemm``:
+``npu scaling --sizes 4,8,16,32`` measures, for each square R x R ``npu_gemm``:
 
 * Verilog generation time (Amaranth elaboration + ``verilog.convert``, in this process);
 * ECP5-85F resources of the design (Yosys ``synth_ecp5``, design apart from the timing
@@ -21,7 +21,6 @@ Verilog (same hash) is reused unless ``--fresh`` is given.
 import argparse
 import json
 import shutil
-import sys
 import time
 import xml.etree.ElementTree as ET
 
@@ -159,15 +158,21 @@ def markdown(rows):
     return "\n".join(out)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="4,8,16,32", help="square array sizes, comma-separated")
-    ap.add_argument("-k", type=int, default=512, help="reduction length of the speed GEMM")
-    ap.add_argument("--freq", type=float, default=150.0)
-    ap.add_argument("--fresh", action="store_true", help="re-run P&R even if a result exists")
-    ap.add_argument("--no-fpga", action="store_true")
-    ap.add_argument("--no-sim", action="store_true")
-    args = ap.parse_args(argv)
+# ---- `npu scaling` ---------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", default="4,8,16,32",
+                        help="square array sizes, comma-separated")
+    parser.add_argument("-k", type=int, default=512, help="reduction length of the speed GEMM")
+    parser.add_argument("--freq", type=float, default=150.0)
+    parser.add_argument("--fresh", action="store_true",
+                        help="re-run P&R even if a result exists")
+    parser.add_argument("--no-fpga", action="store_true")
+    parser.add_argument("--no-sim", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Measure every size of ``args.sizes``, merge them into the table, print and write it."""
     OUT.mkdir(parents=True, exist_ok=True)
     jpath = OUT / "scaling.json"
     # Rows of other sizes from an earlier run are kept (sizes can be measured one at a time).
@@ -188,7 +193,5 @@ def main(argv=None):
     (OUT / "scaling.md").write_text(md + "\n")
     print(md)
     print(f"wrote {jpath.relative_to(ROOT)} and build/scaling/scaling.md")
+    return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""Verilog files of the designs of :data:`hw.verilog.DESIGNS`, with a content-addressed cache.
+"""Verilog files of the designs of :data:`hw.verilog.DESIGNS`, with a content-addressed cache,
+and ``npu verilog``.
 
 :func:`cached_verilog` writes a design's Verilog under ``build/verilog/`` once per design,
 parameters and source. The source is what generates Verilog: every module of ``hw/`` and the
@@ -11,14 +12,16 @@ import ast
 import functools
 import hashlib
 import inspect
+import importlib
 import json
-import sys
 import time
 from pathlib import Path
 
+from hw.npu import NpuConfig
 from hw.verilog import DESIGNS, generate
 
-__all__ = ["ROOT", "design_class", "check_params", "verilog_sources", "cached_verilog"]
+__all__ = ["ROOT", "design_class", "check_params", "verilog_sources", "cached_verilog",
+           "describe_params"]
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "verilog"
@@ -28,7 +31,6 @@ def design_class(name: str) -> type:
     """The class :func:`hw.verilog.design` builds for design ``name``."""
     if name not in DESIGNS:
         raise ValueError(f"unknown design {name!r}; known: {', '.join(sorted(DESIGNS))}")
-    import importlib
     module, cls = DESIGNS[name][0].split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -120,40 +122,32 @@ def cached_verilog(name: str, **params) -> tuple[Path, str]:
     return path, top
 
 
-def _param(text):
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        return key, int(value, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{key}: {value!r} is not an integer") from None
+def describe_params(params: dict) -> str:
+    """Parameters in words for a report line: ``8x8`` for rows and cols, ``name=value`` else."""
+    sized = "rows" in params and "cols" in params
+    words = [f"{k}={v}" for k, v in params.items() if not (sized and k in ("rows", "cols"))]
+    if sized:
+        words.insert(0, f"{params['rows']}x{params['cols']}")
+    return " ".join(words) or "default parameters"
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("design", choices=sorted(DESIGNS))
-    ap.add_argument("--rows", type=int, help="array rows (gemm, npu)")
-    ap.add_argument("--cols", type=int, help="array columns (gemm, npu)")
-    ap.add_argument("--param", "-p", type=_param, action="append", default=[],
-                    metavar="NAME=VALUE", help="any constructor parameter, e.g. max_len=256")
-    ap.add_argument("-o", "--output", type=Path, required=True)
-    args = ap.parse_args(argv)
-    params = dict(args.param)
-    for name in ("rows", "cols"):
-        if getattr(args, name) is not None:
-            params[name] = getattr(args, name)
+# ---- `npu verilog` ----------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", type=Path,
+                        help="output file (default build/<top module>.v)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Write the Verilog of ``args.design`` with ``args.params``, and say what was written."""
     t0 = time.perf_counter()
-    try:
-        check_params(args.design, params)
-        text, top = generate(args.design, **params)
-    except (ValueError, TypeError) as e:
-        sys.exit(f"error: {args.design}: {e}")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(f"wrote {args.output} (top module {top}, {len(text.splitlines())} lines, "
-          f"{time.perf_counter() - t0:.1f} s)")
-
-
-if __name__ == "__main__":
-    main()
+    check_params(args.design, args.params)
+    text, top = generate(args.design, **args.params)
+    out = args.output or Path("build") / f"{top}.v"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    # The accelerator's line lists its whole configuration, defaults included.
+    config = NpuConfig(**args.params) if args.design == "npu" else describe_params(args.params)
+    print(f"wrote {out}: top module {top}, {config}, {len(text.splitlines())} lines, "
+          f"{time.perf_counter() - t0:.1f} s")
+    return 0
