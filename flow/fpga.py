@@ -79,7 +79,7 @@ def _tool(name):
 
 # ---- Harness ---------------------------------------------------------------------------------
 
-def verilog_ports(text, top):
+def verilog_ports(text: str, top: str) -> list[tuple[str, str, int]]:
     """``[(direction, name, width)]`` of module ``top`` in Amaranth-generated Verilog."""
     m = re.search(rf"^module\s+\\?{re.escape(top)}\s*\((.*?)\);(.*?)^endmodule", text,
                   re.M | re.S)
@@ -94,7 +94,7 @@ def verilog_ports(text, top):
     return [(decl[p][0], p, decl[p][1]) for p in order]
 
 
-def harness_verilog(text, top, clock="clk"):
+def harness_verilog(text: str, top: str, clock: str = "clk") -> tuple[str, dict[str, int]]:
     """Verilog of the timing harness around ``top``: ``module fpga_harness(clk, sin, sout)``.
 
     Returns ``(verilog, info)``; ``info`` counts the harness's own flip-flops and XOR LUTs."""
@@ -155,7 +155,7 @@ def _run(cmd, cwd, log, announce=False):
     return time.perf_counter() - t0
 
 
-def does_not_fit(stat, top, arch):
+def does_not_fit(stat: str, top: str, arch: str) -> str | None:
     """Why ``top`` cannot be placed on ``arch``'s device (more multipliers in the Yosys
     ``stat`` than it has), or None. Such a design is not handed to nextpnr, which would fail
     after packing with "no BELs remaining"."""
@@ -226,8 +226,10 @@ def _critical_path(report):
             "cells": cells}
 
 
-def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, dsp="auto",
-              keep=None, pnr=True, params=None, router="router1"):
+def synth_pnr(design: str = "gemm", rows: int = 8, cols: int = 8, arch: str = "ecp5",
+              freq: float = 150.0, seed: int = 1, dsp: str = "auto",
+              keep: str | Path | None = None, pnr: bool = True, params: dict | None = None,
+              router: str = "router1") -> dict:
     """Synthesize and place-and-route one configuration; returns the result dict.
 
     ``rows``/``cols`` go to designs that take them (the array tops); ``params`` are further
@@ -349,7 +351,7 @@ def _version(dist):
         return None
 
 
-def pe_cost(arch="ecp5", dsp="auto"):
+def pe_cost(arch: str = "ecp5", dsp: str = "auto") -> dict:
     """Cells of one ProcessingElement synthesized alone (``synth_ecp5``/``synth_ice40``)."""
     from amaranth.back import verilog
 
@@ -369,7 +371,7 @@ def pe_cost(arch="ecp5", dsp="auto"):
 
 # ---- Report ----------------------------------------------------------------------------------
 
-def format_table(r):
+def format_table(r: dict) -> str:
     a = ARCHS[r["arch"]]
     d = r["design_cells"]
     u = r["device_utilization"]
@@ -412,7 +414,7 @@ def format_table(r):
     return "\n".join(out)
 
 
-def output_path(r):
+def output_path(r: dict) -> Path:
     return OUT / f"{r['design']}-{r['rows']}x{r['cols']}-{r['arch']}.json"
 
 

@@ -101,7 +101,7 @@ def _fpga(n, fresh, freq):
     return r
 
 
-def measure(n, args):
+def measure(n: int, args: argparse.Namespace) -> dict:
     row = {"rows": n, "cols": n, "pes": n * n}
     print(f"== {n}x{n}", flush=True)
     row["verilog_s"], row["verilog_lines"] = _verilog_time(n)
@@ -133,7 +133,7 @@ def measure(n, args):
     return row
 
 
-def markdown(rows):
+def markdown(rows: list[dict]) -> str:
     head = ["array", "PEs", "LUT4 + CCU2C (LUT4-eq)", "LUT4-eq/PE", "FF", "MULT18X18D",
             "RAM", "Fmax ECP5-85F", "Verilog gen", "Verilator build", "Verilator cyc/s",
             "Icarus cyc/s"]

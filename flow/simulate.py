@@ -69,7 +69,8 @@ def _has_header(name):
 def fst_available() -> bool:
     """Whether Verilator can write FST here. Its FST writer compiles against zlib.h and lz4.h and
     links ``-lz -llz4``: zlib must be installed (Debian: zlib1g-dev); lz4 is the system's
-    (liblz4-dev) if its header is there, else ``flow/fst_lz4`` built with gcc (:func:`_fst_args`)."""
+    (liblz4-dev) if its header is there, else ``flow/fst_lz4`` built with gcc
+    (:func:`_fst_args`)."""
     return _has_header("zlib.h") and (_has_header("lz4.h") or shutil.which("gcc") is not None)
 
 

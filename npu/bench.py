@@ -184,7 +184,7 @@ def _plots(runs, R, C):
     plot_scaling(OUT)
 
 
-def plot_scaling(out):
+def plot_scaling(out: Path) -> None:
     """``out/scaling.png``: Fmax and LUT4 equivalents of npu_gemm against array size, from
     ``build/scaling/scaling.json`` (``make scaling``), if it exists."""
     import matplotlib
