@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from flow.simulate import SIMULATORS
+from flow.simulate import SIMULATORS, missing_simulator, run
 from golden.model import ModelFormatError, load_model
 from hw.npu import NpuConfig
 from hw.verilog import DESIGNS
@@ -147,7 +147,6 @@ def _images(args):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flow.simulate import missing_simulator, run
     problem = missing_simulator(args.sim)
     if problem:
         raise SystemExit(f"error: {problem}")
@@ -162,8 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = args.params
     cfg = NpuConfig(**params)
     chunk = len(images) if args.waves else max(args.batch, (args.chunk // args.batch) * args.batch)
-    progress = tqdm(total=len(images), unit="image", file=sys.stderr,
-                    disable=not (not args.json and sys.stderr.isatty() or args.progress))
+    show_progress = args.progress or (sys.stderr.isatty() and not args.json)
+    progress = tqdm(total=len(images), unit="image", file=sys.stderr, disable=not show_progress)
     records, batches, waves = [], [], None
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
