@@ -42,16 +42,16 @@ def _fresh_verilator_build(n):
     """Seconds for a from-scratch Verilator build, same flags as flow.simulate.build."""
     from cocotb_tools.runner import get_runner
 
-    from .simulate import TIMESCALE, apply_tool_env
+    from .simulate import TIMESCALE, VERILATOR_ARGS, apply_tool_env
     vpath, top = cached_verilog("gemm", rows=n, cols=n)
     build_dir = OUT / f"verilator-{n}x{n}"
     if build_dir.exists():
         shutil.rmtree(build_dir)
     apply_tool_env("verilator")
-    args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-O3"]
     t0 = time.perf_counter()
     get_runner("verilator").build(sources=[vpath], hdl_toplevel=top, build_dir=build_dir,
-                                  build_args=args, timescale=TIMESCALE, always=True,
+                                  build_args=list(VERILATOR_ARGS), timescale=TIMESCALE,
+                                  always=True,
                                   log_file=OUT / f"verilator-{n}x{n}.build.log")
     seconds = time.perf_counter() - t0
     shutil.rmtree(build_dir, ignore_errors=True)

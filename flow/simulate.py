@@ -34,6 +34,8 @@ BUILD = ROOT / "build" / "sim"
 TIMESCALE = ("1ns", "1ps")
 #: Part of the build cache key: change it when the way a simulator is built changes.
 BUILD_RECIPE = {"verilator": "v2", "icarus": "v3 kick always blocks at 1 ns"}
+#: Verilator's flags of every build (plus the trace flags of a build with waves).
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-O3")
 #: Literals-only LZ4 encoder linked into Verilator's FST writer when the system has no lz4.h.
 LZ4_SHIM = Path(__file__).resolve().parent / "fst_lz4"
 
@@ -169,8 +171,7 @@ def build(design: str, params: dict, sim: str = "verilator",
             shutil.rmtree(build_dir)
         args = []
         if sim == "verilator":
-            args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
-                    "-O3"]
+            args = list(VERILATOR_ARGS)
             if waves:
                 # FST if Verilator's FST writer can be built here (see _fst_args), else VCD.
                 args += trace + ["--trace-structs"]
