@@ -1,4 +1,4 @@
-"""cocotb tests of ``npu_activation``; run through :mod:`sim.runner`.
+"""cocotb tests of ``npu_activation``; run through :mod:`flow.simulate`.
 
 Environment: ``NPU_LANES``, ``NPU_SEED``, ``NPU_COUNT`` (random cases, default 100),
 ``NPU_PERF_BEATS`` (beats of the throughput run).

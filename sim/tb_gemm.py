@@ -1,4 +1,4 @@
-"""cocotb tests of ``npu_gemm`` (the systolic array top); run through :mod:`sim.runner`.
+"""cocotb tests of ``npu_gemm`` (the systolic array top); run through :mod:`flow.simulate`.
 
 Parameters come from the environment (set by the runner):
 

@@ -1,4 +1,4 @@
-"""cocotb tests of ``npu_pooling``; run through :mod:`sim.runner`.
+"""cocotb tests of ``npu_pooling``; run through :mod:`flow.simulate`.
 
 Environment: ``NPU_LANES``, ``NPU_MAX_H``, ``NPU_MAX_W``, ``NPU_MAX_C``, ``NPU_MAX_K``,
 ``NPU_SLOTS`` (the parameters the Verilog was built with), ``NPU_SEED``, ``NPU_COUNT`` (random

@@ -1,4 +1,4 @@
-"""cocotb tests of ``npu_requant``; run through :mod:`sim.runner`.
+"""cocotb tests of ``npu_requant``; run through :mod:`flow.simulate`.
 
 Environment: ``NPU_LANES`` (lanes the Verilog was built for), ``NPU_SEED``, ``NPU_COUNT``
 (random cases, default 100), ``NPU_PERF_BEATS`` (beats of the throughput run).

@@ -1,4 +1,4 @@
-"""cocotb tests of ``npu_softmax`` (the streaming softmax unit); run through :mod:`sim.runner`.
+"""cocotb tests of ``npu_softmax`` (the streaming softmax unit); run through :mod:`flow.simulate`.
 
 Parameters come from the environment (set by the runner):
 
@@ -164,7 +164,7 @@ def main(argv=None):
     import tempfile
     from pathlib import Path
 
-    from sim.runner import missing_simulator, run
+    from flow.simulate import missing_simulator, run
 
     ap = argparse.ArgumentParser(description="Steady-state throughput of npu_softmax.")
     ap.add_argument("--max-len", type=int, default=256)
