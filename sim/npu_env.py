@@ -16,7 +16,7 @@ from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFra
                            AxiStreamSink, AxiStreamSource)
 
 from hw.isa import CSR, ID_MAGIC
-from sim.gemm_env import set_pause
+from sim.bus import set_pause
 
 __all__ = ["NpuHost", "RunStatus", "bring_up"]
 
