@@ -16,12 +16,12 @@ __all__ = ["DESIGNS", "design", "generate"]
 #: design name -> ("module:Class", top module name). The class is built with the design's
 #: parameters as keyword arguments. One line per top-level design.
 DESIGNS = {
-    "gemm": ("hw.gemm_top:GemmTop", "npu_gemm"),
+    "gemm": ("hw.stream_top:GemmTop", "npu_gemm"),
     "npu": ("hw.npu:NpuTop", "npu_top"),
-    "pooling": ("hw.pooling_top:PoolingTop", "npu_pooling"),
-    "activation": ("hw.activation_top:ActivationTop", "npu_activation"),
-    "requant": ("hw.requant_top:RequantTop", "npu_requant"),
-    "softmax": ("hw.softmax_top:SoftmaxTop", "npu_softmax"),
+    "pooling": ("hw.stream_top:PoolingTop", "npu_pooling"),
+    "activation": ("hw.stream_top:ActivationTop", "npu_activation"),
+    "requant": ("hw.stream_top:RequantTop", "npu_requant"),
+    "softmax": ("hw.stream_top:SoftmaxTop", "npu_softmax"),
 }
 
 
