@@ -4,6 +4,8 @@
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# The project's one command (npu/cli.py); `npu --help` lists its subcommands.
+NPU    := $(VENV)/bin/npu
 STAMP  := $(VENV)/.installed
 
 # Configuration knobs (see README "Configuration").
@@ -48,17 +50,17 @@ BATCH  ?= 8
 # The main job: the reference CNN on the generated RTL of npu_top, every image checked bit for
 # bit against the golden integer inference; accuracy, cycles, PE utilization per layer.
 sim: $(STAMP)
-	$(PY) -m npu.cli run --images $(IMAGES) --batch $(BATCH) --sim $(SIM) \
+	$(NPU) run --images $(IMAGES) --batch $(BATCH) --sim $(SIM) \
 	    --rows $(ROWS) --cols $(COLS) --seed $(SEED)
 
 # All 359 test images of the reference CNN through the RTL.
 sim-all: $(STAMP)
-	$(PY) -m npu.cli run --images 0:359 --batch $(BATCH) --sim $(SIM) \
+	$(NPU) run --images 0:359 --batch $(BATCH) --sim $(SIM) \
 	    --rows $(ROWS) --cols $(COLS) --seed $(SEED) --progress
 
 # The GEMM engine alone (npu_gemm): CNN-shaped GEMMs and random GEMMs under backpressure.
 sim-gemm: $(STAMP)
-	$(PY) -m sim.main --rows $(ROWS) --cols $(COLS) --sim $(SIM) --seed $(SEED)
+	$(NPU) sim-gemm --rows $(ROWS) --cols $(COLS) --sim $(SIM) --seed $(SEED)
 
 # The test suite (fast subset of every regression); runs both simulators, Icarus tests skip
 # with a message when iverilog is missing.
@@ -69,50 +71,50 @@ test: $(STAMP)
 regress: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -q -m regress --regress-seed $(SEED) --regress-count $(N) \
 	    --junitxml=build/regress.xml tests/test_regress.py
-	$(PY) -m sim.summary build/regress.xml
+	$(NPU) junit-summary build/regress.xml
 
 # One Verilog file with a stable top-level name, for FPGA/ASIC toolchains: the accelerator
 # (npu_top) and the GEMM engine alone (npu_gemm).
 verilog: $(STAMP)
-	$(PY) -m hw.verilog npu --rows $(ROWS) --cols $(COLS) -o build/npu_top_$(ROWS)x$(COLS).v
-	$(PY) -m hw.verilog gemm --rows $(ROWS) --cols $(COLS) -o build/npu_gemm_$(ROWS)x$(COLS).v
+	$(NPU) verilog npu --rows $(ROWS) --cols $(COLS) -o build/npu_top_$(ROWS)x$(COLS).v
+	$(NPU) verilog gemm --rows $(ROWS) --cols $(COLS) -o build/npu_gemm_$(ROWS)x$(COLS).v
 
 # Yosys generic synthesis statistics of the GEMM top.
 stat: $(STAMP)
-	$(PY) -m hw.synth gemm --rows $(ROWS) --cols $(COLS)
+	$(NPU) stat gemm --rows $(ROWS) --cols $(COLS)
 
 # Synthesis + place-and-route for a Lattice ECP5-85F (Yosys synth_ecp5, nextpnr-ecp5, from PyPI):
 # LUT/FF/DSP/RAM use and post-route Fmax; table printed, JSON in build/synth/. The default top
 # (npu_top 8x8) takes about 40 minutes here, most of it nextpnr; DESIGN=gemm about 2.
 synth: $(STAMP)
-	$(PY) -m hw.fpga $(DESIGN) --rows $(ROWS) --cols $(COLS) --arch ecp5 --freq $(FREQ) --router $(ROUTER)
+	$(NPU) synth $(DESIGN) --rows $(ROWS) --cols $(COLS) --arch ecp5 --freq $(FREQ) --router $(ROUTER)
 
 # The same for an iCE40 UP5K (synth_ice40 -dsp, nextpnr-ice40), small configuration.
 synth-ice40: $(STAMP)
-	$(PY) -m hw.fpga $(ICE_DESIGN) --rows $(ICE_ROWS) --cols $(ICE_COLS) --arch ice40 --freq $(ICE_FREQ)
+	$(NPU) synth $(ICE_DESIGN) --rows $(ICE_ROWS) --cols $(ICE_COLS) --arch ice40 --freq $(ICE_FREQ)
 
 # The deepest paths after synth_ecp5 by a rough delay model (minutes, no place-and-route).
 depth: $(STAMP)
-	$(PY) -m hw.logic_depth $(DESIGN) --rows $(ROWS) --cols $(COLS)
+	$(NPU) depth $(DESIGN) --rows $(ROWS) --cols $(COLS)
 
 # Scaling table of the GEMM array (resources, Fmax, generation/build time, simulation speed):
 # build/scaling/scaling.{json,md}. Long: runs P&R and Verilator/Icarus builds per size.
 scaling: $(STAMP)
-	$(PY) -m hw.scaling --sizes $(SIZES)
+	$(NPU) scaling --sizes $(SIZES)
 
 # Performance report: reference CNN cycles at batch 1 and batch R on the RTL, utilization per
 # layer, cycle model vs counters, wall time, Fmax of the last `make synth`; docs/bench/.
 bench: $(STAMP)
-	$(PY) -m npu.bench --rows $(ROWS) --cols $(COLS)
+	$(NPU) bench --rows $(ROWS) --cols $(COLS)
 
 # onnxruntime as an independent oracle: float and QDQ exports of the reference CNN compared with
 # the float model and the golden integer inference (exact fraction, max LSB difference, top-1).
 onnx: $(STAMP)
-	$(PY) -m npu.onnx_export --compare
+	$(NPU) onnx --compare
 
 # Accuracy of the reference CNN (float vs int8 golden) and its size / MACs per layer.
 report: $(STAMP)
-	$(PY) -m golden.report
+	$(NPU) report
 
 # Re-create the committed data split, float weights and int8 model (needs scikit-learn,
 # installed on demand into .venv; the tests and `make sim` never train).

@@ -1,6 +1,6 @@
 """Report of the reference CNN: accuracy of the float and int8 models, and their cost.
 
-    .venv/bin/python -m golden.report
+    npu report                    # or .venv/bin/python -m golden.report
 
 Uses only committed files (golden/data/): the float weights, the int8 model and the test
 images; no scikit-learn, no training. Prints
@@ -44,11 +44,13 @@ def evaluate(model_path=INT8_FILE, float_path=FLOAT_FILE):
             "labels": labels}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=str(INT8_FILE))
-    ap.add_argument("--float", dest="float_path", default=str(FLOAT_FILE))
-    args = ap.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=str(INT8_FILE))
+    parser.add_argument("--float", dest="float_path", default=str(FLOAT_FILE))
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print the report (``npu report``)."""
     r = evaluate(args.model, args.float_path)
     m, n = r["model"], r["n"]
     print(f"model {m.name!r} ({args.model}), {n} test images "
@@ -79,8 +81,10 @@ def main(argv=None):
         print(f"{name:<10} {typ:<10} {'x'.join(map(str, shape)):<12} {params:>7} {wbytes:>8} "
               f"{macs:>11} {gemm_shape:>24}")
     print(f"{'total':<10} {'':<10} {'':<12} {tot_p:>7} {tot_b:>8} {tot_m:>11}")
-    return r
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

@@ -31,6 +31,7 @@ ports. LOAD, WAIT and DONE wait in DECODE until the LoadEngine is idle. An error
 background LOAD too.
 """
 
+from dataclasses import asdict, dataclass, field, fields
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Module, Mux, Signal
@@ -54,42 +55,52 @@ __all__ = ["NpuTop", "NpuConfig"]
 MAX_IMEM = 512          # the AXI4-Lite map has room for 512 instructions
 
 
+def _bounded(default: int, lowest: int, highest: int):
+    """A parameter of :class:`NpuConfig` that must be an integer in [lowest, highest]."""
+    return field(default=default, metadata={"bounds": (lowest, highest)})
+
+
+@dataclass(frozen=True)
 class NpuConfig:
     """Hardware configuration, validated: every bad value raises ``ValueError`` naming it."""
 
-    def __init__(self, rows=8, cols=8, act_depth=16384, wgt_depth=2048, param_depth=64,
-                 imem_depth=256, pool_max_size=32, pool_max_c=64, pool_max_k=8,
-                 softmax_max_len=256):
-        _check_dim("rows", rows)
-        _check_dim("cols", cols)
-        for name, v, lo, hi in (("act_depth", act_depth, 16, 1 << 20),
-                                ("wgt_depth", wgt_depth, 16, 1 << 20),
-                                ("param_depth", param_depth, 1, 1 << 16),
-                                ("imem_depth", imem_depth, 4, MAX_IMEM),
-                                ("pool_max_size", pool_max_size, 1, 4096),
-                                ("pool_max_c", pool_max_c, 1, 4096),
-                                ("pool_max_k", pool_max_k, 1, 32),
-                                ("softmax_max_len", softmax_max_len, 1, 4096)):
+    rows: int = 8
+    cols: int = 8
+    act_depth: int = _bounded(16384, 16, 1 << 20)
+    wgt_depth: int = _bounded(2048, 16, 1 << 20)
+    param_depth: int = _bounded(64, 1, 1 << 16)
+    imem_depth: int = _bounded(256, 4, MAX_IMEM)
+    pool_max_size: int = _bounded(32, 1, 4096)
+    pool_max_c: int = _bounded(64, 1, 4096)
+    pool_max_k: int = _bounded(8, 1, 32)
+    softmax_max_len: int = _bounded(256, 1, 4096)
+
+    def __new__(cls, *args, **params):
+        # The generated __init__ would refuse an unknown keyword with a TypeError; like a bad
+        # value, it is a configuration error, a ValueError that names it.
+        known = [f.name for f in fields(cls)]
+        for name in params:
+            if name not in known:
+                raise ValueError(f"unknown NpuConfig parameter {name!r}; "
+                                 f"known: {', '.join(known)}")
+        return super().__new__(cls)
+
+    def __post_init__(self):
+        _check_dim("rows", self.rows)
+        _check_dim("cols", self.cols)
+        for f in fields(self):
+            if "bounds" not in f.metadata:
+                continue
+            lo, hi = f.metadata["bounds"]
+            v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ValueError(f"{name} must be an integer between {lo} and {hi}, got {v!r}")
-        if act_depth % banks(rows):
-            raise ValueError(f"act_depth must be a multiple of the {banks(rows)} ACT banks of "
-                             f"{rows} rows, got {act_depth}")
-        self.rows, self.cols = rows, cols
-        self.act_depth, self.wgt_depth = act_depth, wgt_depth
-        self.param_depth, self.imem_depth = param_depth, imem_depth
-        self.pool_max_size, self.pool_max_c, self.pool_max_k = pool_max_size, pool_max_c, pool_max_k
-        self.softmax_max_len = softmax_max_len
+                raise ValueError(f"{f.name} must be an integer between {lo} and {hi}, got {v!r}")
+        if self.act_depth % banks(self.rows):
+            raise ValueError(f"act_depth must be a multiple of the {banks(self.rows)} ACT banks "
+                             f"of {self.rows} rows, got {self.act_depth}")
 
-    def as_dict(self):
-        return dict(rows=self.rows, cols=self.cols, act_depth=self.act_depth,
-                    wgt_depth=self.wgt_depth, param_depth=self.param_depth,
-                    imem_depth=self.imem_depth, pool_max_size=self.pool_max_size,
-                    pool_max_c=self.pool_max_c, pool_max_k=self.pool_max_k,
-                    softmax_max_len=self.softmax_max_len)
-
-    def __repr__(self):
-        return "NpuConfig(" + ", ".join(f"{k}={v}" for k, v in self.as_dict().items()) + ")"
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
 
 
 class NpuTop(wiring.Component):

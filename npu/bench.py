@@ -1,4 +1,4 @@
-"""``make bench``: the performance report, regenerated from measurements.
+"""``npu bench`` (``make bench``): the performance report, regenerated from measurements.
 
 It runs the reference CNN on the RTL (Verilator) at batch 1 and at batch R, reads the hardware
 cycle counters and the cycle model, the wall time per inference, and the Fmax of the last
@@ -10,7 +10,7 @@ from the cycle model, whose CONV predictions agree with the RTL counters to the 
 the SCALE-Sim textbook formula.
 
 Outputs: ``docs/bench/bench.json``, ``docs/bench/utilization.png`` and, when a scaling table
-exists (``build/scaling/scaling.json`` from ``python -m hw.scaling``),
+exists (``build/scaling/scaling.json`` from ``npu scaling``),
 ``docs/bench/scaling.png``.
 """
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from golden import float_model
 from golden.ptq import activation_qparams, quantize_model
+from hw.npu import NpuConfig
 from npu.cli import main as npu_main
 from npu.compiler import compile_model
 from npu.perf import layer_table, predict, program_cycles
@@ -55,15 +56,17 @@ LENET5 = {
 }
 
 
-def last_synthesis(rows, cols):
+def last_synthesis(params: dict) -> tuple[dict | None, str | None]:
     """``(result, stale)`` of the last ``make synth`` of npu_top RxC on ECP5: ``stale`` is a
-    message when the design's Verilog changed since (its Fmax no longer applies), else None."""
-    from hw.verilog import cached_verilog
-    path = ROOT / "build" / "synth" / f"npu-{rows}x{cols}-ecp5.json"
+    message when the design's Verilog (of ``params``) changed since (its Fmax no longer
+    applies), else None."""
+    from flow.verilog import cached_verilog
+    cfg = NpuConfig(**params)
+    path = ROOT / "build" / "synth" / f"npu-{cfg.rows}x{cfg.cols}-ecp5.json"
     if not path.exists():
         return None, None
     synth = json.loads(path.read_text())
-    vpath, _ = cached_verilog("npu", rows=rows, cols=cols, dsp="ecp5")
+    vpath, _ = cached_verilog("npu", **params, dsp="ecp5")
     now = hashlib.sha256(vpath.read_bytes()).hexdigest()[:16]
     if synth.get("verilog_sha256") != now:
         return synth, (f"the last synthesis ({path.relative_to(ROOT)}) is of an older design; "
@@ -71,44 +74,43 @@ def last_synthesis(rows, cols):
     return synth, None
 
 
-def run_reference(rows, cols, batch, images, params=()):
+def run_reference(params: dict, batch: int, images: str) -> dict:
+    """``npu run --json`` of the reference CNN on the configuration ``params``."""
     out = io.StringIO()
-    extra = [a for p in params for a in ("-p", p)]
+    config = [a for name, value in params.items() for a in ("-p", f"{name}={value}")]
     with contextlib.redirect_stdout(out):
-        code = npu_main(["run", "--images", images, "--batch", str(batch), "--rows", str(rows),
-                         "--cols", str(cols), "--json", *extra])
+        code = npu_main(["run", "--images", images, "--batch", str(batch), "--json", *config])
     text = out.getvalue()
     result = json.loads(text[text.index("{"):])
     result["exit_code"] = code
     return result
 
 
-def lenet5(rows, cols):
+def lenet5(params: dict) -> tuple[list[dict], int]:
     rng = np.random.default_rng(5)
     params = float_model.init_params(LENET5, rng)
     calib = rng.uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
     model = quantize_model(LENET5, params, calib, *activation_qparams(-1, 1))
-    prog = compile_model(model, {"rows": rows, "cols": cols, "wgt_depth": 8192}, batch=1)
+    prog = compile_model(model, {**params, "wgt_depth": 8192}, batch=1)
     return layer_table(prog), sum(predict(prog.infer, prog.config))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=8)
-    ap.add_argument("--cols", type=int, default=8)
-    args = ap.parse_args(argv)
-    R, C = args.rows, args.cols
-    runs = {1: run_reference(R, C, 1, "0:4"), R: run_reference(R, C, R, f"0:{2 * R}")}
-    synth, stale = last_synthesis(R, C)
+def main(args: argparse.Namespace) -> int:
+    """Measure, print the report and write ``docs/bench/`` (``npu bench``)."""
+    params = args.params
+    cfg = NpuConfig(**params)
+    R, C = cfg.rows, cfg.cols
+    runs = {1: run_reference(params, 1, "0:4"), R: run_reference(params, R, f"0:{2 * R}")}
+    synth, stale = last_synthesis(params)
     fmax = synth["fmax_mhz"] if synth and not stale else None
-    lenet_rows, lenet_cycles = lenet5(R, C)
+    lenet_rows, lenet_cycles = lenet5(params)
     # Double buffering: WGT too small for the resident weights, so they stream per batch.
-    streamed = run_reference(R, C, 1, "0:4", [f"wgt_depth={STREAMED_WGT_DEPTH}"])
+    streamed_params = {**params, "wgt_depth": STREAMED_WGT_DEPTH}
+    streamed = run_reference(streamed_params, 1, "0:4")
     from golden.digits import DATA_DIR
     from golden.model import load_model
     reference = load_model(DATA_DIR / "digits_cnn_int8.npz")
-    single = compile_model(reference, {"rows": R, "cols": C, "wgt_depth": STREAMED_WGT_DEPTH},
-                           batch=1, double_buffer=False)
+    single = compile_model(reference, streamed_params, batch=1, double_buffer=False)
     single_cycles = program_cycles(single.infer, single.config)
 
     print(f"\nreference CNN on npu_top {R}x{C} (Verilator)")
@@ -182,7 +184,7 @@ def _plots(runs, R, C):
     plot_scaling(OUT)
 
 
-def plot_scaling(out):
+def plot_scaling(out: Path) -> None:
     """``out/scaling.png``: Fmax and LUT4 equivalents of npu_gemm against array size, from
     ``build/scaling/scaling.json`` (``make scaling``), if it exists."""
     import matplotlib
@@ -192,7 +194,7 @@ def plot_scaling(out):
     if scaling.exists():
         rows = json.loads(scaling.read_text())
         rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
-        # hw.scaling keeps the ECP5 figures of each size under "ecp5"; sizes too large for
+        # flow.scaling keeps the ECP5 figures of each size under "ecp5"; sizes too large for
         # the device have resources but no Fmax.
         pts = [(r["rows"] * r["cols"], r["ecp5"]) for r in rows if r.get("ecp5")]
         if pts:
@@ -218,4 +220,4 @@ def plot_scaling(out):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(npu_main(["bench", *sys.argv[1:]]))

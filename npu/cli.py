@@ -1,9 +1,16 @@
-"""``npu``: the command-line tool of the accelerator generator.
+"""``npu``: the one command of the accelerator generator.
 
-    npu verilog [--rows R --cols C -p NAME=VALUE] [-o FILE]   Verilog of npu_top
-    npu compile --model FILE [--batch B] [-o FILE.npz]        program, memory plan, cycle model
-    npu run --model FILE --images A:B [--sim verilator|icarus] [--batch B] [--waves] [--json]
-                                                                inference on the RTL vs golden
+    npu verilog [DESIGN] [--rows R --cols C -p NAME=VALUE] [-o FILE]   Verilog of a design
+    npu compile [--model FILE] [--batch B] [-o FILE.npz]         program, memory plan, cycle model
+    npu run [--model FILE] [--images A:B] [--sim verilator|icarus] [--batch B] [--waves] [--json]
+                                                                  inference on the RTL vs golden
+    npu sim-gemm | synth | depth | stat | scaling | bench | report | onnx | vector-perf |
+        junit-summary                              (``npu --help``; ``npu COMMAND --help``)
+
+Every subcommand that builds a configuration takes it the same way: ``--rows``, ``--cols`` and
+``-p NAME=VALUE`` for any other integer parameter of the design (``NpuConfig``'s for npu_top);
+a bad value or an unknown name is refused in one line that names it, with exit status 2.
+DESIGN is a name of :data:`hw.verilog.DESIGNS` (default ``npu``, the accelerator ``npu_top``).
 
 ``npu run`` compiles the model, builds (or reuses) the simulator, runs the images through the
 RTL in chunks (a progress bar on stderr), checks every output against the golden integer
@@ -21,57 +28,78 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from flow.simulate import SIMULATORS, missing_simulator, run
 from golden.model import ModelFormatError, load_model
 from hw.npu import NpuConfig
+from hw.verilog import DESIGNS
 from npu.compiler import CompileError, compile_model
 from npu.perf import layer_table, program_cycles
 
 REFERENCE_MODEL = Path(__file__).resolve().parent.parent / "golden" / "data" / "digits_cnn_int8.npz"
 
 
-def _config(args):
-    params = dict(args.param or [])
-    if args.rows is not None:
-        params["rows"] = args.rows
-    if args.cols is not None:
-        params["cols"] = args.cols
+# ---- Options shared by the subcommands ------------------------------------------------------
+
+def parse_param(text: str) -> tuple[str, int]:
+    """``NAME=VALUE`` of ``-p`` as ``(name, value)``; the value is an integer (``0x..`` too)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, int(value, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: {value!r} is not an integer") from None
+
+
+def config_parser() -> argparse.ArgumentParser:
+    """The configuration options, the parent parser of every subcommand that takes them."""
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("configuration")
+    group.add_argument("--rows", type=int, help="array rows R (default 8)")
+    group.add_argument("--cols", type=int, help="array columns C (default 8)")
+    group.add_argument("-p", "--param", type=parse_param, action="append", default=[],
+                       metavar="NAME=VALUE",
+                       help="another parameter of the design, e.g. act_depth=4096 (npu_top) "
+                       "or lanes=8")
+    return parser
+
+
+def design_parser() -> argparse.ArgumentParser:
+    """The design argument, the parent parser of every subcommand that builds any design."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("design", nargs="?", default="npu", choices=sorted(DESIGNS),
+                        metavar="DESIGN", help=f"one of {', '.join(sorted(DESIGNS))} "
+                        "(hw/verilog.py DESIGNS; default npu, the accelerator npu_top)")
+    return parser
+
+
+def config_params(args: argparse.Namespace) -> dict[str, int]:
+    """The configuration as one dict: the ``-p`` parameters, ``--rows``/``--cols`` over them."""
+    params = dict(args.param)
+    for name in ("rows", "cols"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
     return params
 
 
-def _add_config_args(p):
-    p.add_argument("--rows", type=int, help="array rows R (default 8)")
-    p.add_argument("--cols", type=int, help="array columns C (default 8)")
-    from hw.verilog import _param
-    p.add_argument("-p", "--param", type=_param, action="append", metavar="NAME=VALUE",
-                   help="other NpuConfig parameters, e.g. act_depth=4096")
-
-
-def cmd_verilog(args):
-    from hw.verilog import generate
-    params = _config(args)
-    t0 = time.perf_counter()
-    text, top = generate("npu", **params)
-    out = Path(args.output or "build/npu_top.v")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}: top module {top}, {NpuConfig(**params)}, "
-          f"{len(text.splitlines())} lines, {time.perf_counter() - t0:.1f} s")
-    return 0
-
+# ---- npu compile / npu run ---------------------------------------------------------------
 
 def _load(args):
     if str(args.model).lower().endswith(".onnx"):     # import + quantize (or reuse), see
         from npu.onnx_import import load_or_quantize    # npu/onnx_import.py
         args.model = str(load_or_quantize(args.model, args.calib))
     model = load_model(args.model)
-    return model, compile_model(model, _config(args), batch=args.batch)
+    return model, compile_model(model, args.params, batch=args.batch)
 
 
-def cmd_compile(args):
+def cmd_compile(args: argparse.Namespace) -> int:
     model, prog = _load(args)
     cfg = prog.config
     print(f"model {model.name!r} on {cfg}, batch {prog.batch}")
@@ -118,26 +146,7 @@ def _images(args):
     return np.arange(a, b), images[a:b], (None if labels is None else labels[a:b])
 
 
-class Progress:
-    def __init__(self, total, enabled):
-        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.perf_counter()
-
-    def update(self, n):
-        self.done += n
-        if self.enabled:
-            w = 30
-            fill = w * self.done // self.total
-            el = time.perf_counter() - self.t0
-            print(f"\r[{'#' * fill}{'.' * (w - fill)}] {self.done}/{self.total} images "
-                  f"{el:.0f} s", end="", file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.enabled:
-            print(file=sys.stderr)
-
-
-def cmd_run(args):
-    from sim.runner import missing_simulator, run
+def cmd_run(args: argparse.Namespace) -> int:
     problem = missing_simulator(args.sim)
     if problem:
         raise SystemExit(f"error: {problem}")
@@ -149,10 +158,11 @@ def cmd_run(args):
     if images.shape[1:] != tuple(model.input_shape) or images.dtype != np.int8:
         raise SystemExit(f"error: images are {images.dtype} {images.shape[1:]}, the model takes "
                          f"int8 {tuple(model.input_shape)}")
-    params = _config(args)
+    params = args.params
     cfg = NpuConfig(**params)
     chunk = len(images) if args.waves else max(args.batch, (args.chunk // args.batch) * args.batch)
-    progress = Progress(len(images), not args.json and sys.stderr.isatty() or args.progress)
+    show_progress = args.progress or (sys.stderr.isatty() and not args.json)
+    progress = tqdm(total=len(images), unit="image", file=sys.stderr, disable=not show_progress)
     records, batches, waves = [], [], None
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -247,42 +257,112 @@ def _print_result(res, cfg, args):
         print(f"waves: {res['waves']}")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="npu", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("verilog", help="write the Verilog of npu_top")
-    _add_config_args(p)
-    p.add_argument("-o", "--output", help="output file (default build/npu_top.v)")
-    p.set_defaults(func=cmd_verilog)
-    for name, func, help_ in (("compile", cmd_compile, "compile a model to a program"),
-                              ("run", cmd_run, "run a model on the RTL against golden")):
-        p = sub.add_parser(name, help=help_)
-        _add_config_args(p)
-        p.add_argument("--model", default=str(REFERENCE_MODEL),
-                       help="model file (golden.model format; default: the reference CNN)")
-        p.add_argument("--batch", type=int, default=1)
-        p.add_argument("--calib", help="with an .onnx --model: .npz of float calibration images "
-                       "(N, C, H, W); quantizes and saves <model>.int8.npz for later runs")
-        p.set_defaults(func=func)
-        if name == "compile":
-            p.add_argument("-o", "--output", help="write the program as .npz")
-        else:
-            p.add_argument("--images", default="0:32", help="A:B range of images (default 0:32)")
-            p.add_argument("--data", help=".npz with int8 'images' (and 'labels')")
-            p.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
-            p.add_argument("--waves", action="store_true",
-                           help="write an FST trace (Verilator needs zlib1g-dev, else VCD)")
-            p.add_argument("--json", action="store_true", help="print the result as JSON")
-            p.add_argument("--seed", type=int, default=1, help="seed of the backpressure")
-            p.add_argument("--stall", type=float, default=0.0,
-                           help="pause probability on both AXI streams")
-            p.add_argument("--chunk", type=int, default=64, help="images per simulator run")
-            p.add_argument("--progress", action="store_true", help="progress bar even if not a tty")
-            p.add_argument("-v", "--verbose", action="store_true", help="a line per image")
-    args = ap.parse_args(argv)
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=str(REFERENCE_MODEL),
+                        help="model file (golden.model format; default: the reference CNN)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--calib", help="with an .onnx --model: .npz of float calibration images "
+                        "(N, C, H, W); quantizes and saves <model>.int8.npz for later runs")
+
+
+def _add_compile_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_model_arguments(parser)
+    parser.add_argument("-o", "--output", help="write the program as .npz")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_model_arguments(parser)
+    parser.add_argument("--images", default="0:32", help="A:B range of images (default 0:32)")
+    parser.add_argument("--data", help=".npz with int8 'images' (and 'labels')")
+    parser.add_argument("--sim", default="verilator", choices=SIMULATORS)
+    parser.add_argument("--waves", action="store_true",
+                        help="write an FST trace (Verilator needs zlib1g-dev, else VCD)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the backpressure")
+    parser.add_argument("--stall", type=float, default=0.0,
+                        help="pause probability on both AXI streams")
+    parser.add_argument("--chunk", type=int, default=64, help="images per simulator run")
+    parser.add_argument("--progress", action="store_true",
+                        help="progress bar even if stderr is not a terminal")
+    parser.add_argument("-v", "--verbose", action="store_true", help="a line per image")
+
+
+# ---- The command ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One subcommand: ``add_arguments(parser)`` declares its own options (None: it has none)
+    and ``main(args)`` runs it, returning the exit status. With ``configured``, it takes the
+    configuration options and finds them in ``args.params``; with ``design``, a design name in
+    ``args.design``."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None
+    main: Callable[[argparse.Namespace], int]
+    configured: bool = False
+    design: bool = False
+
+
+def subcommands() -> list[Subcommand]:
+    """Every subcommand of ``npu``, in the order of ``npu --help``."""
+    # Imported here, not at the top: npu.bench imports this module.
+    from flow import fpga, gemm_perf, junit_summary, logic_depth, scaling, synth, vector_perf
+    from flow import verilog
+    from golden import report
+    from npu import bench, onnx_export
+    return [
+        Subcommand("verilog", "write the Verilog of a design (npu_top by default)",
+                   verilog.add_arguments, verilog.main, configured=True, design=True),
+        Subcommand("compile", "compile a model to a program",
+                   _add_compile_arguments, cmd_compile, configured=True),
+        Subcommand("run", "run a model on the RTL against golden",
+                   _add_run_arguments, cmd_run, configured=True),
+        Subcommand("sim-gemm", "the GEMM engine alone on the RTL: cycles, PE utilization",
+                   gemm_perf.add_arguments, gemm_perf.main, configured=True),
+        Subcommand("synth", "FPGA synthesis and place-and-route: resources, Fmax",
+                   fpga.add_arguments, fpga.main, configured=True, design=True),
+        Subcommand("depth", "deepest register-to-register paths after synth_ecp5 (no P&R)",
+                   logic_depth.add_arguments, logic_depth.main, configured=True, design=True),
+        Subcommand("stat", "Yosys generic synthesis statistics",
+                   None, synth.main, configured=True, design=True),
+        Subcommand("scaling", "scaling table of the GEMM array (build/scaling/)",
+                   scaling.add_arguments, scaling.main),
+        Subcommand("bench", "the performance report (docs/bench/)",
+                   None, bench.main, configured=True),
+        Subcommand("report", "accuracy, size and MACs per layer of the reference CNN",
+                   report.add_arguments, report.main),
+        Subcommand("onnx", "ONNX export of the reference CNN; --compare: onnxruntime vs golden",
+                   onnx_export.add_arguments, onnx_export.main),
+        Subcommand("vector-perf", "throughput of the vector units on the RTL",
+                   vector_perf.add_arguments, vector_perf.main),
+        Subcommand("junit-summary", "counts and failures of a JUnit XML file (make regress)",
+                   junit_summary.add_arguments, junit_summary.main),
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="npu", description="The one command of the int8 accelerator generator.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config, design = config_parser(), design_parser()
+    for cmd in subcommands():
+        parents = ([design] if cmd.design else []) + ([config] if cmd.configured else [])
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=parents)
+        if cmd.add_arguments:
+            cmd.add_arguments(p)
+        p.set_defaults(command_main=cmd.main, configured=cmd.configured)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.configured:
+        args.params = config_params(args)
     try:
-        return args.func(args)
+        return args.command_main(args)
     except (CompileError, ModelFormatError, ValueError) as e:
+        # A bad parameter, model or program: one line naming it, not a traceback.
         print(f"error: {e}", file=sys.stderr)
         return 2
 

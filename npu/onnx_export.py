@@ -1,7 +1,7 @@
 """ONNX export of the project's models, and the onnxruntime comparison report.
 
-    .venv/bin/python -m npu.onnx_export --compare        # the figures in the README
-    .venv/bin/python -m npu.onnx_export                  # just write the files (build/onnx/)
+    npu onnx --compare        # the figures in the README (or python -m npu.onnx_export --compare)
+    npu onnx                  # just write the files (build/onnx/)
 
 * :func:`export_float`: a float architecture (:mod:`golden.float_model`) as an ONNX model in
   the layout PyTorch exports: input ``(N, C, H, W)`` float32 with a symbolic batch, Conv (OIHW
@@ -430,13 +430,16 @@ def _print(r):
           f"{100 * r['qdq_accuracy']:.2f} %, golden {100 * r['golden_accuracy']:.2f} %")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="build/onnx", help="output directory")
-    ap.add_argument("--compare", action="store_true",
-                    help="also run onnxruntime against the golden models and print the figures")
-    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = ap.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="build/onnx", help="output directory")
+    parser.add_argument("--compare", action="store_true",
+                        help="also run onnxruntime against the golden models and print the "
+                        "figures")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Write the ONNX files and, with ``--compare``, print the figures (``npu onnx``)."""
     if not args.compare:
         for f in export_reference(args.out):
             print(f"wrote {f}")
@@ -448,4 +451,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

@@ -9,7 +9,9 @@ monitor receives the result frame; the scoreboard drops the padding and compares
 import numpy as np
 
 from golden.activation import apply_table, check_table
-from sim.vector_env import Scoreboard, set_pause, sink, source, unpack
+from sim.bus import set_pause, sink, source
+from sim.scoreboard import Scoreboard
+from sim.vector_env import unpack
 
 __all__ = ["ActivationDriver", "ActivationMonitor", "ActivationScoreboard"]
 

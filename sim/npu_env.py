@@ -19,7 +19,7 @@ from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFra
 from amaranth.lib import data
 
 from hw.isa import CSR, ID_MAGIC, Ctrl, Status
-from sim.gemm_env import set_pause
+from sim.bus import set_pause
 
 __all__ = ["NpuHost", "RunStatus", "bring_up", "start_word"]
 

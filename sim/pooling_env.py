@@ -14,7 +14,9 @@ import numpy as np
 
 from golden.pooling import avg_pool2d, max_pool2d
 from hw.pooling import MODE_AVG, MODE_MAX
-from sim.vector_env import Scoreboard, set_pause, sink, source, unpack
+from sim.bus import set_pause, sink, source
+from sim.scoreboard import Scoreboard
+from sim.vector_env import unpack
 
 __all__ = ["PoolCase", "PoolDriver", "PoolMonitor", "PoolScoreboard"]
 

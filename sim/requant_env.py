@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from golden.quant import requantize
-from sim.vector_env import Scoreboard, pack, set_pause, sink, source, unpack
+from sim.bus import set_pause, sink, source
+from sim.scoreboard import Scoreboard
+from sim.vector_env import pack, unpack
 
 __all__ = ["RequantCase", "RequantDriver", "RequantMonitor", "RequantScoreboard"]
 

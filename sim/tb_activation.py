@@ -1,4 +1,4 @@
-"""cocotb tests of ``npu_activation``; run through :mod:`sim.runner`.
+"""cocotb tests of ``npu_activation``; run through :mod:`flow.simulate`.
 
 Environment: ``NPU_LANES``, ``NPU_SEED``, ``NPU_COUNT`` (random cases, default 100),
 ``NPU_PERF_BEATS`` (beats of the throughput run).
@@ -10,7 +10,8 @@ from cocotb.triggers import ClockCycles
 
 from golden.activation import ACTIVATIONS, DEFAULT_QPARAMS, activation_table, output_qparams
 from sim.activation_env import ActivationDriver, ActivationMonitor, ActivationScoreboard
-from sim.vector_env import HandshakeLog, env_int, report, reset, steady_throughput, within
+from sim.bus import HandshakeLog, clock_and_reset
+from sim.vector_env import env_int, report, steady_throughput, within
 
 
 class Bench:
@@ -22,12 +23,12 @@ class Bench:
         self.driver = ActivationDriver(dut, self.lanes)
         self.monitor = ActivationMonitor(dut, self.lanes)
         self.scoreboard = ActivationScoreboard(self.seed)
-        self.in_log = HandshakeLog(dut, "s_axis_in")
-        self.out_log = HandshakeLog(dut, "m_axis_res")
+        self.handshakes = HandshakeLog(dut, "s_axis_in", "m_axis_res")
         dut._log.info("npu_activation lanes=%d seed=%d", self.lanes, self.seed)
 
     async def start(self):
-        await reset(self.dut, low=("s_axis_in_tvalid", "s_axis_tab_tvalid", "m_axis_res_tready"))
+        await clock_and_reset(self.dut, low=("s_axis_in_tvalid", "s_axis_tab_tvalid",
+                                             "m_axis_res_tready"))
 
     async def run_case(self, label, x, table, stall):
         self.driver.set_backpressure(self.rng, stall)
@@ -92,14 +93,13 @@ async def throughput(dut):
     await tb.driver.load_table(table)
     beats = env_int("NPU_PERF_BEATS", 512)
     x = tb.rng.integers(-128, 128, (beats, tb.lanes), dtype=np.int8)
-    tb.in_log.clear()
-    tb.out_log.clear()
+    tb.handshakes.clear()
     await tb.run_case("throughput", x, table, 0.0)
-    tin, tout = steady_throughput(tb.in_log.cycles), steady_throughput(tb.out_log.cycles)
+    cycles_in, cycles_out = tb.handshakes["s_axis_in"], tb.handshakes["m_axis_res"]
+    tin, tout = steady_throughput(cycles_in), steady_throughput(cycles_out)
     dut._log.info("activation throughput: %d beats x %d lanes, in %.3f / out %.3f beats per "
                   "cycle (= elements per lane per cycle), latency %d cycle(s) (seed=%d)",
-                  beats, tb.lanes, tin, tout, tb.out_log.cycles[0] - tb.in_log.cycles[0],
-                  tb.seed)
+                  beats, tb.lanes, tin, tout, cycles_out[0] - cycles_in[0], tb.seed)
     report({"unit": "activation", "lanes": tb.lanes, "beats": beats, "in": tin, "out": tout,
-            "latency": tb.out_log.cycles[0] - tb.in_log.cycles[0]})
+            "latency": cycles_out[0] - cycles_in[0]})
     assert tin == 1.0 and tout == 1.0, f"steady-state throughput below 1 (seed={tb.seed})"

@@ -1,7 +1,7 @@
 """cocotb test of attention on ``npu_top`` (:mod:`npu.attention`): every case's output
 against ``golden.attention`` bit for bit, under random backpressure on both AXI streams, with
 the error against float64 attention reported (cosine similarity, max abs error). Run through
-:mod:`sim.runner` (tests/test_sim_attention.py); parameters by environment:
+:mod:`flow.simulate` (tests/test_sim_attention.py); parameters by environment:
 
 * ``ATT_CONFIG``: JSON of the hardware configuration the Verilog was built with;
 * ``ATT_CASES``: JSON list of cases ``{"S", "d", "heads", "causal", "kv_len", "v_dim",

@@ -1,5 +1,5 @@
 """cocotb tests of ``npu_top``: whole models on the RTL against the golden integer inference,
-and the error and reset paths. Run through :mod:`sim.runner`; parameters by environment:
+and the error and reset paths. Run through :mod:`flow.simulate`; parameters by environment:
 
 * ``NPU_CONFIG``: JSON of the hardware configuration the Verilog was built with;
 * ``NPU_MODEL``: model file (:mod:`golden.model` format); ``NPU_IMAGES``: ``.npz`` with an int8

@@ -1,4 +1,4 @@
-"""cocotb tests of ``npu_pooling``; run through :mod:`sim.runner`.
+"""cocotb tests of ``npu_pooling``; run through :mod:`flow.simulate`.
 
 Environment: ``NPU_LANES``, ``NPU_MAX_H``, ``NPU_MAX_W``, ``NPU_MAX_C``, ``NPU_MAX_K``,
 ``NPU_SLOTS`` (the parameters the Verilog was built with), ``NPU_SEED``, ``NPU_COUNT`` (random
@@ -13,9 +13,9 @@ import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
 from hw.pooling import MODE_AVG, MODE_MAX, Pooling
+from sim.bus import HandshakeLog, clock_and_reset
 from sim.pooling_env import PoolCase, PoolDriver, PoolMonitor, PoolScoreboard
-from sim.vector_env import (HandshakeLog, env_int, longest_burst, report, reset,
-                             steady_throughput, within)
+from sim.vector_env import env_int, longest_burst, report, steady_throughput, within
 
 
 class Bench:
@@ -36,13 +36,12 @@ class Bench:
         self.driver = PoolDriver(dut, self.lanes)
         self.monitor = PoolMonitor(dut, self.lanes)
         self.scoreboard = PoolScoreboard(self.seed)
-        self.in_log = HandshakeLog(dut, "s_axis_in")
-        self.out_log = HandshakeLog(dut, "m_axis_out")
+        self.handshakes = HandshakeLog(dut, "s_axis_in", "m_axis_out")
         dut._log.info("npu_pooling lanes=%d max %dx%dx%d max_k=%d slots=%d seed=%d", self.lanes,
                       self.max_h, self.max_w, self.max_c, self.max_k, self.slots, self.seed)
 
     async def start(self):
-        await reset(self.dut, low=("s_axis_in_tvalid", "m_axis_out_tready"))
+        await clock_and_reset(self.dut, low=("s_axis_in_tvalid", "m_axis_out_tready"))
 
     async def run_case(self, label, case, stall):
         n, h, w, c = case.x.shape
@@ -159,13 +158,13 @@ async def throughput(dut):
         images = 2 if n == 0 else 1                 # the first: two images back to back
         x = tb.rng.integers(-128, 128, (images, h, w, c), dtype=np.int8)
         case = PoolCase(x, k, s, p, mode, 3)
-        tb.in_log.clear()
-        tb.out_log.clear()
+        tb.handshakes.clear()
         await tb.run_case(f"throughput {case.describe()}", case, 0.0)
-        beats = len(tb.in_log.cycles)
-        tin = steady_throughput(tb.in_log.cycles)
-        burst = longest_burst(tb.in_log.cycles)
-        span = tb.out_log.cycles[-1] - tb.in_log.cycles[0] + 1
+        cycles_in = tb.handshakes["s_axis_in"]
+        beats = len(cycles_in)
+        tin = steady_throughput(cycles_in)
+        burst = longest_burst(cycles_in)
+        span = tb.handshakes.span("s_axis_in", "m_axis_out")
         dut._log.info("pooling throughput %s: %d input beats x %d lanes; whole image %.3f beats "
                       "per cycle, longest burst %d beats at 1 beat per cycle (a row is %d beats), "
                       "%d cycles first input to last output (seed=%d)", case.describe(), beats,

@@ -1,4 +1,4 @@
-"""cocotb tests of ``npu_requant``; run through :mod:`sim.runner`.
+"""cocotb tests of ``npu_requant``; run through :mod:`flow.simulate`.
 
 Environment: ``NPU_LANES`` (lanes the Verilog was built for), ``NPU_SEED``, ``NPU_COUNT``
 (random cases, default 100), ``NPU_PERF_BEATS`` (beats of the throughput run).
@@ -9,8 +9,9 @@ import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from golden.quant import INT32_MAX, INT32_MIN, MAX_SHIFT, MIN_SHIFT
+from sim.bus import HandshakeLog, clock_and_reset
 from sim.requant_env import RequantCase, RequantDriver, RequantMonitor, RequantScoreboard
-from sim.vector_env import HandshakeLog, env_int, report, reset, steady_throughput, within
+from sim.vector_env import env_int, report, steady_throughput, within
 
 
 class Bench:
@@ -22,13 +23,12 @@ class Bench:
         self.driver = RequantDriver(dut, self.lanes)
         self.monitor = RequantMonitor(dut, self.lanes)
         self.scoreboard = RequantScoreboard(self.seed)
-        self.in_log = HandshakeLog(dut, "s_axis_acc")
-        self.out_log = HandshakeLog(dut, "m_axis_res")
+        self.handshakes = HandshakeLog(dut, "s_axis_acc", "m_axis_res")
         dut._log.info("npu_requant lanes=%d seed=%d", self.lanes, self.seed)
 
     async def start(self):
-        await reset(self.dut, low=("s_axis_acc_tvalid", "s_axis_par_tvalid",
-                                   "m_axis_res_tready"))
+        await clock_and_reset(self.dut, low=("s_axis_acc_tvalid", "s_axis_par_tvalid",
+                                             "m_axis_res_tready"))
 
     async def run_case(self, label, case, stall):
         self.driver.set_backpressure(self.rng, stall)
@@ -105,11 +105,11 @@ async def throughput(dut):
     case = RequantCase(tb.rng.integers(-(1 << 20), 1 << 20, (beats, tb.lanes), dtype=np.int32),
                        case.bias[:1].repeat(tb.lanes), case.m0[:1].repeat(tb.lanes),
                        case.shift[:1].repeat(tb.lanes), case.zero_point)
-    tb.in_log.clear()
-    tb.out_log.clear()
+    tb.handshakes.clear()
     await tb.run_case("throughput", case, 0.0)
-    tin, tout = steady_throughput(tb.in_log.cycles), steady_throughput(tb.out_log.cycles)
-    latency = tb.out_log.cycles[0] - tb.in_log.cycles[0]
+    cycles_in, cycles_out = tb.handshakes["s_axis_acc"], tb.handshakes["m_axis_res"]
+    tin, tout = steady_throughput(cycles_in), steady_throughput(cycles_out)
+    latency = cycles_out[0] - cycles_in[0]
     dut._log.info("requant throughput: %d beats x %d lanes, in %.3f / out %.3f beats per cycle "
                   "(= elements per lane per cycle), latency %d cycles (seed=%d)",
                   beats, tb.lanes, tin, tout, latency, tb.seed)

@@ -1,4 +1,4 @@
-"""cocotb tests of ``npu_softmax`` (the streaming softmax unit); run through :mod:`sim.runner`.
+"""cocotb tests of ``npu_softmax`` (the streaming softmax unit); run through :mod:`flow.simulate`.
 
 Parameters come from the environment (set by the runner):
 
@@ -14,10 +14,10 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, with_timeout
 
 from golden.softmax import random_logits, softmax_params
+from sim.bus import HandshakeLog, clock_and_reset
 from sim.softmax_env import ProbMonitor, SoftmaxDriver, SoftmaxScoreboard
 
 #: Input scales the random test draws from (a batch shares one scale).
@@ -37,17 +37,12 @@ class Bench:
         self.driver = SoftmaxDriver(dut, self.max_len)
         self.monitor = ProbMonitor(dut)
         self.scoreboard = SoftmaxScoreboard(self.seed)
+        self.vector_ends = HandshakeLog(dut, "m_axis_y", frames=True)
         dut._log.info("npu_softmax L_max=%d, seed=%d", self.max_len, self.seed)
 
     async def start(self):
-        cocotb.start_soon(Clock(self.dut.clk, 10, unit="ns").start())
-        self.dut.rst.value = 1
-        self.dut.s_axis_x_tvalid.value = 0
-        self.dut.m_axis_y_tready.value = 0
         self.driver.configure(softmax_params(0.1))
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
+        await clock_and_reset(self.dut, low=("s_axis_x_tvalid", "m_axis_y_tready"))
 
     async def run_batch(self, label, vectors, scale, stall=0.0, expect=None):
         """Send ``vectors`` back to back, check every output frame; the unit is empty after.
@@ -64,8 +59,8 @@ class Bench:
             8 if stall else 2)
         for n, v in enumerate(expect):
             got = await with_timeout(self.monitor.receive(), budget * 10, "ns")
-            self.scoreboard.check(f"{label} vector {n} (scale {scale:g}, stall {stall})", v,
-                                  params, got)
+            self.scoreboard.check_case(f"{label} vector {n} (scale {scale:g}, stall {stall})",
+                                       v, params, got)
         await self.driver.src.wait()
 
 
@@ -142,9 +137,9 @@ async def throughput(dut):
     records = []
     for L in lens:
         vectors = [random_logits(tb.rng, L) for _ in range(count)]
-        first = len(tb.monitor.tlast_cycles)
+        tb.vector_ends.clear()
         await tb.run_batch(f"throughput L={L}", vectors, 0.1, 0.0)
-        done = tb.monitor.tlast_cycles[first:first + count]
+        done = tb.vector_ends["m_axis_y"]
         # steady state: skip the first vector (pipeline fill)
         per_vector = (done[-1] - done[1]) / (count - 2)
         records.append({"length": L, "cycles_per_vector": per_vector,
@@ -164,7 +159,7 @@ def main(argv=None):
     import tempfile
     from pathlib import Path
 
-    from sim.runner import missing_simulator, run
+    from flow.simulate import missing_simulator, run
 
     ap = argparse.ArgumentParser(description="Steady-state throughput of npu_softmax.")
     ap.add_argument("--max-len", type=int, default=256)

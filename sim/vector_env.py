@@ -1,56 +1,28 @@
 """Shared verification pieces of the vector units (requantizer, activation LUT, pooling).
 
-* :func:`source` / :func:`sink`: cocotbext-axi endpoints on a ``s_axis_xxx``/``m_axis_xxx``
-  prefix, quiet at INFO level;
-* :class:`HandshakeLog`: cycle numbers of every handshake on a stream, for throughput;
-* :func:`steady_throughput`: beats per cycle between the first and last handshake of a burst;
-* :class:`Scoreboard`: bit-exact comparison with the golden model, messages carry the seed;
-* :func:`pack` / :func:`unpack`: NumPy lanes <-> little-endian AXI4-Stream bytes.
+* :func:`steady_throughput` / :func:`longest_burst`: beats per cycle between the first and
+  last handshake of a burst (cycles from a :class:`sim.bus.HandshakeLog`), longest run at one
+  beat per cycle;
+* :func:`within`: a timeout that fails naming the case and the seed;
+* :func:`pack` / :func:`unpack`: NumPy lanes <-> little-endian AXI4-Stream bytes;
+* :func:`env_int`, :func:`report`: the testbench parameters and the throughput records.
 
-Backpressure uses the seeded pause generators of :mod:`sim.gemm_env`.
+Endpoints, backpressure, reset and handshake logs are those of :mod:`sim.bus`; the
+scoreboards derive from :class:`sim.scoreboard.Scoreboard`.
 """
 
 import json
 import os
 
-import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, SimTimeoutError, with_timeout
-from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
+from cocotb.triggers import SimTimeoutError, with_timeout
 
-from sim.gemm_env import _quiet, set_pause
-
-__all__ = ["env_int", "source", "sink", "reset", "HandshakeLog", "steady_throughput",
-           "longest_burst", "within",
-           "Scoreboard", "pack", "unpack", "set_pause", "report"]
+__all__ = ["env_int", "steady_throughput", "longest_burst", "within", "pack", "unpack",
+           "report"]
 
 
 def env_int(name, default):
     return int(os.environ.get(name, default))
-
-
-def source(dut, prefix):
-    _quiet(dut, prefix)
-    return AxiStreamSource(AxiStreamBus.from_prefix(dut, prefix), dut.clk, dut.rst)
-
-
-def sink(dut, prefix):
-    _quiet(dut, prefix)
-    return AxiStreamSink(AxiStreamBus.from_prefix(dut, prefix), dut.clk, dut.rst)
-
-
-async def reset(dut, low=(), high=()):
-    """Start the clock and hold reset for 3 cycles; ``low``/``high``: inputs to drive first."""
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    for name in low:
-        getattr(dut, name).value = 0
-    for name in high:
-        getattr(dut, name).value = 1
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
 
 
 async def within(coro, budget_ns, what, seed):
@@ -59,29 +31,6 @@ async def within(coro, budget_ns, what, seed):
         return await with_timeout(coro, budget_ns, "ns")
     except SimTimeoutError:
         raise AssertionError(f"{what}: no result within {budget_ns} ns (seed={seed})") from None
-
-
-class HandshakeLog:
-    """Records the cycle number of every handshake on the AXI4-Stream ``prefix``."""
-
-    def __init__(self, dut, prefix, clock_counter=None):
-        self.valid = getattr(dut, f"{prefix}_tvalid")
-        self.ready = getattr(dut, f"{prefix}_tready")
-        self.clk = dut.clk
-        self.cycles = []
-        cocotb.start_soon(self._run())
-
-    def clear(self):
-        self.cycles = []
-
-    async def _run(self):
-        edge = RisingEdge(self.clk)
-        n = 0
-        while True:
-            await edge
-            n += 1
-            if self.valid.value and self.ready.value:
-                self.cycles.append(n)
 
 
 def steady_throughput(cycles):
@@ -99,29 +48,6 @@ def longest_burst(cycles):
         run = run + 1 if b == a + 1 else 1
         best = max(best, run)
     return best
-
-
-class Scoreboard:
-    def __init__(self, unit, seed):
-        self.unit = unit
-        self.seed = seed
-        self.checked = 0
-        self.elements = 0
-
-    def check(self, label, got, want):
-        got = np.asarray(got)
-        want = np.asarray(want)
-        if got.shape != want.shape:
-            raise AssertionError(f"{self.unit} {label}: shape {got.shape}, expected "
-                                 f"{want.shape} (seed={self.seed})")
-        if not np.array_equal(got, want):
-            bad = np.argwhere(got != want)
-            idx = tuple(int(v) for v in bad[0])
-            raise AssertionError(
-                f"{self.unit} {label}: {len(bad)} of {want.size} elements differ, first at "
-                f"{idx}: got {got[idx]}, expected {want[idx]} (seed={self.seed})")
-        self.checked += 1
-        self.elements += want.size
 
 
 def pack(rows, dtype):

@@ -73,6 +73,7 @@ def test_standalone_activation_refused():
     ({"rows": 0}, "rows"), ({"cols": 65}, "cols"), ({"act_depth": 8}, "act_depth"),
     ({"imem_depth": 1024}, "imem_depth"), ({"param_depth": 0}, "param_depth"),
     ({"softmax_max_len": 0}, "softmax_max_len"), ({"wgt_depth": "1k"}, "wgt_depth"),
+    ({"wgt_dpeth": 512}, "unknown NpuConfig parameter .wgt_dpeth.; known: rows, cols,"),
 ])
 def test_npu_config_refuses(kwargs, name):
     with pytest.raises(ValueError, match=name):

@@ -1,4 +1,4 @@
-"""Byte-level checks of sim/fst_lz4, the literals-only LZ4 block encoder that lets Verilator write
+"""Byte-level checks of flow/fst_lz4, the literals-only LZ4 block encoder that lets Verilator write
 FST traces without liblz4-dev. The encoder is compiled with gcc and loaded with ctypes; its output
 is decoded by a small LZ4 block decoder written here from the format description."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SHIM = Path(__file__).resolve().parent.parent / "sim" / "fst_lz4"
+SHIM = Path(__file__).resolve().parent.parent / "flow" / "fst_lz4"
 SIZES = (0, 1, 14, 15, 16, 269, 270, 300000)
 
 
@@ -56,7 +56,7 @@ def decode_block(block, expected_size):
 def lz4(tmp_path_factory):
     gcc = shutil.which("gcc")
     if gcc is None:
-        pytest.skip("gcc not found: the FST lz4 shim (sim/fst_lz4/lz4.c) cannot be compiled here")
+        pytest.skip("gcc not found: the FST lz4 shim (flow/fst_lz4/lz4.c) cannot be compiled here")
     lib = tmp_path_factory.mktemp("lz4") / "liblz4shim.so"
     subprocess.run([gcc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-fPIC", "-shared",
                     str(SHIM / "lz4.c"), "-o", str(lib)], check=True)

@@ -4,7 +4,7 @@ conflict flag."""
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from amaranth.sim import Simulator  # ports, not streams: driven directly
 
 from hw.act_memory import READ_LATENCY, ActMemory, act_location, banks, conflict_free
 

@@ -2,66 +2,33 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden.activation import DEFAULT_QPARAMS, activation_table, apply_table
 from hw.activation import ActivationLUT
+from sim.amaranth_streams import Stalls, as_array, frame, receive, send, simulate
 
-
-
-def run_bounded(sim, cycles):
-    """Run until every testbench has finished, failing after ``cycles`` clock cycles."""
-    steps = 0
-    while sim.advance():
-        steps += 1
-        assert steps < 2 * cycles + 10, f"simulation still running after {cycles} cycles"
 
 def run_lut(lanes, jobs, seed, stall=0.3, init=None):
     """jobs: list of (table or None, x (M, lanes) int8). Returns list of outputs."""
     dut = ActivationLUT(lanes, init)
-    rng = np.random.default_rng(seed)
     out = []
 
     async def feed(ctx):
+        stalls = Stalls(stall, [seed, 0])
         for n, (table, x) in enumerate(jobs):
-            ctx.set(dut.input.valid, 0)
             while len(out) < n:                     # previous job drained
                 await ctx.tick()
             if table is not None:
-                for idx, v in enumerate(table.tolist()):
-                    ctx.set(dut.table.payload, {"index": idx, "value": v})
-                    ctx.set(dut.table.valid, 1)
-                    await ctx.tick().until(dut.table.ready)
-                ctx.set(dut.table.valid, 0)
-            for r in range(x.shape[0]):
-                while rng.random() < stall:
-                    ctx.set(dut.input.valid, 0)
-                    await ctx.tick()
-                ctx.set(dut.input.payload, {"data": x[r].tolist(), "last": int(r == len(x) - 1)})
-                ctx.set(dut.input.valid, 1)
-                await ctx.tick().until(dut.input.ready)
-        ctx.set(dut.input.valid, 0)
+                await send(ctx, dut.table, [{"index": idx, "value": v}
+                                            for idx, v in enumerate(table.tolist())])
+            await send(ctx, dut.input, frame(x.tolist()), stalls)
 
     async def collect(ctx):
+        stalls = Stalls(stall, [seed, 1])
         for _, x in jobs:
-            rows = []
-            for r in range(x.shape[0]):
-                while rng.random() < stall:
-                    ctx.set(dut.result.ready, 0)
-                    await ctx.tick()
-                ctx.set(dut.result.ready, 1)
-                payload, = await ctx.tick().sample(dut.result.payload).until(dut.result.valid)
-                assert payload.last == (r == x.shape[0] - 1)
-                rows.append([int(v) for v in payload.data])
-            out.append(np.array(rows, np.int8))
+            out.append(as_array(await receive(ctx, dut.result, len(x), stalls), dtype=np.int8))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(feed)
-    sim.add_testbench(collect)
-    cycles = sum(300 + 10 * len(x) for _, x in jobs)
-    run_bounded(sim, cycles)
-    assert len(out) == len(jobs)
+    simulate(dut, feed, collect, cycles=sum(300 + 10 * len(x) for _, x in jobs))
     return out
 
 

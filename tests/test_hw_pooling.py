@@ -2,30 +2,20 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden.pooling import avg_pool2d, max_pool2d
 from hw.pooling import CONFIG_LATENCY, MODE_AVG, MODE_MAX, Pooling
+from sim.amaranth_streams import Stalls, as_array, frame, receive, send, simulate
 
-
-
-def run_bounded(sim, cycles):
-    """Run until every testbench has finished, failing after ``cycles`` clock cycles."""
-    steps = 0
-    while sim.advance():
-        steps += 1
-        assert steps < 2 * cycles + 10, f"simulation still running after {cycles} cycles"
 
 def run_pool(dut, x, k, s, p, mode, zp, seed, stall=0.3, limit=20000, cfg_cycles=0):
-    """Pool NHWC ``x`` (N images) on ``dut``; returns (N, Ho, Wo, C) int8 and the error flag."""
+    """Pool NHWC ``x`` (N images) on ``dut``; returns (N, Ho, Wo, C) int8."""
     n, h, w, c = x.shape
     L = dut.lanes
     G = -(-c // L)
     ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    rng = np.random.default_rng(seed)
     xp = np.zeros((n, h, w, G * L), np.int8)
     xp[..., :c] = x
-    beats = xp.reshape(n, h * w * G, L)
     out = []
 
     async def feed(ctx):
@@ -33,35 +23,17 @@ def run_pool(dut, x, k, s, p, mode, zp, seed, stall=0.3, limit=20000, cfg_cycles
                              "mode": mode, "zero_point": zp})
         for _ in range(cfg_cycles):
             await ctx.tick()
-        for img in beats:
-            for i, b in enumerate(img):
-                while rng.random() < stall:
-                    ctx.set(dut.input.valid, 0)
-                    await ctx.tick()
-                ctx.set(dut.input.payload, {"data": b.tolist(), "last": int(i == len(img) - 1)})
-                ctx.set(dut.input.valid, 1)
-                await ctx.tick().until(dut.input.ready)
-        ctx.set(dut.input.valid, 0)
+        stalls = Stalls(stall, [seed, 0])
+        for img in xp.reshape(n, h * w * G, L):
+            await send(ctx, dut.input, frame(img.tolist()), stalls)
 
     async def collect(ctx):
+        stalls = Stalls(stall, [seed, 1])
         for _ in range(n):
-            rows = []
-            for i in range(ho * wo * G):
-                while rng.random() < stall:
-                    ctx.set(dut.result.ready, 0)
-                    await ctx.tick()
-                ctx.set(dut.result.ready, 1)
-                payload, = await ctx.tick().sample(dut.result.payload).until(dut.result.valid)
-                assert payload.last == (i == ho * wo * G - 1), f"last at beat {i}"
-                rows.append([int(v) for v in payload.data])
-            out.append(np.array(rows, np.int8).reshape(ho, wo, G * L)[..., :c])
+            beats = as_array(await receive(ctx, dut.result, ho * wo * G, stalls), dtype=np.int8)
+            out.append(beats.reshape(ho, wo, G * L)[..., :c])
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(feed)
-    sim.add_testbench(collect)
-    run_bounded(sim, limit)
-    assert len(out) == n, f"only {len(out)} of {n} images came out"
+    simulate(dut, feed, collect, cycles=limit)
     return np.stack(out)
 
 
@@ -188,27 +160,14 @@ def test_pysim_back_to_back_reconfigure():
     async def feed(ctx):
         for cfg, img, _, _ in frames:
             ctx.set(dut.config, cfg)
-            for i, b in enumerate(img):
-                ctx.set(dut.input.payload, {"data": b.tolist(), "last": int(i == len(img) - 1)})
-                ctx.set(dut.input.valid, 1)
-                await ctx.tick().until(dut.input.ready)
-        ctx.set(dut.input.valid, 0)
+            await send(ctx, dut.input, frame(img.tolist()))
 
     async def collect(ctx):
-        ctx.set(dut.result.ready, 1)
         for _, _, wimg, G in frames:
             ho, wo, c = wimg.shape
-            beats = []
-            for i in range(ho * wo * G):
-                payload, = await ctx.tick().sample(dut.result.payload).until(dut.result.valid)
-                assert payload.last == (i == ho * wo * G - 1)
-                beats.append([int(v) for v in payload.data])
-            got.append(np.array(beats, np.int8).reshape(ho, wo, G * 4)[..., :c])
+            beats = as_array(await receive(ctx, dut.result, ho * wo * G), dtype=np.int8)
+            got.append(beats.reshape(ho, wo, G * 4)[..., :c])
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(feed)
-    sim.add_testbench(collect)
-    run_bounded(sim, 4000)
+    simulate(dut, feed, collect, cycles=4000)
     for n, ((_, _, wimg, _), g) in enumerate(zip(frames, got)):
         np.testing.assert_array_equal(g, wimg, err_msg=f"frame {n}")

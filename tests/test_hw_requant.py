@@ -2,67 +2,32 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden.quant import (INT32_MAX, INT32_MIN, MAX_SHIFT, MIN_SHIFT, requantize,
                           rounding_divide_by_pot, saturating_rounding_doubling_high_mul)
 from hw.requantizer import Requantizer
+from sim.amaranth_streams import Stalls, as_array, frame, receive, send, simulate
 
-
-
-def run_bounded(sim, cycles):
-    """Run until every testbench has finished, failing after ``cycles`` clock cycles."""
-    steps = 0
-    while sim.advance():
-        steps += 1
-        assert steps < 2 * cycles + 10, f"simulation still running after {cycles} cycles"
 
 def run_requant(lanes, frames, seed, stall=0.3):
     """frames: list of (acc (M, lanes) int32, params dict). Returns list of (M, lanes) int8."""
     dut = Requantizer(lanes)
-    rng = np.random.default_rng(seed)
     out = []
 
     async def feed(ctx):
+        stalls = Stalls(stall, [seed, 0])
         for acc, _ in frames:
-            for r in range(acc.shape[0]):
-                while rng.random() < stall:
-                    ctx.set(dut.acc.valid, 0)
-                    await ctx.tick()
-                ctx.set(dut.acc.payload, {"data": acc[r].tolist(),
-                                          "last": int(r == acc.shape[0] - 1)})
-                ctx.set(dut.acc.valid, 1)
-                await ctx.tick().until(dut.acc.ready)
-        ctx.set(dut.acc.valid, 0)
+            await send(ctx, dut.acc, frame(acc.tolist()), stalls)
 
     async def feed_params(ctx):
-        for _, p in frames:
-            ctx.set(dut.params.payload, p)
-            ctx.set(dut.params.valid, 1)
-            await ctx.tick().until(dut.params.ready)
-        ctx.set(dut.params.valid, 0)
+        await send(ctx, dut.params, [p for _, p in frames])
 
     async def collect(ctx):
+        stalls = Stalls(stall, [seed, 1])
         for acc, _ in frames:
-            rows = []
-            for r in range(acc.shape[0]):
-                while rng.random() < stall:
-                    ctx.set(dut.result.ready, 0)
-                    await ctx.tick()
-                ctx.set(dut.result.ready, 1)
-                payload, = await ctx.tick().sample(dut.result.payload).until(dut.result.valid)
-                assert payload.last == (r == acc.shape[0] - 1)
-                rows.append([int(v) for v in payload.data])
-            out.append(np.array(rows, np.int8))
+            out.append(as_array(await receive(ctx, dut.result, len(acc), stalls), dtype=np.int8))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(feed)
-    sim.add_testbench(feed_params)
-    sim.add_testbench(collect)
-    beats = sum(a.shape[0] for a, _ in frames)
-    run_bounded(sim, (beats * 10 + 100))
-    assert len(out) == len(frames), "requantizer did not produce every frame"
+    simulate(dut, feed, feed_params, collect, cycles=sum(len(a) for a, _ in frames) * 10 + 100)
     return out
 
 

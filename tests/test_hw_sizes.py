@@ -2,12 +2,12 @@
 
 import pytest
 from amaranth.hdl import Module, Signal
-from amaranth.sim import Simulator
 
 from hw.conv_engine import SETUP_DEPS as CONV_DEPS
 from hw.pool_engine import SETUP_DEPS as POOL_DEPS
 from hw.sizes import STEP_LATENCY, ProductSteps, step_schedule
 from hw.softmax_engine import SETUP_DEPS as SOFTMAX_DEPS
+from sim.amaranth_streams import simulate
 
 
 @pytest.mark.parametrize("deps", [CONV_DEPS, POOL_DEPS, SOFTMAX_DEPS])
@@ -49,10 +49,7 @@ def _run_steps(values):
         out.update(x=ctx.get(x), y=ctx.get(y), z=ctx.get(z), w=ctx.get(w),
                    overflow=ctx.get(steps.overflow))
 
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(m, bench, cycles=steps.cycles + 10)
     return out, steps.cycles
 
 

@@ -4,64 +4,46 @@ Small max_len keeps them fast; the cocotb testbench (sim/tb_softmax.py) covers L
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 import golden.softmax as gs
 import hw.softmax as hs
 from golden.softmax import random_logits, softmax, softmax_params
 from hw.softmax import SoftmaxUnit
+from sim.amaranth_streams import Stalls, as_array, frame, receive, send, simulate
 
 
 def run_unit(vectors, params, max_len, seed, stall_in=0.0, stall_out=0.0, banks=hs.BANKS,
              extra_cycles=0):
-    """Stream ``vectors`` through the unit; returns (outputs, cycle of every output tlast)."""
+    """Stream ``vectors`` through the unit; returns (outputs, cycle of every output tlast,
+    the overflow and dropped outputs at the end)."""
     dut = SoftmaxUnit(max_len, banks)
-    rng = np.random.default_rng(seed)
-    outputs, cur, done_cycles, flags = [], [], [], {}
+    outputs, done_cycles, flags = [], [], {}
     expected = sum(1 for v in vectors if len(v) <= max_len)
     cycle = [0]
 
     async def clock_count(ctx):
-        async for _ in ctx.tick():
+        while True:
+            await ctx.tick()
             cycle[0] += 1
 
     async def feed(ctx):
         ctx.set(dut.multiplier, params.multiplier)
         ctx.set(dut.right_shift, params.right_shift)
+        stalls = Stalls(stall_in, [seed, 0])
         for vec in vectors:
-            for i, x in enumerate(vec):
-                while rng.random() < stall_in:
-                    ctx.set(dut.logits.valid, 0)
-                    await ctx.tick()
-                ctx.set(dut.logits.payload, {"data": int(x), "last": int(i == len(vec) - 1)})
-                ctx.set(dut.logits.valid, 1)
-                await ctx.tick().until(dut.logits.ready)
-        ctx.set(dut.logits.valid, 0)
+            await send(ctx, dut.logits, frame(int(x) for x in vec), stalls)
 
     async def collect(ctx):
+        stalls = Stalls(stall_out, [seed, 1])
         while len(outputs) < expected:
-            while rng.random() < stall_out:
-                ctx.set(dut.probs.ready, 0)
-                await ctx.tick()
-            ctx.set(dut.probs.ready, 1)
-            payload, = await ctx.tick().sample(dut.probs.payload).until(dut.probs.valid)
-            cur.append(int(payload.data))
-            if payload.last:
-                outputs.append(np.array(cur, np.int8))
-                done_cycles.append(cycle[0])
-                cur.clear()
-        ctx.set(dut.probs.ready, 0)
+            outputs.append(as_array(await receive(ctx, dut.probs, stalls=stalls), dtype=np.int8))
+            done_cycles.append(cycle[0])
         flags.update(overflow=ctx.get(dut.overflow), dropped=ctx.get(dut.dropped))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_process(clock_count)
-    sim.add_testbench(feed)
-    sim.add_testbench(collect)
     total = sum(len(v) for v in vectors)
     slow = 1 + 4 * max(stall_in, stall_out)
-    sim.run_until(1e-8 * ((3 * total + 60 * len(vectors)) * slow + 200 + extra_cycles))
-    assert len(outputs) == expected, f"unit produced {len(outputs)} of {expected} vectors"
+    simulate(dut, feed, collect, processes=[clock_count],
+             cycles=int((3 * total + 60 * len(vectors)) * slow + 200 + extra_cycles))
     return outputs, done_cycles, flags
 
 

@@ -4,60 +4,34 @@ Small, fast configurations; the cocotb testbench in sim/ covers the generated Ve
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from golden.gemm import gemm
 from hw.systolic import SystolicArray
+from sim.amaranth_streams import Stalls, as_array, frame, receive, send, simulate
 from sim.tiling import tile_gemm, untile
 
 
 def run_array(rows, cols, a, b, bias, seed, stall_in=0.0, stall_out=0.0, out_depth=None):
     dut = SystolicArray(rows, cols, out_depth=out_depth)
     tiles = tile_gemm(a, b, bias, rows, cols)
-    rng = np.random.default_rng(seed)
     results = []
 
     async def feed(ctx):
+        stalls = Stalls(stall_in, [seed, 0])
         for t in tiles:
-            K = t.a.shape[0]
-            for k in range(K):
-                while rng.random() < stall_in:
-                    ctx.set(dut.operands.valid, 0)
-                    await ctx.tick()
-                ctx.set(dut.operands.payload, {"a": t.a[k].tolist(), "b": t.b[k].tolist(),
-                                               "last": int(k == K - 1)})
-                ctx.set(dut.operands.valid, 1)
-                await ctx.tick().until(dut.operands.ready)
-        ctx.set(dut.operands.valid, 0)
+            await send(ctx, dut.operands, frame([{"a": ak.tolist(), "b": bk.tolist()}
+                                                 for ak, bk in zip(t.a, t.b)]), stalls)
 
     async def feed_bias(ctx):
-        for t in tiles:
-            ctx.set(dut.bias.payload, t.bias.tolist())
-            ctx.set(dut.bias.valid, 1)
-            await ctx.tick().until(dut.bias.ready)
-        ctx.set(dut.bias.valid, 0)
+        await send(ctx, dut.bias, [t.bias.tolist() for t in tiles])
 
     async def collect(ctx):
+        stalls = Stalls(stall_out, [seed, 1])
         for _ in tiles:
-            rows_ = []
-            for i in range(rows):
-                while rng.random() < stall_out:
-                    ctx.set(dut.result.ready, 0)
-                    await ctx.tick()
-                ctx.set(dut.result.ready, 1)
-                payload, = await ctx.tick().sample(dut.result.payload).until(dut.result.valid)
-                assert payload.last == (i == rows - 1)
-                rows_.append([int(x) for x in payload.data])
-            results.append(rows_)
-        ctx.set(dut.result.ready, 0)
+            results.append(as_array(await receive(ctx, dut.result, rows, stalls)))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(feed)
-    sim.add_testbench(feed_bias)
-    sim.add_testbench(collect)
-    sim.run_until(1e-8 * (len(tiles) * (a.shape[1] + rows) * 20 + 2000))
-    assert len(results) == len(tiles), "array did not produce all tiles"
+    simulate(dut, feed, feed_bias, collect,
+             cycles=len(tiles) * (a.shape[1] + rows) * 20 + 2000)
     return untile(tiles, results, a.shape[0], b.shape[1])
 
 

@@ -1,58 +1,34 @@
 """SystolicArray with word operands (depthwise mode): PE (i, j) multiplies lane j of row i's
-word with column j's weight, against a NumPy model; and plain GEMMs still match when every
-lane carries the same value."""
+word with column j's weight, against a NumPy model."""
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from hw.systolic import SystolicArray
+from sim.amaranth_streams import Stalls, as_array, frame, receive, send, simulate
 
 
 def run_words(rows, cols, tiles, seed, stall=0.2):
-    """tiles: list of (a (K, R, C) int8, b (K, C) int8); returns list of (R, C) int32."""
+    """tiles: list of (a (K, R, C) int8, b (K, C) int8); returns list of (R, C) int64."""
     dut = SystolicArray(rows, cols, word_operands=True)
-    rng = np.random.default_rng(seed)
     out = []
 
     async def feed(ctx):
+        stalls = Stalls(stall, [seed, 0])
         for a, b in tiles:
-            K = a.shape[0]
-            for k in range(K):
-                while rng.random() < stall:
-                    ctx.set(dut.operands.valid, 0)
-                    await ctx.tick()
-                ctx.set(dut.operands.payload, {"a": a[k].tolist(), "b": b[k].tolist(),
-                                               "last": int(k == K - 1)})
-                ctx.set(dut.operands.valid, 1)
-                await ctx.tick().until(dut.operands.ready)
-        ctx.set(dut.operands.valid, 0)
+            await send(ctx, dut.operands, frame([{"a": ak.tolist(), "b": bk.tolist()}
+                                                 for ak, bk in zip(a, b)]), stalls)
 
     async def feed_bias(ctx):
-        ctx.set(dut.bias.payload, [0] * cols)
-        ctx.set(dut.bias.valid, 1)
+        await send(ctx, dut.bias, [[0] * cols for _ in tiles])
 
     async def collect(ctx):
+        stalls = Stalls(stall, [seed, 1])
         for _ in tiles:
-            rows_ = []
-            for i in range(rows):
-                ctx.set(dut.result.ready, int(rng.random() >= stall))
-                while True:
-                    ctx.set(dut.result.ready, int(rng.random() >= stall))
-                    _, _, valid, ready, payload = await ctx.tick().sample(
-                        dut.result.valid, dut.result.ready, dut.result.payload)
-                    if valid and ready:
-                        break
-                assert payload.last == (i == rows - 1)
-                rows_.append([int(x) for x in payload.data])
-            out.append(np.array(rows_, np.int64))
+            out.append(as_array(await receive(ctx, dut.result, rows, stalls)))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(feed)
-    sim.add_testbench(feed_bias, background=True)
-    sim.add_testbench(collect)
-    sim.run()
+    simulate(dut, feed, feed_bias, collect,
+             cycles=sum(a.shape[0] + rows for a, _ in tiles) * 20 + 2000)
     return out
 
 

@@ -1,8 +1,8 @@
-"""hw.logic_depth on small hand-made netlists: the ranking and the delay model."""
+"""flow.logic_depth on small hand-made netlists: the ranking and the delay model."""
 
 import pytest
 
-from hw.logic_depth import DELAYS, deepest_paths
+from flow.logic_depth import DELAYS, deepest_paths
 
 
 def _ff(d, q):

@@ -292,7 +292,7 @@ def test_random_onnx_import_float_and_golden(seed):
 
 
 def _need_verilator():
-    from sim.runner import missing_simulator
+    from flow.simulate import missing_simulator
     problem = missing_simulator("verilator")
     if problem:
         pytest.skip(problem)

@@ -6,7 +6,7 @@ shards together cover many shapes, seeds and array sizes. JUnit XML goes to buil
 
 import pytest
 
-from sim.runner import run
+from flow.simulate import run
 
 CONFIGS = [(8, 8), (4, 4), (3, 5), (1, 1), (16, 16), (2, 7), (7, 2), (8, 1)]
 SHARDS = 20

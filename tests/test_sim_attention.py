@@ -11,7 +11,7 @@ import pytest
 from hw.isa import Op, decode
 from npu.attention import compile_attention, random_case
 from npu.perf import predict
-from sim.runner import missing_simulator, run
+from flow.simulate import missing_simulator, run
 
 # Same build as tests/test_sim_npu.py (default configuration, 8 x 8 array).
 CONFIG = {"rows": 8, "cols": 8}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sim.runner import missing_simulator, run
+from flow.simulate import missing_simulator, run
 
 # (rows, cols, random GEMMs): >= 200 random GEMMs on Verilator in `make test`.
 VERILATOR_CONFIGS = [(8, 8, 150), (3, 5, 40), (1, 1, 15)]

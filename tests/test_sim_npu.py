@@ -13,7 +13,7 @@ from golden.ptq import activation_qparams, quantize_model
 from hw.isa import Op, decode
 from npu.compiler import compile_model
 from npu.perf import predict
-from sim.runner import missing_simulator, run
+from flow.simulate import missing_simulator, run
 
 # Per-opcode tolerance of the cycle model in cycles: none, every instruction must agree.
 APPROXIMATE = {}

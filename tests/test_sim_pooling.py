@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sim.runner import missing_simulator, run
+from flow.simulate import missing_simulator, run
 
 # Small line buffers keep the random sweep fast; FULL is the default generator configuration
 # (32 x 32 x 64 images, kernels up to 32 so 32 x 32 global pooling fits).

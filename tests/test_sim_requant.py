@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sim.runner import missing_simulator, run
+from flow.simulate import missing_simulator, run
 
 LANES = 4
 

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from hw.softmax import DIV_STEPS
-from sim.ecp5_models import run_ecp5_build
-from sim.runner import missing_simulator, run
+from flow.ecp5_models import run_ecp5_build
+from flow.simulate import missing_simulator, run
 
 MAXLEN = 256
 
@@ -79,7 +79,7 @@ def test_icarus_ecp5_primitives(tmp_path, sim_seed):
     sim = "icarus"
     if missing_simulator(sim):
         pytest.skip(missing_simulator(sim))
-    from hw.verilog import cached_verilog
+    from flow.verilog import cached_verilog
     seed = sim_seed(43)
     vpath, top = cached_verilog("softmax", max_len=MAXLEN, dsp="ecp5")
     text = vpath.read_text()

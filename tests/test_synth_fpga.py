@@ -1,7 +1,7 @@
 """FPGA flow checks that stay fast (no place-and-route; that is `make synth`).
 
 * one PE costs one DSP and few LUTs on ECP5 and iCE40 (Yosys synth_ecp5 / synth_ice40 alone);
-* the timing harness of hw.fpga wires every port of the design;
+* the timing harness of flow.fpga wires every port of the design;
 * the ECP5 array (MULT18X18D instances, simulated with a behavioural model of the primitive in
   the configuration hw.pe uses) gives bit-exact results in exactly the same cycle counts as
   the generic array that all other simulations use.
@@ -11,11 +11,11 @@ import json
 
 import pytest
 
-from hw.fpga import does_not_fit, harness_verilog, pe_cost, verilog_ports
+from flow.fpga import does_not_fit, harness_verilog, pe_cost, verilog_ports
 from hw.pe import ProcessingElement
-from hw.verilog import cached_verilog
-from sim.ecp5_models import ecp5_models, run_ecp5_build
-from sim.runner import TIMESCALE, missing_simulator, run
+from flow.verilog import cached_verilog
+from flow.ecp5_models import ecp5_models, run_ecp5_build
+from flow.simulate import TIMESCALE, missing_simulator, run
 
 
 def test_pe_cost_ecp5():
@@ -34,7 +34,7 @@ def test_pe_cost_ice40():
 
 
 def _stat(top, mults, cell):
-    # The shape of Yosys 0.70 `stat` output, as hw.fpga parses it.
+    # The shape of Yosys 0.70 `stat` output, as flow.fpga parses it.
     return (f"=== fpga_harness ===\n\n      321 cells\n       37   LUT4\n\n"
             f"=== {top} ===\n\n    51672 cells\n     5790   CCU2C\n"
             f"     {mults}   {cell}\n    25739   TRELLIS_FF\n")
@@ -75,7 +75,7 @@ def test_ecp5_array_matches_generic_cycle_for_cycle(sim, tmp_path):
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
-    from sim.runner import _apply_env
+    from flow.simulate import apply_tool_env
     rows, cols = 3, 2
     env = {"NPU_ROWS": rows, "NPU_COLS": cols, "NPU_SEED": 11,
            "NPU_SHAPES": "7x5x5,3x1x4,6x12x2"}
@@ -88,7 +88,7 @@ def test_ecp5_array_matches_generic_cycle_for_cycle(sim, tmp_path):
     vpath, top = cached_verilog("gemm", rows=rows, cols=cols, dsp="ecp5")
     model = tmp_path / "ecp5_models.v"
     model.write_text(ecp5_models())
-    _apply_env(sim)
+    apply_tool_env(sim)
     runner = get_runner(sim)
     args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL"] \
         if sim == "verilator" else []

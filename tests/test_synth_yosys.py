@@ -1,7 +1,7 @@
 """The Verilog of `make verilog` synthesizes in Yosys (generic `synth`), not only simulates."""
 
-from hw.synth import yosys_generic_stat
-from hw.verilog import cached_verilog
+from flow.synth import yosys_generic_stat
+from flow.verilog import cached_verilog
 
 
 def test_gemm_2x2_synthesizes():

@@ -1,12 +1,12 @@
 """Scaling table of the GEMM array: resources, Fmax, generation/build times, simulation speed.
 
-``python -m hw.scaling --sizes 4,8,16,32`` measures, for each square R x R ``npu_gemm``:
+``npu scaling --sizes 4,8,16,32`` measures, for each square R x R ``npu_gemm``:
 
 * Verilog generation time (Amaranth elaboration + ``verilog.convert``, in this process);
 * ECP5-85F resources of the design (Yosys ``synth_ecp5``, design apart from the timing
-  harness) and post-route Fmax (nextpnr-ecp5, via :mod:`hw.fpga`) when its R*R MULT18X18D fit
+  harness) and post-route Fmax (nextpnr-ecp5, via :mod:`flow.fpga`) when its R*R MULT18X18D fit
   the device's 156; larger arrays are synthesized only (no Fmax);
-* Verilator build time (a fresh build with the flags of :func:`sim.runner.build`);
+* Verilator build time (a fresh build with the flags of :func:`flow.simulate.build`);
 * simulation speed in clock cycles per second of wall time, under Verilator and Icarus, running
   the cocotb GEMM testbench (``sim.tb_gemm`` ``perf_gemms``, no backpressure, one
   2R x K x 2R GEMM): simulated time / wall time of the test as cocotb reports them in
@@ -21,11 +21,12 @@ Verilog (same hash) is reused unless ``--fresh`` is given.
 import argparse
 import json
 import shutil
-import sys
 import time
 import xml.etree.ElementTree as ET
 
-from .verilog import ROOT, cached_verilog, generate
+from hw.verilog import generate
+
+from .verilog import ROOT, cached_verilog
 
 OUT = ROOT / "build" / "scaling"
 CLOCK_NS = 10             # the testbench's clock period
@@ -38,19 +39,19 @@ def _verilog_time(n):
 
 
 def _fresh_verilator_build(n):
-    """Seconds for a from-scratch Verilator build, same flags as sim.runner.build."""
+    """Seconds for a from-scratch Verilator build, same flags as flow.simulate.build."""
     from cocotb_tools.runner import get_runner
 
-    from sim.runner import TIMESCALE, _apply_env
+    from .simulate import TIMESCALE, VERILATOR_ARGS, apply_tool_env
     vpath, top = cached_verilog("gemm", rows=n, cols=n)
     build_dir = OUT / f"verilator-{n}x{n}"
     if build_dir.exists():
         shutil.rmtree(build_dir)
-    _apply_env("verilator")
-    args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-O3"]
+    apply_tool_env("verilator")
     t0 = time.perf_counter()
     get_runner("verilator").build(sources=[vpath], hdl_toplevel=top, build_dir=build_dir,
-                                  build_args=args, timescale=TIMESCALE, always=True,
+                                  build_args=list(VERILATOR_ARGS), timescale=TIMESCALE,
+                                  always=True,
                                   log_file=OUT / f"verilator-{n}x{n}.build.log")
     seconds = time.perf_counter() - t0
     shutil.rmtree(build_dir, ignore_errors=True)
@@ -58,7 +59,7 @@ def _fresh_verilator_build(n):
 
 
 def _sim_speed(n, sim, k):
-    from sim.runner import missing_simulator, run
+    from .simulate import missing_simulator, run
     problem = missing_simulator(sim)
     if problem:
         return {"error": problem}
@@ -90,7 +91,7 @@ def _fpga(n, fresh, freq):
     path = output_path(probe)
     if not fresh and path.exists():
         old = json.loads(path.read_text())
-        # A result is final when placed, or when hw.fpga refused to place it (too many DSPs).
+        # A result is final when placed, or when flow.fpga refused to place it (too many DSPs).
         if old.get("verilog_sha256") == sha and (old.get("placed") or old.get("not_placed")):
             old["reused"] = str(path.relative_to(ROOT))
             return old
@@ -100,7 +101,7 @@ def _fpga(n, fresh, freq):
     return r
 
 
-def measure(n, args):
+def measure(n: int, args: argparse.Namespace) -> dict:
     row = {"rows": n, "cols": n, "pes": n * n}
     print(f"== {n}x{n}", flush=True)
     row["verilog_s"], row["verilog_lines"] = _verilog_time(n)
@@ -117,7 +118,7 @@ def measure(n, args):
             "nextpnr_s": r["seconds"]["nextpnr"], "reused": r.get("reused")}
         print(f"   ecp5: {row['ecp5']}", flush=True)
     if not args.no_sim:
-        from sim.runner import build
+        from .simulate import build
         # The runner's cached build is reused by the speed runs; if it had to be made now,
         # that was a fresh build and its time counts, else time a fresh one elsewhere.
         _, _, seconds = build("gemm", {"rows": n, "cols": n}, "verilator")
@@ -132,7 +133,7 @@ def measure(n, args):
     return row
 
 
-def markdown(rows):
+def markdown(rows: list[dict]) -> str:
     head = ["array", "PEs", "LUT4 + CCU2C (LUT4-eq)", "LUT4-eq/PE", "FF", "MULT18X18D",
             "RAM", "Fmax ECP5-85F", "Verilog gen", "Verilator build", "Verilator cyc/s",
             "Icarus cyc/s"]
@@ -157,15 +158,21 @@ def markdown(rows):
     return "\n".join(out)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="4,8,16,32", help="square array sizes, comma-separated")
-    ap.add_argument("-k", type=int, default=512, help="reduction length of the speed GEMM")
-    ap.add_argument("--freq", type=float, default=150.0)
-    ap.add_argument("--fresh", action="store_true", help="re-run P&R even if a result exists")
-    ap.add_argument("--no-fpga", action="store_true")
-    ap.add_argument("--no-sim", action="store_true")
-    args = ap.parse_args(argv)
+# ---- `npu scaling` ---------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", default="4,8,16,32",
+                        help="square array sizes, comma-separated")
+    parser.add_argument("-k", type=int, default=512, help="reduction length of the speed GEMM")
+    parser.add_argument("--freq", type=float, default=150.0)
+    parser.add_argument("--fresh", action="store_true",
+                        help="re-run P&R even if a result exists")
+    parser.add_argument("--no-fpga", action="store_true")
+    parser.add_argument("--no-sim", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Measure every size of ``args.sizes``, merge them into the table, print and write it."""
     OUT.mkdir(parents=True, exist_ok=True)
     jpath = OUT / "scaling.json"
     # Rows of other sizes from an earlier run are kept (sizes can be measured one at a time).
@@ -186,7 +193,5 @@ def main(argv=None):
     (OUT / "scaling.md").write_text(md + "\n")
     print(md)
     print(f"wrote {jpath.relative_to(ROOT)} and build/scaling/scaling.md")
+    return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

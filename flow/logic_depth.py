@@ -1,10 +1,10 @@
 """The deepest register-to-register paths of a design after Yosys ``synth_ecp5``, in minutes.
 
-``python -m hw.logic_depth npu`` synthesizes the design as :mod:`hw.fpga` does (same harness,
+``npu depth npu`` synthesizes the design as :mod:`flow.fpga` does (same harness,
 same Yosys script, no place-and-route) and ranks the paths of the design module by a rough
 delay model. A full ``npu_top`` place-and-route takes 40 minutes or more here; this takes
 about two, so it is the quick way to find which logic to pipeline next. ``--netlist`` reads a
-``netlist.json`` kept by ``python -m hw.fpga ... --keep DIR`` instead of synthesizing.
+``netlist.json`` kept by ``npu synth ... --keep DIR`` instead of synthesizing.
 
 The model is an estimate of logic depth, not a timing figure (``make synth`` gives Fmax):
 every path starts at a register, block RAM or multiplier output (clock-to-out 0.5 ns) and ends
@@ -19,7 +19,6 @@ import argparse
 import collections
 import json
 import re
-import sys
 import tempfile
 from pathlib import Path
 
@@ -53,7 +52,7 @@ def _arcs(cell_type):
     return []
 
 
-def deepest_paths(module, count=20):
+def deepest_paths(module: dict, count: int = 20) -> list[tuple[float, str, list[str]]]:
     """The ``count`` deepest paths of a Yosys JSON ``module`` (one per end register group):
     list of ``(delay_ns, end "cell.port", [net names from start to end])``."""
     cells = module["cells"]
@@ -132,30 +131,25 @@ def _short(name):
     return re.sub(r"_(TRELLIS_FF_Q|LUT4|CCU2C|PFUMX|L6MUX21).*", "", name)
 
 
-def main(argv=None):
-    from .fpga import parse_params, synth_pnr
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("design", nargs="?", default="npu")
-    ap.add_argument("--rows", type=int, default=8)
-    ap.add_argument("--cols", type=int, default=8)
-    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
-    ap.add_argument("--netlist", type=Path, help="a netlist.json kept by hw.fpga --keep")
-    ap.add_argument("--top", help="module to analyse (default: the design's top)")
-    ap.add_argument("-n", type=int, default=20, help="paths to list")
-    ap.add_argument("-v", "--verbose", action="store_true", help="print every net of a path")
-    args = ap.parse_args(argv)
+# ---- `npu depth` -----------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--netlist", type=Path, help="a netlist.json kept by npu synth --keep")
+    parser.add_argument("--top", help="module to analyse (default: the design's top)")
+    parser.add_argument("-n", type=int, default=20, help="paths to list")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every net of a path")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print the deepest paths of ``args.design`` (or of ``args.netlist``)."""
     if args.netlist:
         netlist = json.loads(args.netlist.read_text())
     else:
-        extra = parse_params(ap, args.param)
-        with tempfile.TemporaryDirectory(prefix="npu-depth-") as tmp:
-            synth_pnr(args.design, args.rows, args.cols, "ecp5", pnr=False, keep=tmp,
-                      params=extra)
-            netlist = json.loads((Path(tmp) / "netlist.json").read_text())
+        netlist = _synthesized_netlist(args.design, dict(args.params))
     mods = {k: v for k, v in netlist["modules"].items()
             if k != "fpga_harness" and not v.get("attributes", {}).get("blackbox")}
     top = args.top or max(mods, key=lambda k: len(mods[k]["cells"]))
-    print(f"deepest paths of {top} (rough delay model of hw.logic_depth, not post-route):")
+    print(f"deepest paths of {top} (rough delay model of flow.logic_depth, not post-route):")
     for t, end, path in deepest_paths(mods[top], args.n):
         via = sorted({_short(n) for n in path[1:-1]})
         print(f"{t:6.1f} ns  {len(path) - 1:2d} nets  {_short(path[0])} -> {end}")
@@ -167,5 +161,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _synthesized_netlist(design: str, params: dict) -> dict:
+    """The Yosys JSON netlist of ``design`` after ``synth_ecp5``, as :mod:`flow.fpga` makes it."""
+    from .fpga import synth_pnr
+    rows, cols = params.pop("rows", 8), params.pop("cols", 8)
+    with tempfile.TemporaryDirectory(prefix="npu-depth-") as tmp:
+        synth_pnr(design, rows, cols, "ecp5", pnr=False, keep=tmp, params=params)
+        return json.loads((Path(tmp) / "netlist.json").read_text())

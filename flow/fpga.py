@@ -1,8 +1,8 @@
 """FPGA synthesis and place-and-route of a design (``make synth``, ``make synth-ice40``).
 
-``python -m hw.fpga gemm --rows 8 --cols 8 --arch ecp5`` runs, all from PyPI (YoWASP):
+``npu synth gemm --rows 8 --cols 8 --arch ecp5`` runs, all from PyPI (YoWASP):
 
-1. Verilog of the design (:func:`hw.verilog.cached_verilog`), with the multiplier chosen for the
+1. Verilog of the design (:func:`flow.verilog.cached_verilog`), with the multiplier chosen for the
    target (``dsp="ecp5"``: MULT18X18D with its own registers; ``"generic"`` elsewhere) when the
    design's class takes a ``dsp`` argument;
 2. a timing harness around it (:func:`harness_verilog`): the wide ports of an accelerator do not
@@ -32,9 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from .verilog import DESIGNS, ROOT, cached_verilog
+from .verilog import ROOT, cached_verilog, design_class
 
-__all__ = ["ARCHS", "harness_verilog", "verilog_ports", "synth_pnr", "pe_cost", "format_table"]
+__all__ = ["ARCHS", "harness_verilog", "verilog_ports", "does_not_fit", "synth_pnr", "pe_cost",
+           "format_table", "output_path"]
 
 OUT = ROOT / "build" / "synth"
 
@@ -78,7 +79,7 @@ def _tool(name):
 
 # ---- Harness ---------------------------------------------------------------------------------
 
-def verilog_ports(text, top):
+def verilog_ports(text: str, top: str) -> list[tuple[str, str, int]]:
     """``[(direction, name, width)]`` of module ``top`` in Amaranth-generated Verilog."""
     m = re.search(rf"^module\s+\\?{re.escape(top)}\s*\((.*?)\);(.*?)^endmodule", text,
                   re.M | re.S)
@@ -93,7 +94,7 @@ def verilog_ports(text, top):
     return [(decl[p][0], p, decl[p][1]) for p in order]
 
 
-def harness_verilog(text, top, clock="clk"):
+def harness_verilog(text: str, top: str, clock: str = "clk") -> tuple[str, dict[str, int]]:
     """Verilog of the timing harness around ``top``: ``module fpga_harness(clk, sin, sout)``.
 
     Returns ``(verilog, info)``; ``info`` counts the harness's own flip-flops and XOR LUTs."""
@@ -154,7 +155,7 @@ def _run(cmd, cwd, log, announce=False):
     return time.perf_counter() - t0
 
 
-def does_not_fit(stat, top, arch):
+def does_not_fit(stat: str, top: str, arch: str) -> str | None:
     """Why ``top`` cannot be placed on ``arch``'s device (more multipliers in the Yosys
     ``stat`` than it has), or None. Such a design is not handed to nextpnr, which would fail
     after packing with "no BELs remaining"."""
@@ -196,11 +197,7 @@ def _cell_summary(cells, arch):
 
 
 def _design_class_takes(name, param):
-    target = DESIGNS[name][0]
-    module, cls = target.split(":")
-    import importlib
-    c = getattr(importlib.import_module(module), cls)
-    return param in inspect.signature(c.__init__).parameters
+    return param in inspect.signature(design_class(name).__init__).parameters
 
 
 def _critical_path(report):
@@ -229,8 +226,10 @@ def _critical_path(report):
             "cells": cells}
 
 
-def synth_pnr(design="gemm", rows=8, cols=8, arch="ecp5", freq=150.0, seed=1, dsp="auto",
-              keep=None, pnr=True, params=None, router="router1"):
+def synth_pnr(design: str = "gemm", rows: int = 8, cols: int = 8, arch: str = "ecp5",
+              freq: float = 150.0, seed: int = 1, dsp: str = "auto",
+              keep: str | Path | None = None, pnr: bool = True, params: dict | None = None,
+              router: str = "router1") -> dict:
     """Synthesize and place-and-route one configuration; returns the result dict.
 
     ``rows``/``cols`` go to designs that take them (the array tops); ``params`` are further
@@ -352,11 +351,11 @@ def _version(dist):
         return None
 
 
-def pe_cost(arch="ecp5", dsp="auto"):
+def pe_cost(arch: str = "ecp5", dsp: str = "auto") -> dict:
     """Cells of one ProcessingElement synthesized alone (``synth_ecp5``/``synth_ice40``)."""
     from amaranth.back import verilog
 
-    from .pe import ProcessingElement
+    from hw.pe import ProcessingElement
     a = ARCHS[arch]
     if dsp == "auto":
         dsp = a["dsp"]
@@ -372,7 +371,7 @@ def pe_cost(arch="ecp5", dsp="auto"):
 
 # ---- Report ----------------------------------------------------------------------------------
 
-def format_table(r):
+def format_table(r: dict) -> str:
     a = ARCHS[r["arch"]]
     d = r["design_cells"]
     u = r["device_utilization"]
@@ -415,42 +414,30 @@ def format_table(r):
     return "\n".join(out)
 
 
-def output_path(r):
+def output_path(r: dict) -> Path:
     return OUT / f"{r['design']}-{r['rows']}x{r['cols']}-{r['arch']}.json"
 
 
-def parse_params(ap, items):
-    """``-p NAME=VALUE`` options as ``{name: int}``; a value that is not an integer is refused
-    through ``ap.error`` with the option named."""
-    params = {}
-    for item in items:
-        name, _, value = item.partition("=")
-        try:
-            params[name] = int(value, 0)
-        except ValueError:
-            ap.error(f"-p {item}: expected NAME=INTEGER")
-    return params
+# ---- `npu synth` -----------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="ecp5")
+    parser.add_argument("--dsp", default="auto",
+                        help="multiplier: auto (per arch), generic, ecp5")
+    parser.add_argument("--freq", type=float, default=150.0, help="nextpnr target, MHz")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--router", choices=("router1", "router2"), default="router1",
+                        help="nextpnr router (router2 is often faster on congested designs)")
+    parser.add_argument("--keep", type=Path,
+                        help="copy Verilog, netlist (for npu depth --netlist), logs and report here")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("design", choices=sorted(DESIGNS))
-    ap.add_argument("--rows", type=int, default=8)
-    ap.add_argument("--cols", type=int, default=8)
-    ap.add_argument("--arch", choices=sorted(ARCHS), default="ecp5")
-    ap.add_argument("--dsp", default="auto", help="multiplier: auto (per arch), generic, ecp5")
-    ap.add_argument("--freq", type=float, default=150.0, help="nextpnr target, MHz")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--router", choices=("router1", "router2"), default="router1",
-                    help="nextpnr router (router2 is often faster on congested designs)")
-    ap.add_argument("--keep", type=Path,
-                    help="copy Verilog, netlist (for hw.logic_depth), logs and report here")
-    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                    help="another parameter of the design's class (integer), e.g. lanes=8")
-    args = ap.parse_args(argv)
-    extra = parse_params(ap, args.param)
-    r = synth_pnr(args.design, args.rows, args.cols, args.arch, args.freq, args.seed, args.dsp,
-                  keep=args.keep, params=extra, router=args.router)
+def main(args: argparse.Namespace) -> int:
+    """Synthesize and place ``args.design``, print the table and write its JSON."""
+    params = dict(args.params)
+    rows, cols = params.pop("rows", 8), params.pop("cols", 8)
+    r = synth_pnr(args.design, rows, cols, args.arch, args.freq, args.seed, args.dsp,
+                  keep=args.keep, params=params, router=args.router)
     if args.design in ("gemm", "npu"):                 # the designs with a MAC array
         r["pe_alone"] = pe_cost(args.arch, args.dsp)
     print(format_table(r))
@@ -463,7 +450,4 @@ def main(argv=None):
     path.write_text(json.dumps(r, indent=1) + "\n")
     print(f"wrote {path.relative_to(ROOT)} (yosys {r['seconds']['yosys']} s, "
           f"nextpnr {r['seconds']['nextpnr']} s)")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,10 +1,13 @@
-"""Print a summary of a JUnit XML file (``python -m sim.summary build/regress.xml``)."""
+"""``npu junit-summary build/regress.xml``: the counts of a JUnit XML file and its failures
+(``make regress``)."""
 
-import sys
+import argparse
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 
-def main(path):
+def summarize(path: str | Path) -> int:
+    """Print every failed case and the counts; 1 if any case failed or none ran."""
     root = ET.parse(path).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     total = failed = skipped = 0
@@ -21,5 +24,11 @@ def main(path):
     return 1 if failed or total == skipped else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "build/regress.xml"))
+# ---- `npu junit-summary` ----------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", nargs="?", default="build/regress.xml", help="JUnit XML file")
+
+
+def main(args: argparse.Namespace) -> int:
+    return summarize(args.path)

@@ -4,7 +4,7 @@
   and ``PATH`` at it (Debian's 5.006 is too old for cocotb 2).
 * Icarus is optional: :func:`missing_simulator` says how to install it when it is absent.
 * ``waves=True`` writes FST on Verilator too: without liblz4-dev, Verilator's FST writer is
-  linked against the small LZ4 encoder in ``sim/fst_lz4`` (it needs zlib1g-dev, else VCD).
+  linked against the small LZ4 encoder in ``flow/fst_lz4`` (it needs zlib1g-dev, else VCD).
 * A simulator build is cached per (simulator, Verilog content) under ``build/sim/`` and guarded
   by a file lock, so parallel pytest workers never build the same configuration twice.
 * Results are read from ``results.xml``, so failures are reported the same way under pytest
@@ -24,15 +24,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw.verilog import ROOT, cached_verilog
+from flow.verilog import ROOT, cached_verilog
 
-__all__ = ["SIMULATORS", "tool_env", "missing_simulator", "build", "run", "RunResult"]
+__all__ = ["SIMULATORS", "TIMESCALE", "tool_env", "apply_tool_env", "missing_simulator", "build",
+           "run", "RunResult"]
 
 SIMULATORS = ("verilator", "icarus")
 BUILD = ROOT / "build" / "sim"
 TIMESCALE = ("1ns", "1ps")
 #: Part of the build cache key: change it when the way a simulator is built changes.
 BUILD_RECIPE = {"verilator": "v2", "icarus": "v3 kick always blocks at 1 ns"}
+#: Verilator's flags of every build (plus the trace flags of a build with waves).
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-O3")
 #: Literals-only LZ4 encoder linked into Verilator's FST writer when the system has no lz4.h.
 LZ4_SHIM = Path(__file__).resolve().parent / "fst_lz4"
 
@@ -46,7 +49,7 @@ def _verilator_root():
     return root if (root / "bin" / "verilator").exists() else None
 
 
-def tool_env(sim):
+def tool_env(sim: str) -> dict[str, str]:
     """Environment variables the simulator needs (also applied to ``os.environ`` by build)."""
     env = {}
     if sim == "verilator":
@@ -65,10 +68,11 @@ def _has_header(name):
     return any(Path(d, name).exists() for d in ("/usr/include", "/usr/local/include"))
 
 
-def fst_available():
+def fst_available() -> bool:
     """Whether Verilator can write FST here. Its FST writer compiles against zlib.h and lz4.h and
     links ``-lz -llz4``: zlib must be installed (Debian: zlib1g-dev); lz4 is the system's
-    (liblz4-dev) if its header is there, else ``sim/fst_lz4`` built with gcc (:func:`_fst_args`)."""
+    (liblz4-dev) if its header is there, else ``flow/fst_lz4`` built with gcc
+    (:func:`_fst_args`)."""
     return _has_header("zlib.h") and (_has_header("lz4.h") or shutil.which("gcc") is not None)
 
 
@@ -78,7 +82,7 @@ _fst_note_printed = False
 def _fst_args():
     """Verilator flags for an FST trace, or ``[]`` (the trace is then VCD, cocotb's default).
 
-    Without lz4.h, ``sim/fst_lz4`` is compiled once per content into a static ``liblz4.a`` under
+    Without lz4.h, ``flow/fst_lz4`` is compiled once per content into a static ``liblz4.a`` under
     ``build/sim/fst_lz4/`` and found through ``-CFLAGS -I``/``-LDFLAGS -L``: the FST writer only
     calls LZ4_compressBound and LZ4_compress_default, and the shim's literals-only LZ4 blocks
     are valid, so the traces are standard FST (value changes just stay uncompressed)."""
@@ -86,7 +90,7 @@ def _fst_args():
     if not fst_available():
         if not _fst_note_printed:
             why = ("zlib.h (Debian: `sudo apt-get install zlib1g-dev`)" if not _has_header("zlib.h")
-                   else "lz4.h (Debian: liblz4-dev) or gcc to build sim/fst_lz4")
+                   else "lz4.h (Debian: liblz4-dev) or gcc to build flow/fst_lz4")
             print(f"[runner] note: the trace is VCD, not FST: Verilator's FST writer needs {why}",
                   file=sys.stderr)
             _fst_note_printed = True
@@ -109,7 +113,7 @@ def _fst_args():
     return ["--trace-fst", "-CFLAGS", f"-I{LZ4_SHIM}", "-LDFLAGS", f"-L{libdir}"]
 
 
-def missing_simulator(sim):
+def missing_simulator(sim: str) -> str | None:
     """``None`` if ``sim`` can run here, else a message saying how to get it."""
     if sim not in SIMULATORS:
         return f"unknown simulator {sim!r}; choose one of {', '.join(SIMULATORS)}"
@@ -134,12 +138,14 @@ def _locked(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _apply_env(sim):
+def apply_tool_env(sim: str) -> None:
+    """Set :func:`tool_env` in ``os.environ``, for cocotb's runner and the tools it starts."""
     for k, v in tool_env(sim).items():
         os.environ[k] = v
 
 
-def build(design, params, sim="verilator", waves=False):
+def build(design: str, params: dict, sim: str = "verilator",
+          waves: bool = False) -> tuple[Path, str, float]:
     """Build (or reuse) the simulator for a design; returns ``(build_dir, top, seconds)``.
 
     ``seconds`` is 0.0 when a cached build was reused."""
@@ -156,7 +162,7 @@ def build(design, params, sim="verilator", waves=False):
     digest = hashlib.sha256(key).hexdigest()[:16]
     build_dir = BUILD / sim / (f"{design}-{digest}" + ("-waves" if waves else ""))
     marker = build_dir / ".npu_built"
-    _apply_env(sim)
+    apply_tool_env(sim)
     with _locked(BUILD / sim / (build_dir.name + ".lock")):
         if marker.exists():
             return build_dir, top, 0.0
@@ -165,8 +171,7 @@ def build(design, params, sim="verilator", waves=False):
             shutil.rmtree(build_dir)
         args = []
         if sim == "verilator":
-            args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
-                    "-O3"]
+            args = list(VERILATOR_ARGS)
             if waves:
                 # FST if Verilator's FST writer can be built here (see _fst_args), else VCD.
                 args += trace + ["--trace-structs"]
@@ -203,12 +208,13 @@ class RunResult:
     run_seconds: float
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.tests > 0 and self.failures == 0
 
 
-def run(design, params, test_module, sim="verilator", testcase=None, env=None, seed=None,
-        waves=False, tag="run"):
+def run(design: str, params: dict, test_module: str, sim: str = "verilator",
+        testcase: str | None = None, env: dict | None = None, seed: int | None = None,
+        waves: bool = False, tag: str = "run") -> RunResult:
     """Build if needed, then run cocotb ``test_module`` against the design.
 
     ``env`` is passed to the testbench (strings). The simulator's output goes to ``sim.log``
@@ -225,7 +231,7 @@ def run(design, params, test_module, sim="verilator", testcase=None, env=None, s
     if results_xml.exists():
         results_xml.unlink()
     runner = get_runner(sim)
-    _apply_env(sim)
+    apply_tool_env(sim)
     t0 = time.perf_counter()
     try:
         runner.test(test_module=test_module, hdl_toplevel=top, hdl_toplevel_lang="verilog",

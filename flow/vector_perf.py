@@ -1,6 +1,6 @@
 """Throughput table of the vector units, measured on the generated Verilog.
 
-``python -m sim.vector_perf`` runs the ``throughput`` testbench of ``npu_requant``,
+``npu vector-perf`` runs the ``throughput`` testbench of ``npu_requant``,
 ``npu_activation`` and ``npu_pooling`` (default configuration, 32 x 32 x 64 images) without
 backpressure and prints input beats per cycle (one beat = one element per lane), bit-exact
 results included.
@@ -8,14 +8,14 @@ results included.
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-from sim.runner import missing_simulator, run
+from .simulate import SIMULATORS, missing_simulator, run
 
 
-def measure(sim="verilator", lanes=4, seed=1, pool=(32, 32, 64)):
+def measure(sim: str = "verilator", lanes: int = 4, seed: int = 1,
+            pool: tuple[int, int, int] = (32, 32, 64)) -> list[tuple[str, dict, float]]:
     h, w, c = pool
     pool_params = {"lanes": lanes, "max_h": h, "max_w": w, "max_c": c,
                    "max_k": min(32, max(h, w)), "slots": 3}
@@ -40,15 +40,19 @@ def measure(sim="verilator", lanes=4, seed=1, pool=(32, 32, 64)):
     return rows
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sim", default="verilator")
-    ap.add_argument("--lanes", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args(argv)
+# ---- `npu vector-perf` -----------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sim", default="verilator", choices=SIMULATORS)
+    parser.add_argument("--lanes", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print the throughput table of the vector units."""
     problem = missing_simulator(args.sim)
     if problem:
-        sys.exit(problem)
+        raise SystemExit(problem)
     print(f"{'unit':<11} {'case':<44} {'beats':>6} {'beats/cycle':>11}  note")
     for design, rec, _ in measure(args.sim, args.lanes, args.seed):
         if design == "pooling":
@@ -58,7 +62,4 @@ def main(argv=None):
             case = f"{rec['lanes']} lanes, one frame"
             note = f"out {rec['out']:.3f} beats/cycle, latency {rec['latency']} cycles"
         print(f"{design:<11} {case:<44} {rec['beats']:>6} {rec['in']:>11.3f}  {note}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -2,15 +2,17 @@
 instantiate (MULT18X18D, DP16KD), as this project configures them, so that those builds can
 be simulated (Icarus) and compared with the generic ones. They model only the modes used."""
 
-__all__ = ["dp16kd_model", "mult18x18d_model", "ecp5_models"]
+from pathlib import Path
+
+__all__ = ["dp16kd_model", "mult18x18d_model", "ecp5_models", "run_ecp5_build"]
 
 
-def ecp5_models():
+def ecp5_models() -> str:
     """Verilog of both models."""
     return mult18x18d_model() + dp16kd_model()
 
 
-def dp16kd_model():
+def dp16kd_model() -> str:
     """DP16KD as hw.ram.BlockRam configures it: both ports DATA_WIDTH 9 or 18, a port
     either written (WE) or read with REGMODE OUTREG (the array read on CE, the output register
     on OCE), INITVAL in the 18-bit layout (word 16 n + i in bits 20 i .. 20 i + 17 of
@@ -62,7 +64,7 @@ def dp16kd_model():
     return "\n".join(lines)
 
 
-def mult18x18d_model():
+def mult18x18d_model() -> str:
     """MULT18X18D as hw.pe.Ecp5Mult18 configures it: signed A/B input registers, pipeline
     register, output register, all on CLK0 with CE0."""
     a = ", ".join(f"A{n}" for n in range(18))
@@ -88,7 +90,8 @@ def mult18x18d_model():
         "endmodule", ""])
 
 
-def run_ecp5_build(vpath, top, test_module, testcase, env, work, sim="icarus"):
+def run_ecp5_build(vpath: Path, top: str, test_module: str, testcase: str, env: dict,
+                   work: Path, sim: str = "icarus") -> tuple[int, int]:
     """Build the ``dsp="ecp5"`` Verilog ``vpath`` (top ``top``) with these primitive models in
     ``work`` and run cocotb ``test_module``'s ``testcase`` with ``env``; returns
     ``(tests, failures)`` read from results.xml (the runner raises only under pytest's own
@@ -96,10 +99,10 @@ def run_ecp5_build(vpath, top, test_module, testcase, env, work, sim="icarus"):
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
-    from .runner import TIMESCALE, _apply_env
+    from .simulate import TIMESCALE, apply_tool_env
     model = work / "ecp5_models.v"
     model.write_text(ecp5_models())
-    _apply_env(sim)
+    apply_tool_env(sim)
     runner = get_runner(sim)
     runner.build(sources=[vpath, model], hdl_toplevel=top, build_dir=work / "build",
                  timescale=TIMESCALE, always=True, log_file=work / "build.log")

