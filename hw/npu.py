@@ -19,9 +19,11 @@ Execution
 ---------
 The host writes a program into IMEM (AXI4-Lite), writes CTRL.START and streams the data that
 the program's LOADs take. The sequencer runs one instruction at a time from instruction 0:
-FETCH and LATCH (2 cycles: IMEM's block RAM read and output register), DECODE (1 cycle; SET and NOP
-finish here), EXEC (the engine's cycles, and one more: the sequencer registers the engine's
-done), NEXT (1 cycle: the instruction's cycle count is stored in COUNTERS[pc]). DONE or an error ends the
+FETCH and LATCH (2 cycles: IMEM's block RAM read and output register), DECODE (1 cycle), EXEC
+(the engine's cycles, and one more: the sequencer registers the engine's done), NEXT (1 cycle:
+the instruction's cycle count is stored in COUNTERS[pc]). SET, NOP and WAIT finish in DECODE,
+store their count there and start the next instruction's IMEM read in the same cycle, so
+that instruction has no FETCH: a run of SETs costs 2 cycles each. DONE or an error ends the
 run and the accelerator is idle again; a reset at any time leaves it idle with cleared status.
 
 The one exception is a background LOAD (WGT or PARAM; :mod:`hw.isa`): after its range check
@@ -172,6 +174,7 @@ class NpuTop(wiring.Component):
         s.irq_en = Signal()
         s.instr = Signal(Instruction)
         s.cnt_we = Signal()                   # store instr_cycles into COUNTERS[pc]
+        s.fetch_next = Signal()               # DECODE ends the instruction: read pc + 1
         s.act_conflict = Signal()             # sticky: ACT reads hit one bank twice
         m.d.comb += [self.conv.cfg.eq(s.regs), self.pool.cfg.eq(s.regs),
                      self.softmax.cfg.eq(s.regs),
@@ -196,9 +199,12 @@ class NpuTop(wiring.Component):
         prm = m.submodules.prm = BlockRam(param_entry_layout(C).size, cfg.param_depth, reads=1,
                                           dsp=dsp)
 
-        # IMEM reads pc in FETCH; the word is in IMEM's output register from DECODE on (the
-        # LATCH cycle is the block RAM's second read cycle) and stays there until pc moves.
-        m.d.comb += [imem_lo.r0_addr.eq(s.pc), imem_hi.r0_addr.eq(s.pc), imem_lo.r0_en.eq(1),
+        # IMEM reads pc in FETCH (or pc + 1 in the DECODE of an instruction that ends there);
+        # the word is in IMEM's output register from DECODE on (the LATCH cycle is the block
+        # RAM's second read cycle) and stays there until pc moves.
+        fetch_addr = Mux(s.fetch_next, s.pc + 1, s.pc)
+        m.d.comb += [imem_lo.r0_addr.eq(fetch_addr), imem_hi.r0_addr.eq(fetch_addr),
+                     imem_lo.r0_en.eq(1),
                      imem_hi.r0_en.eq(1),
                      s.instr.as_value().eq(Cat(imem_lo.r0_data, imem_hi.r0_data)),
                      counters.w_addr.eq(s.pc), counters.w_data.eq(s.instr_cycles),
@@ -361,6 +367,18 @@ class NpuTop(wiring.Component):
             m.d.comb += abort.eq(1)             # a background LOAD stops too
             m.next = "IDLE"
 
+        def advance():
+            """End an instruction that finishes in DECODE (NOP, SET, WAIT) and fetch the next
+            one in the same cycle: its IMEM read starts now, so it skips FETCH."""
+            m.d.comb += s.cnt_we.eq(1)
+            m.d.sync += s.instr_cycles.eq(1)
+            with m.If(s.pc == cfg.imem_depth - 1):
+                fail(Error.PC_OVERFLOW)
+            with m.Else():
+                m.d.comb += s.fetch_next.eq(1)
+                m.d.sync += s.pc.eq(s.pc + 1)
+                m.next = "LATCH"
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(s.start_req & (s.start_pc >= cfg.imem_depth)):
@@ -379,11 +397,11 @@ class NpuTop(wiring.Component):
             with m.State("DECODE"):
                 with m.Switch(s.instr.op):
                     with m.Case(Op.NOP):
-                        m.next = "NEXT"
+                        advance()
                     with m.Case(Op.SET):
                         with m.If(s.instr.set.reg < len(Reg)):
                             m.d.sync += s.regs[s.instr.set.reg].eq(s.instr.set.value)
-                            m.next = "NEXT"
+                            advance()
                         with m.Else():
                             fail(Error.CONFIG)
                     with m.Case(Op.LOAD):
@@ -405,7 +423,7 @@ class NpuTop(wiring.Component):
                             m.next = "EXEC"
                     with m.Case(Op.WAIT):
                         with m.If(load_idle):
-                            m.next = "NEXT"
+                            advance()
                     with m.Case(Op.DONE):
                         with m.If(load_idle):
                             m.d.comb += s.cnt_we.eq(1)

@@ -48,10 +48,12 @@ from golden.attention import (AttentionParams, attention, attention_float, atten
 from golden.gemm import MAX_K
 from golden.quant import MAX_SHIFT, MIN_SHIFT
 from golden.softmax import SoftmaxParams
+from hw.act_memory import banks
 from hw.isa import (Mem, Op, Reg, encode, encode_load, encode_set, encode_store,
                     pack_param_entries)
 from hw.npu import NpuConfig
 from hw.sizes import SIZE_BITS
+from npu.layout import words_per_pixel
 
 __all__ = ["AttentionProgram", "compile_attention", "check_params", "random_case",
            "error_vs_float", "report_rows", "main"]
@@ -109,6 +111,7 @@ class AttentionProgram:
     instructions: list
     out_addr: int
     out_words: int          # words of the final STORE (all heads)
+    out_slot: int           # pixels (output rows) per head in it, Sq rounded up to the banks
     act_words: int          # ACT words the plan uses
     wgt_words: int
     param_entries: int
@@ -119,10 +122,10 @@ class AttentionProgram:
         return self.config.cols
 
     def _beats(self, mat, width):
-        """int8 rows -> uint8 beats, each row padded to ``ceil(width / C)`` words."""
+        """int8 rows -> uint8 beats, each row a pixel of ``words_per_pixel(width)`` words."""
         C = self.C
         rows = mat.shape[0]
-        pad = np.zeros((rows, _words(width, C) * C), np.int8)
+        pad = np.zeros((rows, words_per_pixel(width, C) * C), np.int8)
         pad[:, :mat.shape[1]] = mat
         return pad.reshape(-1, C).view(np.uint8)
 
@@ -193,9 +196,9 @@ class AttentionProgram:
     def decode_output(self, beats):
         """uint8 beats of the STORE -> int8 Sq x (H * dv), heads concatenated by column."""
         C = self.C
-        w = _words(self.v_dim, C) * C
-        x = np.asarray(beats, np.uint8).reshape(self.num_heads, self.seq_len, w)
-        x = x[..., :self.v_dim].view(np.int8)
+        w = words_per_pixel(self.v_dim, C) * C
+        x = np.asarray(beats, np.uint8).reshape(self.num_heads, self.out_slot, w)
+        x = x[:, :self.seq_len, :self.v_dim].view(np.int8)
         return np.ascontiguousarray(np.concatenate(list(x), axis=1))
 
     def golden(self, q, k, v):
@@ -236,23 +239,34 @@ def compile_attention(seq_len, head_dim, params, kv_len=None, v_dim=None, num_he
     if Sk > cfg.softmax_max_len:
         raise ValueError(f"kv_len={Sk}: a softmax row of {Sk} scores exceeds "
                          f"softmax_max_len={cfg.softmax_max_len}")
-    dw, sw, vw = _words(d, C), _words(Sk, C), _words(dv, C)
-    a_words = Sq * max(dw, sw)
-    b_words = Sq * sw
-    out_words = H * Sq * vw
+    # ACT: Q and later the probabilities (region A), the scores (B), the outputs of every
+    # head (OUT); each tensor is Sq one-pixel images (pixel pitches dw, sw, vw words, powers of
+    # two, see npu.layout), and each region starts on a whole group of ACT banks.
+    nbanks = banks(cfg.rows)
+    dw, sw, vw = (words_per_pixel(n, C) for n in (d, Sk, dv))
+    nb_s, nb_v = _words(Sk, C), _words(dv, C)        # column blocks of the two CONVs
+    unit = nbanks * max(dw, sw, vw)
+    slot = -(-Sq // nbanks) * nbanks                  # output pixels per head, whole groups
+
+    def span(words):
+        return -(-words // unit) * unit
+
+    a_words = span(Sq * max(dw, sw))
+    b_words = span(Sq * sw)
+    out_words = H * slot * vw
     A, B, OUT = 0, a_words, a_words + b_words
-    act = OUT + out_words
+    act = OUT + span(out_words)
     if act > cfg.act_depth:
         raise ValueError(f"S={Sq}, Sk={Sk}, d={d}, dv={dv}, {H} head(s): attention needs {act} "
                          f"ACT words (Q/probabilities {a_words}, scores {b_words}, outputs "
                          f"{out_words}), the hardware has act_depth={cfg.act_depth}")
-    w_k, w_v = 0, sw * d
-    wgt = w_v + vw * Sk
+    w_k, w_v = 0, nb_s * d
+    wgt = w_v + nb_v * Sk
     if wgt > cfg.wgt_depth:
         raise ValueError(f"Sk={Sk}, d={d}, dv={dv}: K^T and V need {wgt} WGT words, the "
                          f"hardware has wgt_depth={cfg.wgt_depth}")
-    p_s, p_o = 0, sw
-    prm = sw + vw
+    p_s, p_o = 0, nb_s
+    prm = nb_s + nb_v
     if prm > cfg.param_depth:
         raise ValueError(f"Sk={Sk}, dv={dv}: {prm} PARAM entries needed, the hardware has "
                          f"param_depth={cfg.param_depth}")
@@ -266,27 +280,36 @@ def compile_attention(seq_len, head_dim, params, kv_len=None, v_dim=None, num_he
             prog.append(encode_set(reg, value))
             known[reg] = value
 
-    dense = {Reg.IN_H: 1, Reg.IN_W: 1, Reg.KH: 1, Reg.KW: 1, Reg.STRIDE: 1, Reg.PAD: 0,
-             Reg.OUT_H: 1, Reg.OUT_W: 1, Reg.BATCH: Sq, Reg.QMIN: -128, Reg.QMAX: 127,
-             Reg.USE_LUT: 0, Reg.OUT_NB: 0}
+    dense = {Reg.IN_H: 1, Reg.IN_W: 1, Reg.KH: 1, Reg.KW: 1, Reg.STRIDE_Y: 1,
+             Reg.STRIDE_X: 1, Reg.PAD_TOP: 0, Reg.PAD_LEFT: 0, Reg.OUT_H: 1, Reg.OUT_W: 1,
+             Reg.BATCH: Sq, Reg.QMIN: -128, Reg.QMAX: 127, Reg.USE_LUT: 0, Reg.CONV_MODE: 0}
+
+    def pixels(prefix, addr, cw):
+        """A tensor of Sq one-pixel images: address and the three pitches."""
+        return {getattr(Reg, f"{prefix}_ADDR"): addr, getattr(Reg, f"{prefix}_CW"): cw,
+                getattr(Reg, f"{prefix}_ROW"): cw, getattr(Reg, f"{prefix}_IMG"): cw}
+
+    def shift(cw):
+        return cw.bit_length() - 1
+
     pcs = []
     for h in range(H):
         if h == 0:
-            prog.append(encode_load(Mem.PARAM, p_s, sw))
-        prog.append(encode_load(Mem.ACT, A, Sq * dw))
-        prog.append(encode_load(Mem.WGT, w_k, sw * d))
-        prog.append(encode_load(Mem.WGT, w_v, vw * Sk))
-        prog.append(encode_load(Mem.PARAM, p_o, vw))
+            prog.append(encode_load(Mem.PARAM, p_s, nb_s))
+        prog.append(encode_load(Mem.ACT, A, Sq * dw, shift=shift(dw)))
+        prog.append(encode_load(Mem.WGT, w_k, nb_s * d))
+        prog.append(encode_load(Mem.WGT, w_v, nb_v * Sk))
+        prog.append(encode_load(Mem.PARAM, p_o, nb_v))
         # scores = requant(Q K^T): A -> B
-        for reg, value in {**dense, Reg.IN_ADDR: A, Reg.IN_CW: dw, Reg.CIN: d, Reg.IN_ZP: 0,
-                           Reg.OUT_ADDR: B, Reg.OUT_CW: sw, Reg.W_ADDR: w_k, Reg.P_ADDR: p_s,
-                           Reg.OUT_ZP: 0}.items():
+        for reg, value in {**dense, **pixels("IN", A, dw), Reg.CIN: d, Reg.IN_ZP: 0,
+                           **pixels("OUT", B, sw), Reg.OUT_NB: nb_s, Reg.W_ADDR: w_k,
+                           Reg.P_ADDR: p_s, Reg.OUT_ZP: 0}.items():
             set_reg(reg, value)
         pc_s = len(prog)
         prog.append(encode(Op.CONV))
         # probabilities: B -> A
-        for reg, value in {Reg.IN_ADDR: B, Reg.IN_H: 1, Reg.IN_W: 1, Reg.IN_CW: sw,
-                           Reg.CIN: Sk, Reg.OUT_ADDR: A, Reg.BATCH: Sq,
+        for reg, value in {**pixels("IN", B, sw), Reg.IN_H: 1, Reg.IN_W: 1, Reg.CIN: Sk,
+                           **pixels("OUT", A, sw), Reg.BATCH: Sq,
                            Reg.SM_MULT: params.softmax.multiplier,
                            Reg.SM_SHIFT: params.softmax.right_shift,
                            Reg.SM_CAUSAL: int(causal)}.items():
@@ -294,8 +317,8 @@ def compile_attention(seq_len, head_dim, params, kv_len=None, v_dim=None, num_he
         pc_p = len(prog)
         prog.append(encode(Op.SOFTMAX))
         # out = requant(P V + 128 colsum(V)): A -> OUT slot of head h
-        for reg, value in {**dense, Reg.IN_ADDR: A, Reg.IN_CW: sw, Reg.CIN: Sk,
-                           Reg.IN_ZP: -128, Reg.OUT_ADDR: OUT + h * Sq * vw, Reg.OUT_CW: vw,
+        for reg, value in {**dense, **pixels("IN", A, sw), Reg.CIN: Sk, Reg.IN_ZP: -128,
+                           **pixels("OUT", OUT + h * slot * vw, vw), Reg.OUT_NB: nb_v,
                            Reg.W_ADDR: w_v, Reg.P_ADDR: p_o,
                            Reg.OUT_ZP: params.out_zero_point}.items():
             set_reg(reg, value)
@@ -303,13 +326,13 @@ def compile_attention(seq_len, head_dim, params, kv_len=None, v_dim=None, num_he
         prog.append(encode(Op.CONV))
         pcs.append((pc_s, pc_p, pc_o))
     set_reg(Reg.SM_CAUSAL, 0)
-    prog.append(encode_store(OUT, out_words))
+    prog.append(encode_store(OUT, out_words, shift=shift(vw)))
     prog.append(encode(Op.DONE))
     if len(prog) > cfg.imem_depth:
         raise ValueError(f"{H} heads: the program has {len(prog)} instructions, the hardware "
                          f"has imem_depth={cfg.imem_depth}; run fewer heads per program")
-    return AttentionProgram(cfg, Sq, Sk, d, dv, H, causal, params, prog, OUT, out_words, act,
-                            wgt, prm, pcs)
+    return AttentionProgram(cfg, Sq, Sk, d, dv, H, causal, params, prog, OUT, out_words, slot,
+                            act, wgt, prm, pcs)
 
 
 # ---- Random cases and the error against float attention ------------------------------------

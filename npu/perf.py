@@ -3,7 +3,9 @@ the hardware's per-instruction counters (CSR.COUNTERS) measure it (FETCH to NEXT
 
 Every instruction costs 4 sequencer cycles (FETCH, LATCH, DECODE, NEXT) plus what its engine
 takes, plus 1 when it runs an engine in EXEC (the sequencer registers the engine's done);
-DONE costs 3. Engine costs, derived from the RTL (R x C array, beats per tile = K):
+DONE, SET, NOP and WAIT cost 3 (they finish in DECODE), and SET, NOP and WAIT fetch the next
+instruction in their DECODE cycle, so the instruction after them costs one cycle less (a run
+of SETs: 2 cycles each). Engine costs, derived from the RTL (R x C array, beats per tile = K):
 
 * LOAD ACT/WGT of n words: n + 3; PARAM of n entries: param_beats(C) * n + 3; LUT: ceil(256/C) * (C+2) + 3
   (with ``s_axis`` always valid; the range check takes 2 cycles);
@@ -187,12 +189,8 @@ def _instr_cycles(word, regs, cfg):
     f = decode(word)
     op = f["op"]
     R, C = cfg.rows, cfg.cols
-    if op in (Op.NOP, Op.SET):
-        return SEQ
-    if op == Op.DONE:
-        return SEQ - 1
-    if op == Op.WAIT:
-        return SEQ
+    if op in FETCH_AHEAD or op == Op.DONE:
+        return SEQ - 1          # FETCH, LATCH, DECODE
     if op == Op.LOAD:
         if f["mem"] == Mem.LUT:
             return EXEC_SEQ + LUT_BEATS(C) * (C + 2) + LOAD_EXTRA
@@ -232,28 +230,36 @@ BG_LOAD = SEQ + 2       # FETCH, LATCH, DECODE, BG_CHECK (2), NEXT
 BG_BUSY = LOAD_EXTRA + 1    # the LoadEngine is idle again beats + 4 cycles after its start
 
 
+#: Instructions that finish in DECODE and start the next one's IMEM read there: the next
+#: instruction has no FETCH cycle (hw.npu).
+FETCH_AHEAD = (Op.NOP, Op.SET, Op.WAIT)
+
+
 def predict(instructions, cfg):
     """Predicted cycles of each instruction (a list the length of ``instructions``)."""
     regs = {}
     out = []
-    t = 0               # FETCH cycle of the current instruction
+    t = 0               # first cycle of the current instruction
     load_idle = 0       # first cycle in which the LoadEngine is idle
+    fetched = False     # the previous instruction fetched this one (it has no FETCH)
     for word in instructions:
         f = decode(word)
         op = f["op"]
         if op == Op.SET:
             v = f["value"]
             regs[f["reg"]] = v - (1 << 32) if v >= 1 << 31 else v
-        # LOAD, WAIT and DONE stay in DECODE (cycle t + DECODE on) until the LoadEngine is
-        # idle.
-        wait = max(0, load_idle - (t + DECODE)) if op in (Op.LOAD, Op.WAIT, Op.DONE) else 0
+        decode_at = t + DECODE - fetched
+        # LOAD, WAIT and DONE stay in DECODE until the LoadEngine is idle.
+        wait = max(0, load_idle - decode_at) if op in (Op.LOAD, Op.WAIT, Op.DONE) else 0
         if op == Op.LOAD and f["background"]:
-            load_idle = t + DECODE + wait + load_beats(f, cfg.cols) + BG_BUSY
+            load_idle = decode_at + wait + load_beats(f, cfg.cols) + BG_BUSY
             cycles = BG_LOAD + wait
         else:
             cycles = _instr_cycles(word, regs, cfg) + wait
+        cycles -= fetched
         out.append(cycles)
         t += cycles
+        fetched = op in FETCH_AHEAD
     return out
 
 

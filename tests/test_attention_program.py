@@ -129,8 +129,9 @@ def test_bad_inputs():
 
 
 @pytest.mark.parametrize("kw,words", [
-    (dict(seq_len=100, head_dim=64), "act_depth=2048"),
-    (dict(seq_len=64, head_dim=64, num_heads=3), "act_depth=2048"),
+    (dict(seq_len=100, head_dim=64, config={"act_depth": 2048}), "act_depth=2048"),
+    (dict(seq_len=64, head_dim=64, num_heads=3, config={"act_depth": 2048}), "act_depth=2048"),
+    (dict(seq_len=256, head_dim=128, num_heads=4), "act_depth=16384"),
     (dict(seq_len=4, head_dim=8, kv_len=300), "softmax_max_len=256"),
     (dict(seq_len=4, head_dim=8, kv_len=5, causal=True), "causal mask needs Sq == Sk"),
     (dict(seq_len=0, head_dim=8), "seq_len must be an integer >= 1"),

@@ -34,8 +34,26 @@ def test_reference_compiles(reference):
             -(-L.out_shape[-1] // 8) for L in reference.layers if L.type in ("conv2d", "dense"))
 
 
+def test_act_refusal_names_the_largest_batch_that_fits(reference):
+    """Too large a batch is refused with the layer, the words and the capacity, and the
+    batch the message offers compiles while one more does not."""
+    cfg = {"act_depth": 2048}
+    with pytest.raises(CompileError) as e:
+        compile_model(reference, cfg, batch=32)
+    msg = str(e.value)
+    assert "act_depth=2048" in msg and "at batch 32" in msg and "ACT words" in msg, msg
+    fits = int(msg.split("the largest batch that fits is ")[1].split()[0])
+    compile_model(reference, cfg, batch=fits)
+    with pytest.raises(CompileError):
+        compile_model(reference, cfg, batch=fits + 1)
+
+
+def test_default_act_holds_the_reference_cnn_at_batch_64(reference):
+    """The default ACT (16,384 words, no replication) holds 8x what the replicated one did."""
+    compile_model(reference, {}, batch=64)
+
+
 @pytest.mark.parametrize("config,batch,needles", [
-    ({}, 9, ["act_depth=2048", "batch of 9", "largest batch that fits is 8"]),
     ({"wgt_depth": 128}, 1, ["'fc1'", "K=256", "wgt_depth=128"]),
     ({"param_depth": 4}, 1, ["'fc1'", "param_depth=4"]),
     ({"imem_depth": 32}, 1, ["imem_depth=32"]),
@@ -108,7 +126,7 @@ def test_streamed_weights_are_double_buffered(reference):
 def test_background_load_hazard_is_refused():
     """A CONV reading the WGT words a background LOAD is still writing is refused."""
     prog = [encode_load(Mem.WGT, 0, 64, background=True), encode_set(Reg.KH, 1),
-            encode_set(Reg.KW, 1), encode_set(Reg.CIN, 8), encode_set(Reg.OUT_CW, 1),
+            encode_set(Reg.KW, 1), encode_set(Reg.CIN, 8), encode_set(Reg.OUT_NB, 1),
             encode_set(Reg.W_ADDR, 56), encode(Op.CONV), encode(Op.DONE)]
     with pytest.raises(CompileError, match=r"instruction 6: CONV reads WGT \[56, 64\)"):
         check_background_loads(prog)
@@ -119,7 +137,8 @@ def test_background_load_hazard_is_refused():
 
 def test_cycle_model_overlaps_background_loads():
     """A background LOAD of n beats costs 6 cycles; a WAIT right after it waits for the
-    rest (the LoadEngine is busy until n + 4 cycles after its DECODE)."""
+    rest (the LoadEngine is busy until n + 4 cycles after its DECODE); the WAIT ends in its
+    DECODE and fetches the DONE there, so the DONE has no FETCH cycle."""
     cfg = NpuConfig()
     n = 100
     prog = [encode_load(Mem.WGT, 0, n, background=True), encode(Op.WAIT), encode(Op.DONE)]
@@ -127,11 +146,11 @@ def test_cycle_model_overlaps_background_loads():
     assert bg == 6                # FETCH, LATCH, DECODE, 2 cycles of range check, NEXT
     # WAIT's FETCH is 6 cycles after the LOAD's; its DECODE (2 cycles after its FETCH) waits
     # until cycle 2 + n + 4, when the LoadEngine is idle (CHECK, CHECK2, n beats, DONE).
-    assert wait == 4 + (2 + n + 4) - (6 + 2)
-    assert done == 3
+    assert wait == 3 + (2 + n + 4) - (6 + 2)
+    assert done == 2              # LATCH, DECODE
     sync = predict([encode_load(Mem.WGT, 0, n), encode(Op.DONE)], cfg)
     # A foreground LOAD takes n + 8 (4 sequencer cycles, CHECK, CHECK2, DONE, and the
     # sequencer's registered done); the background one plus WAIT the same: BG_CHECK's second
     # cycle stands for the registered done.
     assert sync == [n + 8, 3]
-    assert sum(predict(prog, cfg)) == sum(sync)
+    assert sum(predict(prog, cfg)) == sum(sync) - 2

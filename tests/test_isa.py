@@ -29,7 +29,8 @@ def test_transfer_fields_are_where_the_layout_says():
                         ("count", 0xABCDEF)):
         f = layout[name]
         assert (word >> f.offset) & ((1 << f.width) - 1) == value, name
-    assert decode(encode_store(7, 9)) == {"op": Op.STORE, "addr": 7, "count": 9}
+    assert decode(encode_store(7, 9, shift=2)) == {"op": Op.STORE, "addr": 7, "shift": 2,
+                                                   "count": 9}
 
 
 @pytest.mark.parametrize("bad", [lambda: encode_load(Mem.ACT, 1 << 24, 1),

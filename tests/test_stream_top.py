@@ -41,7 +41,7 @@ def axis(prefix, direction, width, last=True):
                                "cfg_k": ("in", 8), "cfg_stride": ("in", 8), "cfg_pad": ("in", 8),
                                "cfg_mode": ("in", 1), "cfg_zero_point": ("in", 8),
                                **axis("s_axis_in", "in", 32), **axis("m_axis_out", "out", 32),
-                               "error": ("out", 1)}),
+                               "error": ("out", 1), "config_ok": ("out", 1)}),
     ("softmax", {"max_len": 8, "banks": 2}, {**axis("s_axis_x", "in", 8),
                                              **axis("m_axis_y", "out", 8),
                                              "cfg_multiplier": ("in", 31),
