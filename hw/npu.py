@@ -69,7 +69,7 @@ class NpuConfig:
     rows: int = 8
     cols: int = 8
     act_depth: int = _bounded(16384, 16, 1 << 20)
-    wgt_depth: int = _bounded(2048, 16, 1 << 20)
+    wgt_depth: int = _bounded(8192, 16, 1 << 20)
     param_depth: int = _bounded(64, 1, 1 << 16)
     imem_depth: int = _bounded(256, 4, MAX_IMEM)
     pool_max_size: int = _bounded(32, 1, 4096)

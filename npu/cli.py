@@ -108,7 +108,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(f"  inference program: {len(prog.infer)} instructions at pc {prog.infer_pc}, "
           f"{program_cycles(prog.infer, cfg)} cycles predicted per batch "
           f"({program_cycles(prog.infer, cfg) / prog.batch:.0f} per image)")
-    print(f"  ACT: 2 regions of {prog.region_words} words of {cfg.act_depth}")
+    print(f"  ACT: {prog.act_peak} of {cfg.act_depth} words at the peak (a layer's input and "
+          f"output tensors)")
     for row in layer_table(prog):
         M, K, N = row["gemm"]
         print(f"  {row['layer']:10s} {row['type']:10s} M={M:<6d} K={K:<5d} N={N:<4d} "

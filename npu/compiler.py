@@ -69,6 +69,8 @@ class Program:
     output_shape: tuple
     output_layout: TensorLayout
     layers: list = field(default_factory=list)
+    tensors: list = field(default_factory=list)     # every tensor's TensorLayout, in order
+    act_peak: int = 0                                # ACT words live at once, at most
 
     @property
     def infer_pc(self):
@@ -230,16 +232,99 @@ def _largest_batch(ops, shapes, cfg, limit):
     return 0
 
 
+@dataclass
+class Slice:
+    """The column blocks ``nb0 .. nb0 + n - 1`` of a conv/dense op, run as one CONV, and where
+    its weights (``w_addr``, ``K * n`` WGT words) and parameters (``p_addr``, ``n`` PARAM
+    entries) sit: resident (loaded by the setup program) or streamed (loaded by the
+    inference program, into one half of the memory while the other half is in use)."""
+    op: int                   # index of the op in the op list
+    nb0: int
+    n: int
+    K: int
+    w_addr: int
+    p_addr: int
+    w_streamed: bool
+    p_streamed: bool
+
+    @property
+    def w_region(self):
+        return (self.w_addr, self.w_addr + self.K * self.n)
+
+    @property
+    def p_region(self):
+        return (self.p_addr, self.p_addr + self.n)
+
+
+def plan_slices(ops, shapes, cfg, double_buffer=True):
+    """Weights and parameters: resident when all of them fit their memory, otherwise
+    streamed slice by slice, double buffered (each slice in one half, alternating, so the
+    next slice loads in the background while the current CONV runs). A slice is as many
+    column blocks as a half holds (a layer whose one column block of weights exceeds half of
+    WGT uses all of it, and is loaded in the foreground)."""
+    C = cfg.cols
+    gemm = [(i, op) for i, op in enumerate(ops) if op.kind in ("conv", "dense")]
+    Ks = {i: _conv_k(op, shapes) for i, op in gemm}
+    nbs = {i: -(-shapes[op.dst][2] // C) for i, op in gemm}
+    w_stream = sum(Ks[i] * nbs[i] for i, _ in gemm) > cfg.wgt_depth
+    p_stream = sum(nbs.values()) > cfg.param_depth
+    w_half = cfg.wgt_depth // 2 if double_buffer else 0
+    p_half = cfg.param_depth // 2 if double_buffer else 0
+    slices = []
+    w_next = p_next = 0               # resident: next free word / entry
+    for i, op in gemm:
+        K, nb, L = Ks[i], nbs[i], op.layer
+        per = nb
+        if w_stream:
+            if K > cfg.wgt_depth:
+                raise CompileError(f"layer {L.index} {L.name!r}: one column block of weights "
+                                   f"needs K={K} WGT words, the hardware has "
+                                   f"wgt_depth={cfg.wgt_depth}")
+            per = min(per, max(1, (w_half if K <= w_half else cfg.wgt_depth) // K))
+        if p_stream:
+            per = min(per, max(1, p_half or cfg.param_depth))
+        for nb0 in range(0, nb, per):
+            n = min(per, nb - nb0)
+            if w_stream:
+                w_addr = _other_half(slices, "w", K * n, w_half)
+            else:
+                w_addr, w_next = w_next, w_next + K * n
+            if p_stream:
+                p_addr = _other_half(slices, "p", n, p_half)
+            else:
+                p_addr, p_next = p_next, p_next + n
+            slices.append(Slice(i, nb0, n, K, w_addr, p_addr, w_stream, p_stream))
+    return slices
+
+
+def _other_half(slices, mem, size, half):
+    """Base of a streamed slice: the half its predecessor does not use, when both fit a
+    half; else 0 (it is loaded in the foreground)."""
+    if not slices or not half or size > half:
+        return 0
+    prev = slices[-1]
+    lo, hi = prev.w_region if mem == "w" else prev.p_region
+    return half if (lo == 0 and hi <= half) else 0
+
+
+def _conv_k(op, shapes):
+    KH, KW = _conv_geometry(op, shapes[op.src])[:2]
+    return KH * KW * shapes[op.src][2]
+
+
+def _overlap(a, b):
+    return a[0] < b[1] and b[0] < a[1]
+
+
 def compile_model(model, config=None, batch=1, double_buffer=True):
     """Lower a validated :class:`golden.model.Model` to a :class:`Program`.
 
-    ``double_buffer=False`` streams weights that do not fit WGT in foreground LOADs, in slices
-    of the whole WGT (for comparison: ``npu.bench`` reports both)."""
+    ``double_buffer=False`` streams weights and parameters that do not fit in foreground
+    LOADs, in slices of the whole memory (for comparison: ``npu.bench`` reports both)."""
     cfg = config if isinstance(config, NpuConfig) else NpuConfig(**(config or {}))
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise CompileError(f"batch must be an integer >= 1, got {batch!r}")
     C = cfg.cols
-    words = lambda ch: -(-ch // C)  # noqa: E731
 
     # ---- Shapes and memory plan -------------------------------------------------------
     ops, shapes = plan_ops(model)
@@ -254,45 +339,23 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
             f"layer {op.layer.index} {op.layer.name!r}: its input and output tensors at batch "
             f"{batch} need {need} ACT words together, the hardware has "
             f"act_depth={cfg.act_depth}; {hint} (or use a larger act_depth)")
+    slices = plan_slices(ops, shapes, cfg, double_buffer)
+    for op in ops:
+        if op.kind in ("conv", "dense") and _conv_k(op, shapes) > MAX_K:
+            L = op.layer
+            raise CompileError(f"layer {L.index} {L.name!r}: reduction K={_conv_k(op, shapes)} "
+                               f"exceeds MAX_K={MAX_K} (int32 accumulators could overflow)")
 
-    # Weights stay resident in WGT (loaded once by the setup program) when they all fit;
-    # otherwise every conv/dense layer streams its weights in the inference program, in slices
-    # of column blocks (slice_blocks: half of WGT, double buffered), one CONV per slice.
-    def gemm_k(op):
-        KH, KW = _conv_geometry(op, shapes[op.src])[:2]
-        return KH * KW * shapes[op.src][2]
+    # ---- Weights and parameters of every slice, as LOAD beats ------------------------------
+    w_beats, p_beats = {}, {}
+    for j, sl in enumerate(slices):
+        w, p = _slice_data(ops[sl.op], sl, shapes, C)
+        w_beats[j], p_beats[j] = w, p
+    setup_w = [w_beats[j] for j, sl in enumerate(slices) if not sl.w_streamed]
+    setup_p = [p_beats[j] for j, sl in enumerate(slices) if not sl.p_streamed]
 
-    gemm_ops = [op for op in ops if op.kind in ("conv", "dense")]
-    total_w = sum(gemm_k(op) * words(shapes[op.dst][2]) for op in gemm_ops)
-    streamed = total_w > cfg.wgt_depth
-    half = cfg.wgt_depth // 2 if double_buffer else 0
-
-    def slice_blocks(K, nb):
-        """Column blocks per streamed slice of a layer: half of WGT if K fits in it."""
-        room = half if K <= half else cfg.wgt_depth
-        return max(1, min(nb, room // K))
-
-    # Every streamed slice in program order, (K, column blocks), to prefetch across layers.
-    slices = []
-    for op in gemm_ops:
-        k_, nb_ = gemm_k(op), words(shapes[op.dst][2])
-        per_ = slice_blocks(k_, nb_)
-        slices += [(k_, min(per_, nb_ - b)) for b in range(0, nb_, per_)]
-    slice_base = []          # WGT address of each slice: alternating halves when they fit
-    for j, (k_, n_) in enumerate(slices):
-        if k_ * n_ > half:
-            slice_base.append(0)
-        else:
-            prev = slice_base[-1] if slice_base else half
-            slice_base.append(half if prev == 0 and slices[j - 1][0] * slices[j - 1][1] <= half
-                              else 0)
-    slice_blocks_data = {}   # slice index -> uint8 beats, filled as layers are lowered
-    prefetched = set()       # slices already loaded in the background
-
-    setup, infer = [], []
-    setup_wgt, setup_prm, infer_chunks = [], [], []
-    wgt_words = 0
-    prm_entries = 0
+    # ---- Emit ---------------------------------------------------------------------------
+    infer, infer_chunks = [], []
     regs_known = {}
     plans = []
 
@@ -302,6 +365,18 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
             infer.append(encode_set(reg, value))
             regs_known[reg] = value
 
+    def load(mem, addr, beats, count, background=False):
+        infer.append(encode_load(mem, addr, count, background=background))
+        infer_chunks.append(beats)
+
+    def stream_in(j, background):
+        """The streamed parts of slice j: PARAM first (short), then WGT."""
+        sl = slices[j]
+        if sl.p_streamed:
+            load(Mem.PARAM, sl.p_addr, p_beats[j], sl.n, background)
+        if sl.w_streamed:
+            load(Mem.WGT, sl.w_addr, w_beats[j], sl.K * sl.n, background)
+
     def tensor_regs(prefix, L):
         return {getattr(Reg, f"{prefix}_ADDR"): L.addr, getattr(Reg, f"{prefix}_CW"): L.cw,
                 getattr(Reg, f"{prefix}_ROW"): L.row, getattr(Reg, f"{prefix}_IMG"): L.img}
@@ -309,39 +384,15 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
     src0 = layouts[0]
     infer.append(encode_load(Mem.ACT, src0.addr, src0.words, shift=src0.shift))
     infer_chunks.append(None)
-
-    for op in ops:
+    prefetched = set()       # slices loaded in the background
+    for k, op in enumerate(ops):
         L = op.layer
         a = L.attrs
         src, dst = layouts[op.src], layouts[op.dst]
         H, W, Cin = shapes[op.src]
         if op.kind in ("pool", "softmax"):
-            if op.kind == "softmax":
-                if Cin > cfg.softmax_max_len:
-                    raise CompileError(f"layer {L.index} {L.name!r}: softmax over {Cin} values "
-                                       f"exceeds softmax_max_len={cfg.softmax_max_len}")
-                p_ = L.softmax_params
-                regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
-                        **tensor_regs("OUT", dst), Reg.BATCH: batch,
-                        Reg.SM_MULT: p_.multiplier, Reg.SM_SHIFT: p_.right_shift,
-                        Reg.SM_CAUSAL: 0}
-                code, gemm = Op_.SOFTMAX, (batch * H * W, Cin, 0)
-            else:
-                k, s_, p_ = a["kernel"], a["stride"], a["padding"]
-                Ho, Wo, _ = L.out_shape
-                for what, v, lim in (("height", H, cfg.pool_max_size),
-                                     ("width", W, cfg.pool_max_size),
-                                     ("channels", src.cw * C, cfg.pool_max_c),
-                                     ("kernel", k, cfg.pool_max_k)):
-                    if v > lim:
-                        raise CompileError(f"layer {L.index} {L.name!r}: pooling {what} {v} "
-                                           f"exceeds the pooling unit's limit {lim}")
-                regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
-                        Reg.KH: k, Reg.KW: k, Reg.STRIDE_Y: s_, Reg.STRIDE_X: s_,
-                        Reg.PAD_TOP: p_, Reg.PAD_LEFT: p_, Reg.IN_ZP: L.in_zero_point,
-                        **tensor_regs("OUT", dst), Reg.OUT_H: Ho, Reg.OUT_W: Wo,
-                        Reg.BATCH: batch, Reg.POOL_MODE: int(L.type == "avgpool2d")}
-                code, gemm = Op_.POOL, (batch * Ho * Wo, k * k, 0)
+            regs, code, gemm = _stream_op_regs(op, L, src, dst, shapes, cfg, batch,
+                                               tensor_regs)
             for reg, value in regs.items():
                 set_reg(reg, value)
             plans.append(LayerPlan(L.name, L.type, gemm, len(infer),
@@ -350,74 +401,38 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
             continue
         KH, KW, s, p, Ho, Wo, Cout = _conv_geometry(op, shapes[op.src])
         K = KH * KW * Cin
-        if K > MAX_K:
-            raise CompileError(f"layer {L.index} {L.name!r}: reduction K={K} exceeds "
-                               f"MAX_K={MAX_K} (int32 accumulators could overflow)")
-        wq = L.tensors["weights"]
-        nb = words(Cout)
-        wpad = np.zeros((K, nb * C), np.int8)
-        wpad[:, :Cout] = wq
-        blocks = wpad.reshape(K, nb, C).transpose(1, 0, 2).reshape(nb * K, C).view(np.uint8)
-        if not streamed:
-            setup_wgt.append(blocks)
-            w_addr = wgt_words
-            wgt_words += nb * K
-        elif K > cfg.wgt_depth:
-            raise CompileError(f"layer {L.index} {L.name!r}: one column block of weights needs "
-                               f"K={K} WGT words, the hardware has wgt_depth={cfg.wgt_depth}")
-        bias = np.zeros(nb * C, np.int32)
-        m0 = np.zeros(nb * C, np.int32)
-        sh = np.zeros(nb * C, np.int8)
-        bias[:Cout] = L.gemm_bias
-        m0[:Cout] = L.tensors["m0"]
-        sh[:Cout] = L.tensors["shift"]
-        setup_prm.append(pack_param_entries(bias, m0, sh, C))
-        p_addr = prm_entries
-        prm_entries += nb
-        if prm_entries > cfg.param_depth:
-            raise CompileError(f"layer {L.index} {L.name!r}: needs {prm_entries} PARAM entries "
-                               f"in total, the hardware has param_depth={cfg.param_depth}")
-
         use_lut = op.act is not None
         if use_lut:
-            table = op.act.tensors["table"]
             lut = np.zeros(LUT_BEATS(C) * C, np.int8)
-            lut[:256] = table
-            infer.append(encode_load(Mem.LUT, 0, 1))
-            infer_chunks.append(lut.view(np.uint8).reshape(-1, C))
+            lut[:256] = op.act.tensors["table"]
+            load(Mem.LUT, 0, lut.view(np.uint8).reshape(-1, C), 1)
         regs = {
             **tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
             Reg.KH: KH, Reg.KW: KW, Reg.STRIDE_Y: s, Reg.STRIDE_X: s, Reg.PAD_TOP: p,
             Reg.PAD_LEFT: p, Reg.IN_ZP: L.in_zero_point,
-            **tensor_regs("OUT", dst), Reg.OUT_H: Ho, Reg.OUT_W: Wo, Reg.OUT_NB: nb,
-            Reg.W_ADDR: 0 if streamed else w_addr, Reg.P_ADDR: p_addr, Reg.BATCH: batch,
+            **tensor_regs("OUT", dst), Reg.OUT_H: Ho, Reg.OUT_W: Wo, Reg.BATCH: batch,
             Reg.OUT_ZP: L.out_zero_point, Reg.QMIN: a["qmin"], Reg.QMAX: a["qmax"],
             Reg.USE_LUT: int(use_lut), Reg.CONV_MODE: 0,
         }
-        per = slice_blocks(K, nb) if streamed else nb
         pcs = []
-        for nb0 in range(0, nb, per):
-            n = min(per, nb - nb0)
-            if streamed:
-                j = len(slice_blocks_data)
-                slice_blocks_data[j] = blocks[nb0 * K:(nb0 + n) * K]
-                base = slice_base[j]
-                if j not in prefetched:
-                    infer.append(encode_load(Mem.WGT, base, n * K))
-                    infer_chunks.append(slice_blocks_data[j])
-                regs.update({Reg.OUT_ADDR: dst.addr + nb0, Reg.P_ADDR: p_addr + nb0,
-                             Reg.OUT_NB: n, Reg.W_ADDR: base})
-                nxt = j + 1
-                if nxt < len(slices) and slice_base[nxt] != base and K * n <= half \
-                        and slices[nxt][0] * slices[nxt][1] <= half:
-                    # The next slice streams into the other half while this CONV runs; this
-                    # LOAD first waits for a background LOAD of this slice, if any.
-                    infer.append(encode_load(Mem.WGT, slice_base[nxt],
-                                             slices[nxt][0] * slices[nxt][1], background=True))
-                    infer_chunks.append(lambda nxt=nxt: slice_blocks_data[nxt])
-                    prefetched.add(nxt)
-                elif j in prefetched:
-                    infer.append(encode(Op_.WAIT))
+        for j in [j for j, sl in enumerate(slices) if sl.op == k]:
+            sl = slices[j]
+            streamed = sl.w_streamed or sl.p_streamed
+            if streamed and j not in prefetched:
+                stream_in(j, background=False)
+            nxt = j + 1
+            if streamed and nxt < len(slices) and not any(
+                    _overlap(getattr(slices[nxt], r), getattr(sl, r))
+                    for r, on in (("w_region", sl.w_streamed), ("p_region", sl.p_streamed))
+                    if on):
+                # The next slice streams into the other halves while this CONV runs; its
+                # first LOAD waits for a background LOAD of this slice, if any.
+                stream_in(nxt, background=True)
+                prefetched.add(nxt)
+            elif j in prefetched:
+                infer.append(encode(Op_.WAIT))
+            regs.update({Reg.OUT_ADDR: dst.addr + sl.nb0, Reg.OUT_NB: sl.n,
+                         Reg.W_ADDR: sl.w_addr, Reg.P_ADDR: sl.p_addr})
             for reg, value in regs.items():
                 set_reg(reg, value)
             pcs.append(len(infer))
@@ -430,17 +445,18 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
     infer.append(encode_store(out.addr, out.words, shift=out.shift))
     infer.append(encode(Op_.DONE))
 
+    setup = []
+    wgt_words = sum(len(b) for b in setup_w)
+    prm_entries = sum(sl.n for sl in slices if not sl.p_streamed)
     if wgt_words:
         setup.append(encode_load(Mem.WGT, 0, wgt_words))
     if prm_entries:
         setup.append(encode_load(Mem.PARAM, 0, prm_entries))
     setup.append(encode(Op_.DONE))
     # the two WGT/PARAM loads take the beats in this order
-    parts = setup_wgt + setup_prm
+    parts = setup_w + setup_p
     stream = np.concatenate(parts, axis=0) if parts else np.zeros((0, C), np.uint8)
 
-    # background LOADs of a later layer's first slice were emitted before its weights existed
-    infer_chunks = [c() if callable(c) else c for c in infer_chunks]
     check_background_loads(infer)
     total = len(setup) + len(infer)
     if total > cfg.imem_depth:
@@ -450,5 +466,58 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
         plan.conv_pc += len(setup)
         plan.extra_pcs = [pc + len(setup) for pc in plan.extra_pcs]
     out_shape = tuple(model.layers[-1].out_shape) if model.layers else tuple(model.input_shape)
+    B = banks(cfg.rows)
+    peak = max((layouts[op.src].footprint(B) + layouts[op.dst].footprint(B) for op in ops),
+               default=layouts[0].footprint(B))
     return Program(cfg, batch, setup, infer, stream, infer_chunks, tuple(model.input_shape),
-                   layouts[0], out_shape, layouts[-1], plans)
+                   layouts[0], out_shape, layouts[-1], plans, layouts, peak)
+
+
+def _slice_data(op, sl, shapes, C):
+    """uint8 LOAD beats of a slice: its WGT words (block nb, word k = B[k, nb*C .. +C]) and
+    its PARAM entries."""
+    L = op.layer
+    Cout = shapes[op.dst][2]
+    K = sl.K
+    lo, hi = sl.nb0 * C, (sl.nb0 + sl.n) * C
+    w = np.zeros((K, sl.n * C), np.int8)
+    cols = min(hi, Cout) - lo
+    w[:, :cols] = L.tensors["weights"][:, lo:lo + cols]
+    wbeats = w.reshape(K, sl.n, C).transpose(1, 0, 2).reshape(sl.n * K, C).view(np.uint8)
+    bias = np.zeros(sl.n * C, np.int32)
+    m0 = np.zeros(sl.n * C, np.int32)
+    sh = np.zeros(sl.n * C, np.int8)
+    bias[:cols] = L.gemm_bias[lo:lo + cols]
+    m0[:cols] = L.tensors["m0"][lo:lo + cols]
+    sh[:cols] = L.tensors["shift"][lo:lo + cols]
+    return wbeats, pack_param_entries(bias, m0, sh, C)
+
+
+def _stream_op_regs(op, L, src, dst, shapes, cfg, batch, tensor_regs):
+    """Registers, opcode and (M, K, 0) of a POOL or SOFTMAX op."""
+    a = L.attrs
+    C = cfg.cols
+    H, W, Cin = shapes[op.src]
+    if op.kind == "softmax":
+        if Cin > cfg.softmax_max_len:
+            raise CompileError(f"layer {L.index} {L.name!r}: softmax over {Cin} values "
+                               f"exceeds softmax_max_len={cfg.softmax_max_len}")
+        p_ = L.softmax_params
+        regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
+                **tensor_regs("OUT", dst), Reg.BATCH: batch,
+                Reg.SM_MULT: p_.multiplier, Reg.SM_SHIFT: p_.right_shift, Reg.SM_CAUSAL: 0}
+        return regs, Op_.SOFTMAX, (batch * H * W, Cin, 0)
+    k, s_, p_ = a["kernel"], a["stride"], a["padding"]
+    Ho, Wo, _ = L.out_shape
+    for what, v, lim in (("height", H, cfg.pool_max_size), ("width", W, cfg.pool_max_size),
+                         ("channels", src.cw * C, cfg.pool_max_c),
+                         ("kernel", k, cfg.pool_max_k)):
+        if v > lim:
+            raise CompileError(f"layer {L.index} {L.name!r}: pooling {what} {v} "
+                               f"exceeds the pooling unit's limit {lim}")
+    regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
+            Reg.KH: k, Reg.KW: k, Reg.STRIDE_Y: s_, Reg.STRIDE_X: s_,
+            Reg.PAD_TOP: p_, Reg.PAD_LEFT: p_, Reg.IN_ZP: L.in_zero_point,
+            **tensor_regs("OUT", dst), Reg.OUT_H: Ho, Reg.OUT_W: Wo,
+            Reg.BATCH: batch, Reg.POOL_MODE: int(L.type == "avgpool2d")}
+    return regs, Op_.POOL, (batch * Ho * Wo, k * k, 0)

@@ -55,7 +55,6 @@ def test_default_act_holds_the_reference_cnn_at_batch_64(reference):
 
 @pytest.mark.parametrize("config,batch,needles", [
     ({"wgt_depth": 128}, 1, ["'fc1'", "K=256", "wgt_depth=128"]),
-    ({"param_depth": 4}, 1, ["'fc1'", "param_depth=4"]),
     ({"imem_depth": 32}, 1, ["imem_depth=32"]),
     ({"pool_max_c": 8}, 1, ["'pool'", "limit 8"]),
     ({"softmax_max_len": 8}, 1, ["'softmax'", "softmax_max_len=8"]),
@@ -65,6 +64,25 @@ def test_refusals_name_layer_and_limit(reference, config, batch, needles):
         compile_model(reference, config, batch=batch)
     for n in needles:
         assert n in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("config", [{"param_depth": 1}, {"param_depth": 4},
+                                    {"param_depth": 4, "wgt_depth": 512}])
+def test_parameters_streamed_when_param_is_small(reference, config):
+    """PARAM too small for every layer's entries: they stream per slice (double buffered
+    where a slice fits half of PARAM), and no CONV reads an entry another slice's LOAD is
+    still writing (check_background_loads, run by the compiler)."""
+    prog = compile_model(reference, config, batch=2)
+    loads = [decode(w) for w in prog.infer if decode(w)["op"] == Op.LOAD]
+    prm = [f for f in loads if f["mem"] == Mem.PARAM]
+    blocks = sum(-(-L.out_shape[-1] // 8) for L in reference.layers
+                 if L.type in ("conv2d", "dense"))
+    assert sum(f["count"] for f in prm) == blocks         # every entry, once
+    assert all(f["addr"] + f["count"] <= config["param_depth"] for f in prm)
+    if config["param_depth"] > 1:
+        assert any(f["background"] for f in prm)
+    assert not any(decode(w)["mem"] == Mem.PARAM for w in prog.setup
+                   if decode(w)["op"] == Op.LOAD)
 
 
 def test_bad_batch(reference):
