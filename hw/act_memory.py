@@ -25,12 +25,12 @@ Ports
 * write: ``w_en``, ``w_addr``, ``w_shift``, ``w_data`` (one word per cycle); the word is in
   its bank two cycles later (registered translation, then the block RAM write).
 * ``ports`` read ports ``r{i}_en``, ``r{i}_addr`` with a common ``r_shift``: ``r{i}_data`` is
-  the word :data:`READ_LATENCY` cycles after the request (translation, bank address
-  crossbar, the block RAM's two-cycle registered read, the data crossbar; every stage
-  registered). Enabled reads of one cycle must hit different banks or the same word;
-  ``conflict`` is high for a cycle (READ_LATENCY - 3 cycles later) when they do not, and the
-  reads of that cycle then return wrong data. Tests watch it; the CONV engine's layout check
-  makes it impossible for programs that pass it.
+  the word :data:`READ_LATENCY` cycles after the request (request register, translation,
+  bank address crossbar, the block RAM's two-cycle registered read, the data crossbar; every
+  stage registered). Enabled reads of one cycle must hit different banks or the same word;
+  ``conflict`` is high for a cycle (a few cycles later) when they do not, and the reads of
+  that cycle then return wrong data. Tests watch it; the CONV engine's layout check makes it
+  impossible for programs that pass it.
 """
 
 import operator
@@ -45,8 +45,10 @@ from .ram import RAM_LATENCY, BlockRam
 __all__ = ["ActMemory", "READ_LATENCY", "SHIFT_BITS", "banks", "act_location",
            "conflict_free"]
 
-#: Cycles from a read request to its data: translation, crossbar, block RAM (2), data mux.
-READ_LATENCY = 2 + RAM_LATENCY + 1
+#: Cycles from a read request to its data: the request register (the read ports are
+#: multiplexed between engines in front of it), translation, crossbar, block RAM (2), data
+#: multiplexer.
+READ_LATENCY = 3 + RAM_LATENCY + 1
 #: Width of a pixel shift: up to 2**7 = 128 words per pixel.
 SHIFT_BITS = 3
 
@@ -116,10 +118,15 @@ class ActMemory(wiring.Component):
         # ---- Read: translate, bank crossbar (each bank takes the address of the port that
         # maps to it), block RAM read, data crossbar (each port takes its bank's word).
         reqs = []
+        shift = Signal(SHIFT_BITS)
+        m.d.sync += shift.eq(self.r_shift)
         for i in range(self.ports):
-            bank, row = self._translate(m, getattr(self, f"r{i}_addr"), self.r_shift, f"r{i}")
+            addr = Signal.like(getattr(self, f"r{i}_addr"), name=f"r{i}_addr_q")
+            en_q = Signal(name=f"r{i}_en_q")
+            m.d.sync += [addr.eq(getattr(self, f"r{i}_addr")), en_q.eq(getattr(self, f"r{i}_en"))]
+            bank, row = self._translate(m, addr, shift, f"r{i}")
             en = Signal(name=f"r{i}_en_t")
-            m.d.sync += en.eq(getattr(self, f"r{i}_en"))
+            m.d.sync += en.eq(en_q)
             reqs.append((en, bank, row))
         for b, mem in enumerate(mems):
             addr = Signal(range(self.bank_depth), name=f"bank{b}_addr")
@@ -129,11 +136,13 @@ class ActMemory(wiring.Component):
             m.d.sync += addr.eq(reduce(operator.or_, terms))
             m.d.comb += [mem.r0_addr.eq(addr), mem.r0_en.eq(1)]
 
-        conflicts = []
-        for i, (en_i, bank_i, row_i) in enumerate(reqs):
-            for en_j, bank_j, row_j in reqs[i + 1:]:
-                conflicts.append(en_i & en_j & (bank_i == bank_j) & (row_i != row_j))
-        m.d.sync += self.conflict.eq(Cat(*conflicts).any() if conflicts else 0)
+        # Every pair of ports compared in one register stage, their OR in the next (a
+        # self-check, off the data path).
+        pairs = Signal(max(1, len(reqs) * (len(reqs) - 1) // 2))
+        m.d.sync += pairs.eq(Cat(*[en_i & en_j & (bank_i == bank_j) & (row_i != row_j)
+                                   for i, (en_i, bank_i, row_i) in enumerate(reqs)
+                                   for en_j, bank_j, row_j in reqs[i + 1:]]))
+        m.d.sync += self.conflict.eq(pairs.any())
 
         words = data.ArrayLayout(unsigned(8 * C), B)
         bank_words = Signal(words)

@@ -65,8 +65,8 @@ from .isa import Error, Reg, param_entry_layout
 from .ram import RAM_LATENCY
 from .requantizer import Requantizer
 from .sizes import (SIZE_BITS, STEP_LATENCY, ProductSteps, act_write_members, addr_bits,
-                    cfg_layout, engine_fsm, pixel_shift, regions_disjoint, step_schedule,
-                    tensor_end)
+                    aligned, cfg_layout, engine_fsm, pixel_shift, regions_disjoint,
+                    step_schedule, tensor_end)
 from .systolic import SystolicArray
 
 __all__ = ["ConvEngine", "cfg_layout", "OPERAND_FIFO_DEPTH", "SETUP_DEPS", "STEPPER_START",
@@ -202,20 +202,13 @@ class ConvEngine(wiring.Component):
         # image pitches are whole pixels; the column blocks stay inside a pixel.
         g.in_shift, in_pow2 = pixel_shift(m, reg(Reg.IN_CW), "in")
         g.out_shift, out_pow2 = pixel_shift(m, reg(Reg.OUT_CW), "out")
-        in_cw_mask = reg(Reg.IN_CW) - 1
-        out_cw_mask = reg(Reg.OUT_CW) - 1
         pitch_ok = Signal()
-        m.d.sync += pitch_ok.eq(
-            in_pow2 & out_pow2 &
-            ((reg(Reg.IN_ROW) & in_cw_mask) == 0) & ((reg(Reg.IN_IMG) & in_cw_mask) == 0) &
-            ((reg(Reg.OUT_ROW) & out_cw_mask) == 0) & ((reg(Reg.OUT_IMG) & out_cw_mask) == 0))
-        group_ok = Signal()
-        in_group = Mux(g.depthwise, (reg(Reg.IN_ADDR) & in_cw_mask) + g.nb_count,
-                       reg(Reg.CIN))
-        in_room = Mux(g.depthwise, reg(Reg.IN_CW), reg(Reg.IN_CW) * C)
-        m.d.sync += group_ok.eq((in_group <= in_room) &
-                                ((reg(Reg.OUT_ADDR) & out_cw_mask) + g.nb_count
-                                 <= reg(Reg.OUT_CW)))
+        m.d.sync += pitch_ok.eq(in_pow2 & out_pow2 & Cat(
+            aligned(m, reg(Reg.IN_ROW), reg(Reg.IN_CW), "in_row"),
+            aligned(m, reg(Reg.IN_IMG), reg(Reg.IN_CW), "in_img"),
+            aligned(m, reg(Reg.OUT_ROW), reg(Reg.OUT_CW), "out_row"),
+            aligned(m, reg(Reg.OUT_IMG), reg(Reg.OUT_CW), "out_img")).all())
+        group_ok = self._group_check(m, g)
         other_ok = ((reg(Reg.PAD_TOP) < (1 << SIZE_BITS)) &
                     (reg(Reg.PAD_LEFT) < (1 << SIZE_BITS)) & (reg(Reg.USE_LUT) <= 1) &
                     (reg(Reg.CONV_MODE) <= 1) & (s8(Reg.QMIN) <= s8(Reg.QMAX)))
@@ -264,6 +257,22 @@ class ConvEngine(wiring.Component):
                   [(pitch_ok & group_ok & layout, Error.CONFIG), (g.K <= MAX_K, Error.CONFIG),
                    (addr_ok, Error.ADDRESS)])
         return g, sizes, checks
+
+    def _group_check(self, m, g):
+        """Registered in three levels (configuration only): the channels of a beat fit the
+        input pixel (CIN <= IN_CW * C; depthwise: the column blocks from IN_ADDR's group
+        stay in the pixel) and the column blocks fit the output pixel."""
+        reg, C = self._reg, self.cols
+        in_mask, out_mask = Signal(32), Signal(32)
+        in_group, in_room, out_group = Signal(33), Signal(40), Signal(33)
+        ok = Signal()
+        m.d.sync += [in_mask.eq(reg(Reg.IN_CW) - 1), out_mask.eq(reg(Reg.OUT_CW) - 1),
+                     in_group.eq(Mux(g.depthwise, (reg(Reg.IN_ADDR) & in_mask) + g.nb_count,
+                                     reg(Reg.CIN))),
+                     in_room.eq(Mux(g.depthwise, reg(Reg.IN_CW), reg(Reg.IN_CW) * C)),
+                     out_group.eq((reg(Reg.OUT_ADDR) & out_mask) + g.nb_count),
+                     ok.eq((in_group <= in_room) & (out_group <= reg(Reg.OUT_CW)))]
+        return ok
 
     def _layout_check(self, m, g):
         """:func:`layout_ok` in hardware: modulo B = 2**k only the low k bits of each factor
@@ -377,8 +386,10 @@ class ConvEngine(wiring.Component):
         w.k_last = Signal()
         nb_at_last = Signal()
         blk_last = w.k_last & nb_at_last
-        # The offset every tap of the next tile starts from: depthwise, its channel group.
-        tile_off = Mux(g.depthwise & ~blk_last, nb + 1, 0)
+        # The offset every tap of the next tile starts from (depthwise: its channel group),
+        # kept in a register one tile ahead: nb + 1 unless this tile ends the block.
+        next_group = Signal(SIZE_BITS)
+        tile_off = Mux(blk_last, 0, next_group)
 
         with m.If(w.issue):
             m.d.sync += [k.eq(k + 1), w.waddr.eq(w.waddr + 1)]
@@ -404,12 +415,13 @@ class ConvEngine(wiring.Component):
                                      w.koff.eq(tile_off)]
             with m.If(w.k_last):
                 m.d.sync += [k.eq(0), nb.eq(nb + 1), w.k_last.eq(g.k_is_1),
-                             nb_at_last.eq(nb == g.nb_less2)]
+                             nb_at_last.eq(nb == g.nb_less2),
+                             next_group.eq(Mux(g.depthwise, nb + 2, 0))]
             with m.Else():
                 m.d.sync += w.k_last.eq(k == g.k_less2)
             with m.If(blk_last):
                 m.d.sync += [nb.eq(0), nb_at_last.eq(g.nb_is_1), w.waddr.eq(reg(Reg.W_ADDR)),
-                             mbase.eq(mbase + R)]
+                             mbase.eq(mbase + R), next_group.eq(g.depthwise)]
                 with m.If(more & (st.fill == R)):
                     m.d.comb += st.swap.eq(1)
                     m.d.sync += more.eq(mbase < g.m_less_2r)
@@ -420,6 +432,7 @@ class ConvEngine(wiring.Component):
             m.d.comb += st.swap.eq(1)
             m.d.sync += [w.active.eq(1), more.eq(mbase < g.m_less_r)]
         w.on_start = [w.active.eq(0), more.eq(1), mbase.eq(0), nb.eq(0),
+                      next_group.eq(g.depthwise),
                       k.eq(0), w.k_last.eq(g.k_is_1), nb_at_last.eq(g.nb_is_1),
                       cin.eq(0), w.lane.eq(0), w.kh.eq(0), w.kw.eq(0),
                       w.koff.eq(0), kwoff.eq(0), khoff.eq(0), w.waddr.eq(reg(Reg.W_ADDR))]
@@ -576,29 +589,39 @@ class ConvEngine(wiring.Component):
                          wb_data.eq(rq.result.payload.data.as_value()),
                          wb_last.eq(rq.result.payload.last)]
 
-        # The output pixel of the current row (index, coordinates, address) and the same at
-        # the start of the block, to come back to for the block's next column block.
+        # The output pixel of the current row (index, coordinates, address, and whether it
+        # ends its row / image / the layer's M pixels, decided one pixel ahead so that no
+        # comparison sits in front of the registers) and the same at the start of the block,
+        # to come back to for the block's next column block.
         pix_layout = data.StructLayout({"m": 32, "ox": SIZE_BITS, "oy": SIZE_BITS,
-                                        "addr": 34, "row": 34, "img": 34})
+                                        "addr": 34, "row": 34, "img": 34, "x_end": 1,
+                                        "y_end": 1, "in_m": 1})
         cur = Signal(pix_layout)
         blk = Signal(pix_layout)
         active = Signal()
         nb = Signal(SIZE_BITS)
+        ow_before, oh_before, m_last = Signal(SIZE_BITS), Signal(SIZE_BITS), Signal(32)
+        w_is_1, h_is_1 = Signal(), Signal()
+        m.d.sync += [ow_before.eq(reg(Reg.OUT_W) - 2), oh_before.eq(reg(Reg.OUT_H) - 2),
+                     w_is_1.eq(reg(Reg.OUT_W) == 1), h_is_1.eq(reg(Reg.OUT_H) == 1),
+                     m_last.eq(g.M - 1)]
         nxt = Signal(pix_layout)
-        with m.If(cur.ox != g.ow_last):
-            m.d.comb += [nxt.eq(cur), nxt.ox.eq(cur.ox + 1),
+        m.d.comb += [nxt.eq(cur), nxt.m.eq(cur.m + 1), nxt.in_m.eq(cur.in_m & (cur.m != m_last))]
+        with m.If(~cur.x_end):
+            m.d.comb += [nxt.ox.eq(cur.ox + 1), nxt.x_end.eq(cur.ox == ow_before),
                          nxt.addr.eq(cur.addr + reg(Reg.OUT_CW))]
-        with m.Elif(cur.oy != g.oh_last):
-            m.d.comb += [nxt.eq(cur), nxt.ox.eq(0), nxt.oy.eq(cur.oy + 1),
+        with m.Elif(~cur.y_end):
+            m.d.comb += [nxt.ox.eq(0), nxt.x_end.eq(w_is_1), nxt.oy.eq(cur.oy + 1),
+                         nxt.y_end.eq(cur.oy == oh_before),
                          nxt.row.eq(cur.row + reg(Reg.OUT_ROW)),
                          nxt.addr.eq(cur.row + reg(Reg.OUT_ROW))]
         with m.Else():
-            m.d.comb += [nxt.ox.eq(0), nxt.oy.eq(0), nxt.img.eq(cur.img + reg(Reg.OUT_IMG)),
+            m.d.comb += [nxt.ox.eq(0), nxt.x_end.eq(w_is_1), nxt.oy.eq(0), nxt.y_end.eq(h_is_1),
+                         nxt.img.eq(cur.img + reg(Reg.OUT_IMG)),
                          nxt.row.eq(cur.img + reg(Reg.OUT_IMG)),
                          nxt.addr.eq(cur.img + reg(Reg.OUT_IMG))]
-        m.d.comb += nxt.m.eq(cur.m + 1)
         # The write port is registered (enable, address, data).
-        m.d.sync += [self.act_wr_en.eq(wb_valid & active & (cur.m < g.M)),
+        m.d.sync += [self.act_wr_en.eq(wb_valid & active & cur.in_m),
                      self.act_wr_addr.eq(cur.addr + nb), self.act_wr_data.eq(wb_data),
                      self.act_wr_shift.eq(g.out_shift)]
         finished = Signal()
@@ -614,7 +637,8 @@ class ConvEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += [nb.eq(nb + 1), cur.eq(blk)]
         out = reg(Reg.OUT_ADDR)
-        start = {"m": 0, "ox": 0, "oy": 0, "addr": out, "row": out, "img": out}
+        start = {"m": 0, "ox": 0, "oy": 0, "addr": out, "row": out, "img": out,
+                 "x_end": w_is_1, "y_end": h_is_1, "in_m": 1}
         b.on_start = ([active.eq(1), nb.eq(0)] +
                       [getattr(cur, f).eq(v) for f, v in start.items()] +
                       [getattr(blk, f).eq(v) for f, v in start.items()])

@@ -182,7 +182,8 @@ class TensorWalker(wiring.Component):
     """The word addresses of a tensor in raster order: for each image, row, pixel, the
     ``groups`` words of the pixel. ``start`` loads the first address (the geometry must stay
     stable until the walk ends); each ``step`` moves to the next word; ``last`` is high on
-    the final word. Incremental: no multiplier, the loop bounds compared from registers."""
+    the final word. Incremental, for timing: no multiplier, and whether each counter is at
+    its last value is kept in a register, decided one step ahead."""
 
     def __init__(self, addr_width):
         super().__init__({"geometry": In(geometry_layout()), "start": In(1), "step": In(1),
@@ -191,31 +192,43 @@ class TensorWalker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo = self.geometry
-        bounds = {n: Signal(SIZE_BITS, name=f"{n}_last") for n in ("groups", "w", "h", "batch")}
-        for n, sig in bounds.items():
-            m.d.sync += sig.eq(getattr(geo, n) - 1)
-        g, x, y, n = (Signal(SIZE_BITS, name=v) for v in ("g", "x", "y", "n"))
+        names = ("groups", "w", "h", "batch")          # innermost first
+        count = {n: Signal(SIZE_BITS, name=f"{n}_count") for n in names}
+        # Per counter, registered from the (stable) geometry: is its bound 1, and bound - 2
+        # (a counter one short of its last value moves to it on the next step).
+        one = {n: Signal(name=f"{n}_is_1") for n in names}
+        before_last = {n: Signal(SIZE_BITS, name=f"{n}_before_last") for n in names}
+        end = {n: Signal(name=f"{n}_end") for n in names}       # count == bound - 1
+        for n in names:
+            m.d.sync += [one[n].eq(getattr(geo, n) == 1),
+                         before_last[n].eq(getattr(geo, n) - 2)]
         pixel, row, img = (Signal(32, name=v) for v in ("pixel", "row_start", "img_start"))
         addr = Signal(32)
-        at_end = {"groups": g == bounds["groups"], "w": x == bounds["w"],
-                  "h": y == bounds["h"], "batch": n == bounds["batch"]}
-        m.d.comb += [self.addr.eq(addr), self.last.eq(Cat(*at_end.values()).all())]
+        m.d.comb += [self.addr.eq(addr), self.last.eq(Cat(*end.values()).all())]
+
+        def restart(n):
+            return [count[n].eq(0), end[n].eq(one[n])]
+
+        def advance(n):
+            return [count[n].eq(count[n] + 1), end[n].eq(count[n] == before_last[n])]
+
         with m.If(self.start):
-            m.d.sync += [g.eq(0), x.eq(0), y.eq(0), n.eq(0), pixel.eq(geo.base),
-                         row.eq(geo.base), img.eq(geo.base), addr.eq(geo.base)]
+            m.d.sync += [pixel.eq(geo.base), row.eq(geo.base), img.eq(geo.base),
+                         addr.eq(geo.base)] + sum((restart(n) for n in names), [])
         with m.Elif(self.step):
-            with m.If(~at_end["groups"]):
-                m.d.sync += [g.eq(g + 1), addr.eq(addr + 1)]
-            with m.Elif(~at_end["w"]):
-                m.d.sync += [g.eq(0), x.eq(x + 1), pixel.eq(pixel + geo.cw),
-                             addr.eq(pixel + geo.cw)]
-            with m.Elif(~at_end["h"]):
-                m.d.sync += [g.eq(0), x.eq(0), y.eq(y + 1), row.eq(row + geo.row),
-                             pixel.eq(row + geo.row), addr.eq(row + geo.row)]
+            with m.If(~end["groups"]):
+                m.d.sync += [addr.eq(addr + 1)] + advance("groups")
+            with m.Elif(~end["w"]):
+                m.d.sync += [pixel.eq(pixel + geo.cw), addr.eq(pixel + geo.cw)] + \
+                    restart("groups") + advance("w")
+            with m.Elif(~end["h"]):
+                m.d.sync += [row.eq(row + geo.row), pixel.eq(row + geo.row),
+                             addr.eq(row + geo.row)] + \
+                    restart("groups") + restart("w") + advance("h")
             with m.Else():
                 nxt = img + geo.img
-                m.d.sync += [g.eq(0), x.eq(0), y.eq(0), n.eq(n + 1), img.eq(nxt),
-                             row.eq(nxt), pixel.eq(nxt), addr.eq(nxt)]
+                m.d.sync += [img.eq(nxt), row.eq(nxt), pixel.eq(nxt), addr.eq(nxt)] + \
+                    restart("groups") + restart("w") + restart("h") + advance("batch")
         return m
 
 
@@ -223,7 +236,7 @@ class TensorReader(wiring.Component):
     """Streams the words of a tensor walk (:class:`TensorWalker`) out of ACT on ``data``,
     ``last`` on the final word, under backpressure; ACT reads take
     :data:`hw.act_memory.READ_LATENCY` cycles. ``start`` begins a walk of ``geometry`` (read
-    with pixel shift ``shift``); ``done`` pulses when the last word has been taken."""
+    with pixel shift ``shift``); ``done`` pulses the cycle after the last word was taken."""
 
     FIFO_DEPTH = ACT_LATENCY + 3
 
@@ -245,13 +258,18 @@ class TensorReader(wiring.Component):
         walk = m.submodules.walker = self.walker
         fifo = m.submodules.fifo = SyncFIFO(width=8 * C + 1, depth=self.FIFO_DEPTH)
         reading = Signal()
-        # Reads in flight (issued, data not yet in the FIFO), one bit per cycle of latency.
+        # Reads in flight (issued, data not yet in the FIFO), one bit per cycle of latency,
+        # and the FIFO entries promised to them or holding data, counted in a register (for
+        # timing: no adder of the FIFO level and the bits in flight).
         inflight = Signal(ACT_LATENCY)
         inflight_last = Signal(ACT_LATENCY)
+        promised = Signal(range(self.FIFO_DEPTH + 1))
         issue = Signal()
+        taken = Signal()
         m.d.comb += [
             walk.geometry.eq(self.geometry), walk.start.eq(self.start), walk.step.eq(issue),
-            issue.eq(reading & (fifo.level + sum(inflight) < self.FIFO_DEPTH)),
+            issue.eq(reading & (promised != self.FIFO_DEPTH)),
+            taken.eq(self.data.valid & self.data.ready),
             self.act_rd_en.eq(issue), self.act_rd_addr.eq(walk.addr),
             self.act_rd_shift.eq(self.shift),
             fifo.w_en.eq(inflight[-1]),
@@ -261,13 +279,15 @@ class TensorReader(wiring.Component):
             fifo.r_en.eq(self.data.ready),
         ]
         m.d.sync += [inflight.eq(Cat(issue, inflight[:-1])),
-                     inflight_last.eq(Cat(issue & walk.last, inflight_last[:-1]))]
+                     inflight_last.eq(Cat(issue & walk.last, inflight_last[:-1])),
+                     promised.eq(promised + issue - taken)]
         with m.If(self.start):
             m.d.sync += [reading.eq(1), self.busy.eq(1)]
         with m.Elif(issue & walk.last):
             m.d.sync += reading.eq(0)
-        with m.If(self.data.valid & self.data.ready & self.data.payload.last):
-            m.d.comb += self.done.eq(1)
+        # done is registered: it pulses the cycle after the last word was taken.
+        m.d.sync += self.done.eq(taken & self.data.payload.last)
+        with m.If(self.done):
             m.d.sync += self.busy.eq(0)
         return m
 

@@ -130,6 +130,8 @@ class NpuTop(wiring.Component):
         self.softmax = SoftmaxEngine(C, cfg.act_depth, rows=cfg.rows,
                                      max_len=cfg.softmax_max_len, dsp=dsp)
         self.act = ActMemory(C, cfg.act_depth, cfg.rows, ports=cfg.rows, dsp=dsp)
+        #: The engines in the order of the sequencer's one-hot ``active`` register.
+        self.engine_order = [self.load, self.store, self.conv, self.pool, self.softmax]
         members = {name: (In if flow == wiring.In else Out)(shape)
                    for name, flow, shape in _axil_members(self.axil)}
         members.update({
@@ -176,6 +178,7 @@ class NpuTop(wiring.Component):
         s.cnt_we = Signal()                   # store instr_cycles into COUNTERS[pc]
         s.fetch_next = Signal()               # DECODE ends the instruction: read pc + 1
         s.act_conflict = Signal()             # sticky: ACT reads hit one bank twice
+        s.active = Signal(len(self.engine_order))  # one-hot: the engine EXEC waits for
         m.d.comb += [self.conv.cfg.eq(s.regs), self.pool.cfg.eq(s.regs),
                      self.softmax.cfg.eq(s.regs),
                      self.irq.eq(s.irq_en & (s.done_flag | s.err_flag))]
@@ -235,11 +238,14 @@ class NpuTop(wiring.Component):
             sel = [Mux(en, f, d) for f, d in zip(fields, sel)]
         m.d.sync += [act.w_en.eq(Cat(*[w[0] for w in writers]).any()), act.w_addr.eq(sel[0]),
                      act.w_shift.eq(sel[1]), act.w_data.eq(sel[2])]
+        # Port 0's owner is the engine the sequencer started (a register), not a decision
+        # from the engines' state.
         en0, addr0, shift0 = conv.act_rd_en[0], conv.act_rd_addr[0], conv.act_rd_shift
         for eng in (smx, pool, store):
-            en0, addr0, shift0 = (Mux(eng.busy, eng.act_rd_en, en0),
-                                  Mux(eng.busy, eng.act_rd_addr, addr0),
-                                  Mux(eng.busy, eng.act_rd_shift, shift0))
+            owner = s.active[self.engine_order.index(eng)]
+            en0, addr0, shift0 = (Mux(owner, eng.act_rd_en, en0),
+                                  Mux(owner, eng.act_rd_addr, addr0),
+                                  Mux(owner, eng.act_rd_shift, shift0))
         m.d.comb += [act.r0_en.eq(en0), act.r0_addr.eq(addr0), act.r_shift.eq(shift0)]
         for i in range(1, self.config.rows):
             m.d.comb += [getattr(act, f"r{i}_en").eq(conv.act_rd_en[i]),
@@ -337,11 +343,12 @@ class NpuTop(wiring.Component):
 
         dispatch = [(Op.LOAD, load), (Op.STORE, self.store), (Op.CONV, self.conv),
                     (Op.POOL, self.pool), (Op.SOFTMAX, self.softmax)]
-        engines = [engine for _, engine in dispatch]
+        engines = self.engine_order
+        assert engines == [engine for _, engine in dispatch]
         # The engine EXEC waits for (a background LOAD may finish while another engine runs).
         # Its done and error are registered here, one cycle later: the engines' done/error
         # logic sits far from the sequencer and must not share a cycle with its state logic.
-        active = Signal(len(engines))
+        active = s.active
         done_any = Signal()
         error_any = Signal(4)
         m.d.comb += done_any.eq((Cat(*[e.done for e in engines]) & active).any())

@@ -16,7 +16,7 @@ from .pe import RegisteredMultiplier
 __all__ = ["ProductSteps", "SIZE_BITS", "STEP_LATENCY", "CHECK_SETTLE", "step_schedule",
            "setup_cycles",
            "engine_fsm", "addr_bits", "cfg_layout", "streaming_engine_members",
-           "act_write_members", "pixel_shift", "tensor_end", "regions_disjoint"]
+           "act_write_members", "pixel_shift", "aligned", "tensor_end", "regions_disjoint"]
 
 
 def addr_bits(depth):
@@ -84,16 +84,31 @@ def regions_disjoint(m, nbanks, in_addr, in_end, in_shift, out_addr, out_end, ou
 
 def pixel_shift(m, words, name):
     """Registered ``(shift, ok)`` of a pixel pitch register: ``words = 2**shift`` with
-    ``shift < 2**SHIFT_BITS``, else ``ok`` is low."""
+    ``shift < 2**SHIFT_BITS``, else ``ok`` is low. Two register levels (the register is
+    stable for the whole instruction): its low bits and whether the rest is zero, then the
+    one-hot decode."""
+    n = 1 << SHIFT_BITS
+    low = Signal(n, name=f"{name}_low")
+    high_zero = Signal(name=f"{name}_high_zero")
+    m.d.sync += [low.eq(words[:n]), high_zero.eq(words[n:] == 0)]
     shift = Signal(SHIFT_BITS, name=f"{name}_shift")
     ok = Signal(name=f"{name}_pow2")
-    with m.Switch(words):
-        for n in range(1 << SHIFT_BITS):
-            with m.Case(1 << n):
-                m.d.sync += [shift.eq(n), ok.eq(1)]
+    with m.Switch(low):
+        for i in range(n):
+            with m.Case(1 << i):
+                m.d.sync += [shift.eq(i), ok.eq(high_zero)]
         with m.Default():
             m.d.sync += [shift.eq(0), ok.eq(0)]
     return shift, ok
+
+
+def aligned(m, value, words, name):
+    """Registered: ``value`` is a multiple of ``words`` (a power of two, from a register that
+    is stable for the whole instruction); the mask ``words - 1`` is registered first."""
+    mask = Signal(32, name=f"{name}_mask")
+    ok = Signal(name=f"{name}_aligned")
+    m.d.sync += [mask.eq(words - 1), ok.eq((value & mask) == 0)]
+    return ok
 
 SIZE_BITS = 16          # sizes (H, W, K*, stride, pad, batch, channel words) are < 2**16
 

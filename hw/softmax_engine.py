@@ -158,11 +158,13 @@ class SoftmaxEngine(wiring.Component):
                      Mux(p_last & (out_lane < j), -128, out_word[j])) for j in range(C)]
         padding = pad_left != 0
         write = ((p_take & out_end_word) | padding) & ~out_done
-        m.d.comb += [sm.probs.ready.eq(~padding),
-                     self.act_wr_addr.eq(wr.addr),
+        # The write port is registered (the word's lanes come from the unit's output through
+        # a multiplexer per lane).
+        m.d.comb += [sm.probs.ready.eq(~padding), wr.step.eq(write)]
+        m.d.sync += [self.act_wr_addr.eq(wr.addr),
                      self.act_wr_data.eq(Mux(padding, Cat(*[Const(-128, signed(8))] * C),
                                              Cat(*lanes))),
-                     self.act_wr_en.eq(write), wr.step.eq(write)]
+                     self.act_wr_en.eq(write)]
         with m.If(write & wr.last):
             m.d.sync += out_done.eq(1)
         with m.If(padding):

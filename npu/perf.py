@@ -68,8 +68,8 @@ EXEC_SEQ = SEQ + 1
 # READ_LATENCY, its FIFO).
 ACT_READ_EXTRA = ACT_LATENCY - 2
 #: STORE beyond its words and ACT_READ_EXTRA: the range check (CHECK, CHECK2), the reader's
-#: start and read, the FIFO to m_axis, done.
-STORE_EXTRA = 5
+#: start and read, the FIFO to m_axis, the reader's registered done, done.
+STORE_EXTRA = 6
 DECODE = 2              # cycle of DECODE after FETCH
 # Engine start-up (hw.sizes.engine_fsm: size check, setup products, settle, range check),
 # from the same product schedule as the hardware.
@@ -98,7 +98,7 @@ def conv_tail(R, C):
     return CONV_ENGINE_TAIL + array_result_latency(R, C) + (R - 1) + REQUANT_LATENCY
 POOL_SETUP = 1 + setup_cycles(POOL_SETUP_DEPS) + ACT_READ_EXTRA
 POOL_OUT_TAIL = 15      # pooling unit: S1, S1b, S2, S2b, S3, S3b, multiplier (3), 2 adds, output; write
-POOL_IN_TAIL = 2
+POOL_IN_TAIL = 3       # the reader's registered done, the engine's done
 SOFTMAX_SETUP = setup_cycles(SOFTMAX_SETUP_DEPS) - 1 + ACT_READ_EXTRA
 
 

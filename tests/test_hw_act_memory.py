@@ -107,7 +107,7 @@ def test_conflict_is_flagged():
         ctx.set(dut.r1_addr, B)          # same bank, next row
         await ctx.tick()
         ctx.set(dut.r1_addr, 1)          # another bank
-        for _ in range(4):
+        for _ in range(8):
             await ctx.tick()
             flags.append(ctx.get(dut.conflict))
 
@@ -115,4 +115,4 @@ def test_conflict_is_flagged():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert flags[:2] == [1, 0]
+    assert flags.count(1) == 1, flags    # the one conflicting cycle, and only it
