@@ -11,6 +11,8 @@ refuses the configuration itself (its ``error``), the rest of the input is consu
 engine ends with ``Error.CONFIG``; output words past the checked region are never written.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 
@@ -37,11 +39,22 @@ class PoolEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        pool = m.submodules.pool = self.pool
-        rd = m.submodules.reader = self.reader
+        m.submodules.pool = self.pool
+        m.submodules.reader = self.reader
+        checks = self._setup_checks(m)
+        self._stream_into_unit(m, checks.in_total)
+        writeback = self._writeback(m, checks.out_end)
+        self._sequence(m, checks, writeback)
+        return m
+
+    def _setup_checks(self, m):
+        """The instruction's sizes and regions: the products of the sizes (``in_total`` /
+        ``out_total`` words; computed in the setup steps), whether the registers are inside
+        the unit's limits (``sizes_ok``), and whether both regions are inside ACT and
+        disjoint (``addr_ok``, from the registered region ends). Hands the reader
+        ``in_total``, the writeback ``out_end`` and the sequencer the rest, as a namespace."""
         reg = self.cfg.__getitem__
         lim = self.limits
-
         hw_in = Signal(32)
         img_in = Signal(32)
         in_total = Signal(32)
@@ -71,7 +84,15 @@ class PoolEngine(wiring.Component):
                      out_end.eq(reg(Reg.OUT_ADDR) + out_total)]
         addr_ok = ((in_end <= self.act_depth) & (out_end <= self.act_depth) &
                    ((out_end <= reg(Reg.IN_ADDR)) | (in_end <= reg(Reg.OUT_ADDR))))
+        return SimpleNamespace(sizes=sizes, sizes_ok=sizes_ok, addr_ok=addr_ok,
+                               in_total=in_total, out_end=out_end)
 
+    def _stream_into_unit(self, m, in_total):
+        """The pooling unit's configuration, straight from the registers (it registers them
+        itself, and they hold for the whole instruction), and its input: ``in_total`` words
+        from IN_ADDR, read by the reader."""
+        reg = self.cfg.__getitem__
+        pool, rd = self.pool, self.reader
         m.d.comb += [
             pool.config.h.eq(reg(Reg.IN_H)), pool.config.w.eq(reg(Reg.IN_W)),
             pool.config.c.eq(reg(Reg.CIN)), pool.config.k.eq(reg(Reg.KH)),
@@ -86,7 +107,12 @@ class PoolEngine(wiring.Component):
             rd.data.ready.eq(pool.input.ready),
         ]
 
-        # Writeback: consecutive words; never past the checked output region.
+    def _writeback(self, m, out_end):
+        """The unit's output to consecutive words from ``wr_ptr`` (set to OUT_ADDR by the
+        sequencer), never past the checked output region (``out_end``); counts the images
+        out (``frames``) and notes that the reader has streamed the whole input
+        (``in_done``). Hands the sequencer those three registers, as a namespace."""
+        pool, rd = self.pool, self.reader
         wr_ptr = Signal(25)
         frames = Signal(SIZE_BITS + 1)
         in_done = Signal()
@@ -100,6 +126,15 @@ class PoolEngine(wiring.Component):
                 m.d.sync += frames.eq(frames + 1)
         with m.If(rd.done):
             m.d.sync += in_done.eq(1)
+        return SimpleNamespace(wr_ptr=wr_ptr, frames=frames, in_done=in_done)
+
+    def _sequence(self, m, checks, writeback):
+        """The engine FSM (:func:`hw.sizes.engine_fsm`): the checks, then RUN, which starts
+        the reader and ends when every image's output has arrived and the whole input has
+        been read, or when the unit refused the configuration."""
+        reg = self.cfg.__getitem__
+        pool, rd = self.pool, self.reader
+        wr_ptr, frames, in_done = writeback.wr_ptr, writeback.frames, writeback.in_done
 
         def enter_run():
             m.d.comb += rd.start.eq(1)
@@ -110,13 +145,12 @@ class PoolEngine(wiring.Component):
             # whole input (rows or columns no window covers are still consumed).
             with m.If((frames == reg(Reg.BATCH)) & (in_done | rd.done)):
                 m.d.comb += self.done.eq(1)
-                with m.If(wr_ptr != out_end):
+                with m.If(wr_ptr != checks.out_end):
                     m.d.comb += self.error.eq(Error.CONFIG)   # OUT_H/OUT_W disagree
                 m.next = "IDLE"
             with m.Elif(in_done & pool.error):
                 m.d.comb += [self.done.eq(1), self.error.eq(Error.CONFIG)]
                 m.next = "IDLE"
 
-        engine_fsm(m, self, sizes, sizes_ok, [(addr_ok, Error.ADDRESS)], enter_run,
-                   run_state)
-        return m
+        engine_fsm(m, self, checks.sizes, checks.sizes_ok, [(checks.addr_ok, Error.ADDRESS)],
+                   enter_run, run_state)
