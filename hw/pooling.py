@@ -53,6 +53,15 @@ Pooling is separable (both max and sum):
    16 x 16-bit multipliers (:class:`hw.pe.RegisteredMultiplier`, 3 stages; MULT18X18D with
    ``dsp="ecp5"``), two adds of their partial products and the rounded output.
 
+In the code each stage is a method that :meth:`Pooling.elaborate` calls in pipeline order, and
+passes on what the next one needs: :meth:`~Pooling._config_check` and
+:meth:`~Pooling._frame_latch` (configuration), :meth:`~Pooling._pipeline_enable`,
+:meth:`~Pooling._front` (the walk: :meth:`~Pooling._position`, :meth:`~Pooling._walk`,
+:meth:`~Pooling._windows`, :meth:`~Pooling._frame_state`), :meth:`~Pooling._horizontal` (S1),
+:meth:`~Pooling._s1b`, :meth:`~Pooling._vertical` (S2, S2b) and :meth:`~Pooling._finalize`
+(:meth:`~Pooling._magnitude`, :meth:`~Pooling._products`, :meth:`~Pooling._output`), built
+from :meth:`~Pooling._tracker` and :meth:`~Pooling._accumulate`.
+
 Every input beat is read-modify-written into at most ``slots`` accumulators at one address per
 stage, so the unit accepts one beat (one element per lane) per cycle. Each accumulation is
 register -> 8-bit compare (max) or add (sum) -> select -> register: the old values come from
@@ -88,7 +97,10 @@ bits(max_k - 1) + 1`` bits each; ``2 * ceil(nw / 16)`` 16 x 16-bit multipliers p
 average (``nw`` = bits of ``2*128*max_k**2 + max_k**2``: 2 per lane for ``max_k <= 15``).
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -150,6 +162,63 @@ def _check_int(name, v, lo, hi):
     return v
 
 
+# The front's frame state (Pooling._frame_state): IDLE between frames, RUN walking one, DROP
+# consuming a refused one up to its last beat.
+_IDLE, _RUN, _DROP = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class _CheckedConfig:
+    """The configuration check's result (:meth:`Pooling._config_check`)."""
+    config: Value       # the config ports, or their registered copy (registered_config)
+    hp: Signal          # padded height h + 2*pad, in step with ``config``
+    wp: Signal          # padded width w + 2*pad
+    ok: Signal          # every check passes (registered_config: CONFIG_LATENCY after the ports)
+
+
+@dataclass(frozen=True)
+class _Pipeline:
+    """The pipeline enable and the valid flags read before the stage that drives them."""
+    en: Signal          # every stage advances (the output register is free or taken)
+    s1_valid: Signal    # a beat in S1 (driven by S1; the front spaces beats behind it)
+    s1_history: list    # s1_valid 1 .. TINY_SPACING - 2 cycles ago (kept by S1, for the same)
+    out_valid: Signal   # a beat in the output register (driven by the output; ``en`` reads it)
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """One dimension's windows at the front's position (what :meth:`Pooling._tracker`
+    returns), per slot: in the window, the window opens here, it closes here; then whether
+    one closes and whether the closing one is the last along the dimension."""
+    use: Value
+    first: Value
+    close: Value
+    close_any: Signal
+    closing_last: Signal
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """What the walk hands the front (:meth:`Pooling._walk`)."""
+    g_last: Signal      # the position is its pixel's last channel group
+    frame_end: Value    # the walk leaves the image's last position
+    h: _Windows         # windows along the row
+    v: _Windows         # windows down the image
+
+
+@dataclass(frozen=True)
+class _FrontBeat:
+    """The beat at the front, as S1 registers it (:meth:`Pooling._front`)."""
+    advance: Signal     # it moves on to S1 this cycle
+    real: Signal        # it is an input beat (else padding)
+    data: Value         # the input beat's lanes
+    g: Signal           # channel group: the horizontal slot memories' address
+    g_last: Signal
+    addr: Signal        # the line-buffer address of its row result (``hr_count``)
+    h: _Windows         # windows along the row
+    v: _Windows         # windows down the image
+
+
 class Pooling(wiring.Component):
     """See the module docstring.
 
@@ -187,6 +256,10 @@ class Pooling(wiring.Component):
         self.lanes, self.max_h, self.max_w, self.max_c = lanes, max_h, max_w, max_c
         self.max_k, self.slots = max_k, slots
         self.groups = -(-max_c // lanes)
+        #: Bits of an accumulator: a sum of up to max_k**2 int8 values.
+        self.acc_width = 8 + 2 * max(1, (max_k - 1).bit_length()) + 1
+        #: Bits of a position in the padded image.
+        self.pos_width = (max(max_h, max_w) + 2 * (max_k // 2)).bit_length()
         super().__init__({
             "config": In(config_layout()),
             "input": In(stream.Signature(lanes_layout(lanes))),
@@ -315,7 +388,7 @@ class Pooling(wiring.Component):
         register, then the operand registers in the fabric next to the accumulation; the
         block RAMs sit in their own columns), and the write lands one ``en`` cycle after it.
         The caller guarantees that no address is read before the write it needs has landed
-        (see :data:`TINY_ROW` and ``tiny`` in :meth:`elaborate`)."""
+        (see :data:`TINY_ROW` and ``hold`` in :meth:`_front`)."""
         L, A, AW = self.lanes, self.slots, self.acc_width
         row = data.ArrayLayout(signed(AW), L)
         result = Signal(row, name=f"{name}_result")
@@ -372,19 +445,33 @@ class Pooling(wiring.Component):
         return result
 
     def elaborate(self, platform):
+        # The stages in pipeline order (module docstring, "Architecture"). Together they emit
+        # their statements in one fixed order: Amaranth numbers the netlist's cells in that
+        # order and Yosys's LUT mapping depends on it, so reordering them changes the logic
+        # depth and Fmax (not the behaviour). Re-measure (hw.logic_depth) after doing so.
         m = Module()
-        L, A = self.lanes, self.slots
-        G = self.groups
-        K = self.max_k
-        self.acc_width = AW = 8 + 2 * max(1, (K - 1).bit_length()) + 1
-        cfg_in = self.config
-        inp, res = self.input, self.result
+        checked = self._config_check(m)
+        state = Signal(2, name="state")     # the front's _IDLE / _RUN / _DROP
+        idle = Signal()
+        m.d.comb += idle.eq(state == _IDLE)
+        frame = self._frame_latch(m, idle, checked)
+        pipe = self._pipeline_enable(m)
+        beat = self._front(m, state, idle, checked.ok, frame, pipe)
+        s1 = self._horizontal(m, frame, pipe, beat)
+        s1b = self._s1b(m, pipe, s1)
+        s2b = self._vertical(m, pipe, beat, s1b)
+        self._finalize(m, pipe, s2b)
+        return m
 
-        # ---- configuration check and latch ---------------------------------------------
-        pos_w = (max(self.max_h, self.max_w) + 2 * (K // 2)).bit_length()
-        # The check in three steps: padded sizes and stride * slots, the individual checks,
-        # their AND. With registered_config each step is a register stage (the ports, then
-        # CONFIG_LATENCY - 1 more), otherwise all of it is combinational.
+    # ---- configuration check and latch --------------------------------------------------
+    def _config_check(self, m):
+        """Checks the ``config`` ports against the unit's limits in three steps: padded sizes
+        and ``stride * slots``, the individual checks, their AND. With ``registered_config``
+        the ports are registered and each step is a register stage (``CONFIG_LATENCY`` in
+        all); otherwise all of it is combinational. Hands :meth:`_frame_latch` and the front
+        a :class:`_CheckedConfig`."""
+        A, K = self.slots, self.max_k
+        cfg_in = self.config
         stage = m.d.sync if self.registered_config else m.d.comb
         if self.registered_config:
             ch = Signal(config_layout(), name="cfg_r")
@@ -411,311 +498,354 @@ class Pooling(wiring.Component):
         # The check's result, for an engine that refuses a configuration before streaming
         # (valid CONFIG_LATENCY cycles after the configuration with registered_config).
         m.d.comb += self.config_ok.eq(ok)
-        # Frame parameters: latched when a frame starts; while idle the front reads the
-        # configuration ports directly (or their registered copy, registered_config), so a
-        # frame starts in the cycle its first beat arrives.
-        IDLE, RUN, DROP = 0, 1, 2
-        state = Signal(2, name="state")
-        idle = Signal()
-        m.d.comb += idle.eq(state == IDLE)
-        port_vals = {
-            "hp": hp_c, "wp": wp_c, "k": ch.k, "s": ch.stride, "pad": ch.pad, "is_max": ch.mode == MODE_MAX,
-            "padval": Mux(ch.mode == MODE_MAX, -128, ch.zero_point),
-            # fewer than TINY_ROW beats per padded row: see `hold` below
-            "tiny": Cat(*[(wp_c == wp) & (ch.c <= L * (-(-TINY_ROW // wp) - 1))
-                          for wp in range(1, TINY_ROW)]).any(),
-            "narrow": ch.c <= L,            # one channel group: see NARROW_SPACING
-            # derived once per frame, so the walk compares registers without adding
-            "hp1": hp_c - 1, "wp1": wp_c - 1, "pad0": ch.pad == 0, "pad_m1": ch.pad - 1,
-            "pad_h1": ch.pad + ch.h - 1, "pad_w1": ch.pad + ch.w - 1,
-            "c_lb": Mux(ch.c > L, ch.c - L, 0), "k_s": ch.k + ch.stride,
-            "last0_h": ch.k + ch.stride > hp_c, "last0_w": ch.k + ch.stride > wp_c,
-            "s_is_1": ch.stride == 1, "k_is_1": ch.k == 1, "k_is_2": ch.k == 2,
+        return _CheckedConfig(config=ch, hp=hp_c, wp=wp_c, ok=ok)
+
+    def _frame_latch(self, m, idle, checked):
+        """The values a frame runs with, derived from the checked configuration once per frame
+        (so that the walk and the trackers compare registers without adding) and latched while
+        the front is ``idle``. Without ``registered_config`` an idle front reads them straight
+        from the ports, so that a frame starts in the cycle its first beat arrives; with it,
+        always from the latch. Hands the front and S1 a namespace of them (``cur_*``)."""
+        L, K, pos_w = self.lanes, self.max_k, self.pos_width
+        ch, hp_c, wp_c = checked.config, checked.hp, checked.wp
+        values = {                                          # name: (shape, value at the ports)
+            "hp": (pos_w, hp_c), "wp": (pos_w, wp_c), "k": (range(K + 1), ch.k),
+            "s": (8, ch.stride), "pad": (range(K // 2 + 1), ch.pad),
+            "is_max": (1, ch.mode == MODE_MAX),
+            "padval": (signed(8), Mux(ch.mode == MODE_MAX, -128, ch.zero_point)),
+            # fewer than TINY_ROW beats per padded row: see the front's `hold`
+            "tiny": (1, Cat(*[(wp_c == wp) & (ch.c <= L * (-(-TINY_ROW // wp) - 1))
+                              for wp in range(1, TINY_ROW)]).any()),
+            "narrow": (1, ch.c <= L),       # one channel group: see NARROW_SPACING
+            "hp1": (pos_w, hp_c - 1), "wp1": (pos_w, wp_c - 1), "pad0": (1, ch.pad == 0),
+            "pad_m1": (pos_w, ch.pad - 1), "pad_h1": (pos_w, ch.pad + ch.h - 1),
+            "pad_w1": (pos_w, ch.pad + ch.w - 1), "c_lb": (16, Mux(ch.c > L, ch.c - L, 0)),
+            "k_s": (9, ch.k + ch.stride),
+            "last0_h": (1, ch.k + ch.stride > hp_c), "last0_w": (1, ch.k + ch.stride > wp_c),
+            "s_is_1": (1, ch.stride == 1), "k_is_1": (1, ch.k == 1), "k_is_2": (1, ch.k == 2),
         }
-        shapes = {"hp": pos_w, "wp": pos_w, "k": range(K + 1), "s": 8, "pad": range(K // 2 + 1), "is_max": 1,
-                  "padval": signed(8), "tiny": 1, "narrow": 1, "hp1": pos_w, "wp1": pos_w,
-                  "pad0": 1, "pad_m1": pos_w, "pad_h1": pos_w, "pad_w1": pos_w, "c_lb": 16,
-                  "k_s": 9, "last0_h": 1,
-                  "last0_w": 1, "s_is_1": 1, "k_is_1": 1, "k_is_2": 1}
         cur = {}
-        for name, shape in shapes.items():
-            reg = Signal(shape, name=f"frame_{name}")
+        for name, (shape, at_ports) in values.items():
+            latched = Signal(shape, name=f"frame_{name}")
             cur[name] = Signal(shape, name=f"cur_{name}")
-            m.d.comb += cur[name].eq(reg if self.registered_config
-                                     else Mux(idle, port_vals[name], reg))
+            m.d.comb += cur[name].eq(latched if self.registered_config
+                                     else Mux(idle, at_ports, latched))
             with m.If(idle):
-                m.d.sync += reg.eq(port_vals[name])
-        hp, wp_ = cur["hp"], cur["wp"]
-        k, is_max, padval = cur["k"], cur["is_max"], cur["padval"]
-        tiny = cur["tiny"]
-        # The average's k*k and multiplier travel with each beat (k may change between frames).
-        mults = Array([Const(avg_pool_multiplier(i)[0] if i else 0, 32) for i in range(K + 1)])
-        squares = Array([Const(i * i, (K * K).bit_length()) for i in range(K + 1)])
+                m.d.sync += latched.eq(at_ports)
+        return SimpleNamespace(**cur)
 
-        yp = Signal(pos_w, name="yp")
-        xp = Signal(pos_w, name="xp")
-        g = Signal(range(G), name="g")
-        gbase = Signal(range(G * L + 1), name="gbase")
-        hr_count = Signal(range((self.max_w + 1) * G + 1), name="hr_count")
-
-        # ---- pipeline enable -----------------------------------------------------------
-        s1_valid, s2_valid, s3_valid, out_valid = (Signal(name=f"s{i}_valid")
-                                                   for i in ("1", "2", "3", "out"))
+    # ---- pipeline enable -----------------------------------------------------------------
+    def _pipeline_enable(self, m):
+        """The whole pipeline advances (``en``) when its output register is empty or
+        ``result`` takes its beat. Hands every stage a :class:`_Pipeline`."""
+        s1_valid = Signal(name="s1_valid")
+        s1_history = [Signal(name=f"adv_d{n}") for n in range(2, TINY_SPACING)]
+        out_valid = Signal(name="sout_valid")   # the name it has always had in the netlist
         en = Signal()
-        m.d.comb += en.eq(~out_valid | res.ready)
+        m.d.comb += en.eq(~out_valid | self.result.ready)
+        return _Pipeline(en=en, s1_valid=s1_valid, s1_history=s1_history, out_valid=out_valid)
 
-        # ---- front: walk the padded image ----------------------------------------------
-        # Whether the position is inside the image, kept in registers per row and column:
-        # set when the walk steps onto position pad, cleared when it steps past pad + h/w - 1.
-        # Between frames (IDLE) the walk is at (0, 0), inside iff pad == 0.
-        row_in = Signal(name="row_in")
-        col_in = Signal(name="col_in")
-        row_eff = Mux(idle, cur["pad0"], row_in)
-        col_eff = Mux(idle, cur["pad0"], col_in)
+    # ---- front: walk the padded image ---------------------------------------------------
+    def _front(self, m, state, idle, config_ok, frame, pipe):
+        """The front: walks the padded image (:meth:`_walk`), one position per ``advance``.
+        A position inside the image (``real``) takes an input beat, a padding position makes
+        one without consuming any. The walk advances when the pipeline does and the beat is
+        there, unless it holds to space the beats; the frame state (:meth:`_frame_state`)
+        says whether a frame runs. Hands S1 the beat at the front (:class:`_FrontBeat`)."""
+        inp = self.input
+        pos = self._position(idle, frame)
         real = Signal()
-        m.d.comb += real.eq(row_eff & col_eff)
+        m.d.comb += real.eq(pos.row_in_eff & pos.col_in_eff)
         walking = Signal()          # RUN, or IDLE with a valid first beat and a good config
-        m.d.comb += walking.eq((state == RUN) | (idle & inp.valid & ok))
+        m.d.comb += walking.eq((state == _RUN) | (idle & inp.valid & config_ok))
         # The line buffers are read when a beat is at the front and written four cycles
         # later (after S2). In a padded row of TINY_ROW or more beats the same address comes
         # round at least 5 cycles later; `tiny` frames (fewer beats per row) take one beat
         # every TINY_SPACING cycles instead (see TINY_ROW), and frames of one channel group
         # one beat every NARROW_SPACING (2) cycles for the horizontal accumulators.
-        recent = [Signal(name=f"adv_d{n}") for n in range(2, TINY_SPACING)]
         hold = Signal()
-        m.d.comb += hold.eq((tiny & Cat(s1_valid, *recent).any()) | (cur["narrow"] & s1_valid))
+        m.d.comb += hold.eq((frame.tiny & Cat(pipe.s1_valid, *pipe.s1_history).any())
+                            | (frame.narrow & pipe.s1_valid))
         front_valid = Signal()
         m.d.comb += front_valid.eq(walking & (~real | inp.valid) & ~hold)
         advance = Signal()
-        m.d.comb += advance.eq(en & front_valid)
-        m.d.comb += inp.ready.eq((walking & en & real & ~hold) | (state == DROP))
+        m.d.comb += advance.eq(pipe.en & front_valid)
+        m.d.comb += inp.ready.eq((walking & pipe.en & real & ~hold) | (state == _DROP))
+        walk = self._walk(m, idle, frame, pos, advance)
+        self._frame_state(m, state, config_ok, walk.frame_end)
+        return _FrontBeat(advance=advance, real=real, data=inp.payload.data, g=pos.g,
+                          g_last=walk.g_last, addr=pos.hr_count, h=walk.h, v=walk.v)
 
+    def _position(self, idle, frame):
+        """The registers of the walk's position (no logic: :meth:`_walk` moves them): row
+        ``yp``, column ``xp``, channel group ``g`` (``gbase = g * lanes``), ``hr_count``, the
+        line-buffer address of the beat's row result (``G`` per horizontal window closed so
+        far in the row, plus ``g``), and whether the row and the column are inside
+        the image (``row_in``, ``col_in``: between frames the walk is at (0, 0), inside iff
+        pad == 0, which ``*_eff`` take while ``idle``)."""
+        L, G, pos_w = self.lanes, self.groups, self.pos_width
+        row_in = Signal(name="row_in")
+        col_in = Signal(name="col_in")
+        return SimpleNamespace(
+            yp=Signal(pos_w, name="yp"), xp=Signal(pos_w, name="xp"),
+            g=Signal(range(G), name="g"), gbase=Signal(range(G * L + 1), name="gbase"),
+            hr_count=Signal(range((self.max_w + 1) * G + 1), name="hr_count"),
+            row_in=row_in, col_in=col_in,
+            row_in_eff=Mux(idle, frame.pad0, row_in), col_in_eff=Mux(idle, frame.pad0, col_in))
+
+    def _walk(self, m, idle, frame, pos, advance):
+        """Moves the position ``pos`` on ``advance``: the next channel group, column, row, back
+        to (0, 0, 0) after the frame's last. ``row_in`` / ``col_in`` are set when the walk
+        steps onto position pad, cleared when it steps past pad + h/w - 1. Runs the window
+        trackers (:meth:`_windows`) alongside. Hands the front a :class:`_Walk`."""
+        L = self.lanes
+        yp, xp, g, gbase = pos.yp, pos.xp, pos.g, pos.gbase
         g_last = Signal()
         x_last = Signal()
         y_last = Signal()
-        m.d.comb += [g_last.eq(gbase >= cur["c_lb"]), x_last.eq(xp == cur["wp1"]),
-                     y_last.eq(yp == cur["hp1"])]
+        m.d.comb += [g_last.eq(gbase >= frame.c_lb), x_last.eq(xp == frame.wp1),
+                     y_last.eq(yp == frame.hp1)]
         row_end = advance & g_last & x_last
         frame_end = row_end & y_last
-
-        # Trackers rest in their reset state between frames (reset by the last advance).
-        h_step = advance & g_last & ~x_last
-        h_reset = row_end
-        v_step = row_end & ~y_last
-        v_reset = frame_end
-        win = {name: cur[name] for name in ("s", "k_s", "s_is_1", "k_is_1", "k_is_2")}
-        win["k"] = k
-        h_use, h_first, h_close, h_any, h_lastwin = self._tracker(
-            m, "htr", wp_, dict(win, last0=cur["last0_w"]), h_step, h_reset)
-        v_use, v_first, v_close, v_any, v_lastwin = self._tracker(
-            m, "vtr", hp, dict(win, last0=cur["last0_h"]), v_step, v_reset)
+        h, v = self._windows(m, frame, next_col=advance & g_last & ~x_last, row_end=row_end,
+                             next_row=row_end & ~y_last, frame_end=frame_end)
 
         with m.If(idle):
-            m.d.sync += [row_in.eq(cur["pad0"]), col_in.eq(cur["pad0"])]
+            m.d.sync += [pos.row_in.eq(frame.pad0), pos.col_in.eq(frame.pad0)]
         with m.If(advance):
-            with m.If(h_any):
-                m.d.sync += hr_count.eq(hr_count + 1)
+            with m.If(h.close_any):
+                m.d.sync += pos.hr_count.eq(pos.hr_count + 1)
             with m.If(~g_last):
                 m.d.sync += [g.eq(g + 1), gbase.eq(gbase + L)]
             with m.Else():
                 m.d.sync += [g.eq(0), gbase.eq(0)]
                 with m.If(~x_last):
                     m.d.sync += [xp.eq(xp + 1),
-                                 col_in.eq((~cur["pad0"] & (xp == cur["pad_m1"]))
-                                           | (col_eff & (xp != cur["pad_w1"])))]
+                                 pos.col_in.eq((~frame.pad0 & (xp == frame.pad_m1))
+                                               | (pos.col_in_eff & (xp != frame.pad_w1)))]
                 with m.Else():
-                    m.d.sync += [xp.eq(0), hr_count.eq(0), col_in.eq(cur["pad0"])]
+                    m.d.sync += [xp.eq(0), pos.hr_count.eq(0), pos.col_in.eq(frame.pad0)]
                     with m.If(~y_last):
                         m.d.sync += [yp.eq(yp + 1),
-                                     row_in.eq((~cur["pad0"] & (yp == cur["pad_m1"]))
-                                               | (row_eff & (yp != cur["pad_h1"])))]
+                                     pos.row_in.eq((~frame.pad0 & (yp == frame.pad_m1))
+                                                   | (pos.row_in_eff & (yp != frame.pad_h1)))]
                     with m.Else():
-                        m.d.sync += [yp.eq(0), row_in.eq(cur["pad0"])]
+                        m.d.sync += [yp.eq(0), pos.row_in.eq(frame.pad0)]
+        return _Walk(g_last=g_last, frame_end=frame_end, h=h, v=v)
 
+    def _windows(self, m, frame, next_col, row_end, next_row, frame_end):
+        """The windows at the walk's position: a :meth:`_tracker` along the row (``htr``: a
+        step per column, reset at the row's end) and one down the image (``vtr``: a step per
+        row, reset at the frame's end), so that both rest in their reset state between
+        frames. Hands the walk ``(h, v)``, each a :class:`_Windows`."""
+        win = {name: getattr(frame, name) for name in ("s", "k_s", "s_is_1", "k_is_1",
+                                                       "k_is_2", "k")}
+        h = _Windows(*self._tracker(m, "htr", frame.wp, dict(win, last0=frame.last0_w),
+                                    next_col, row_end))
+        v = _Windows(*self._tracker(m, "vtr", frame.hp, dict(win, last0=frame.last0_h),
+                                    next_row, frame_end))
+        return h, v
+
+    def _frame_state(self, m, state, config_ok, frame_end):
+        """IDLE between frames; a first beat starts a frame: RUN until its last position (or
+        straight back to IDLE if that was its only one), or DROP up to its ``last`` beat if
+        its configuration is refused, which ``error`` reports until the next frame starts."""
+        inp = self.input
         with m.Switch(state):
-            with m.Case(IDLE):
+            with m.Case(_IDLE):
                 with m.If(inp.valid):
-                    m.d.sync += [self.error.eq(~ok),
-                                 state.eq(Mux(~ok, DROP, Mux(frame_end, IDLE, RUN)))]
-            with m.Case(DROP):
+                    m.d.sync += [self.error.eq(~config_ok),
+                                 state.eq(Mux(~config_ok, _DROP,
+                                              Mux(frame_end, _IDLE, _RUN)))]
+            with m.Case(_DROP):
                 with m.If(inp.valid & inp.payload.last):
-                    m.d.sync += state.eq(IDLE)
-            with m.Case(RUN):
+                    m.d.sync += state.eq(_IDLE)
+            with m.Case(_RUN):
                 with m.If(frame_end):
-                    m.d.sync += state.eq(IDLE)
+                    m.d.sync += state.eq(_IDLE)
             with m.Default():                   # unreachable state: recover
-                m.d.sync += state.eq(IDLE)
+                m.d.sync += state.eq(_IDLE)
 
-        # ---- S1: horizontal accumulation -------------------------------------------------
-        row = data.ArrayLayout(signed(AW), L)
-        s1_value = Signal(row)
-        s1_g = Signal(range(G))
-        s1_h = [Signal(A, name=f"s1_h{n}") for n in ("use", "first", "close")]
-        s1_hany = Signal()
-        s1_v = [Signal(A, name=f"s1_v{n}") for n in ("use", "first", "close")]
-        s1_vany = Signal()
-        s1_addr = Signal.like(hr_count)
-        s1_last = Signal()
-        s1_max = Signal()
-        s1_kk = Signal(len(squares[0]))
-        s1_m = Signal(32)
-        if recent:
+    # ---- S1: horizontal accumulation ----------------------------------------------------
+    def _horizontal(self, m, frame, pipe, beat):
+        """S1: registers the beat at the front (its data, or the padding value; its windows;
+        the average's k*k and multiplier, which travel with every beat since k may change
+        between frames) and accumulates it into the horizontal slot memories (``hacc``, one
+        entry per channel group). Also keeps ``pipe.s1_history`` for the front's hold.
+        Hands S1b the S1 registers and ``row_result``, the closing horizontal window's value
+        one cycle later (from the registered write)."""
+        L, K, en = self.lanes, self.max_k, pipe.en
+        mults = Array([Const(avg_pool_multiplier(i)[0] if i else 0, 32) for i in range(K + 1)])
+        squares = Array([Const(i * i, (K * K).bit_length()) for i in range(K + 1)])
+        h, v = beat.h, beat.v
+        s1, load_s1 = _stage(
+            "s1", g=beat.g, max=frame.is_max, kk=squares[frame.k], m=mults[frame.k],
+            huse=h.use, hfirst=h.first, hclose=h.close, hany=h.close_any,
+            vuse=v.use, vfirst=v.first, vclose=v.close, vany=v.close_any, addr=beat.addr,
+            last=v.close_any & v.closing_last & h.close_any & h.closing_last & beat.g_last)
+        s1.value = Signal(data.ArrayLayout(signed(self.acc_width), L), name="s1_value")
+        if pipe.s1_history:
             with m.If(en):
-                m.d.sync += Cat(*recent).eq(Cat(s1_valid, *recent[:-1]))
+                m.d.sync += Cat(*pipe.s1_history).eq(Cat(pipe.s1_valid,
+                                                         *pipe.s1_history[:-1]))
         with m.If(en):
-            m.d.sync += [
-                s1_valid.eq(advance), s1_g.eq(g), s1_max.eq(is_max),
-                s1_kk.eq(squares[k]), s1_m.eq(mults[k]),
-                s1_h[0].eq(h_use), s1_h[1].eq(h_first), s1_h[2].eq(h_close), s1_hany.eq(h_any),
-                s1_v[0].eq(v_use), s1_v[1].eq(v_first), s1_v[2].eq(v_close), s1_vany.eq(v_any),
-                s1_addr.eq(hr_count),
-                s1_last.eq(v_any & v_lastwin & h_any & h_lastwin & g_last),
-            ]
+            m.d.sync += [pipe.s1_valid.eq(beat.advance)] + load_s1
             for lane in range(L):
-                m.d.sync += s1_value[lane].eq(Mux(real, inp.payload.data[lane], padval))
-        hr = self._accumulate(m, "hacc", G, g, s1_g, en, s1_valid, s1_value,
-                              s1_h[0], h_first, s1_h[2], s1_max)
+                m.d.sync += s1.value[lane].eq(Mux(beat.real, beat.data[lane], frame.padval))
+        # h.first: the slots whose window the *next* beat opens (one stage ahead).
+        s1.row_result = self._accumulate(m, "hacc", self.groups, beat.g, s1.g, en,
+                                         pipe.s1_valid, s1.value, s1.huse, h.first, s1.hclose,
+                                         s1.max)
+        return s1
 
-        # ---- S1b: the horizontal result, from the registered writes (the line buffer read is
-        # in flight) ----
-        s1b_valid = Signal()
-        s1b_value = hr
-        s1b_v = [Signal(A, name=f"s1b_v{n}") for n in ("use", "first", "close")]
-        s1b_vany = Signal()
-        s1b_addr = Signal.like(hr_count)
-        s1b_last = Signal()
-        s1b_max = Signal()
-        s1b_kk = Signal.like(s1_kk)
-        s1b_m = Signal.like(s1_m)
-        with m.If(en):
-            m.d.sync += [
-                s1b_valid.eq(s1_valid & s1_hany),
-                s1b_max.eq(s1_max), s1b_kk.eq(s1_kk), s1b_m.eq(s1_m),
-                Cat(*s1b_v).eq(Cat(*s1_v)), s1b_vany.eq(s1_vany), s1b_addr.eq(s1_addr),
-                s1b_last.eq(s1_last),
-            ]
+    # ---- S1b ------------------------------------------------------------------------------
+    def _s1b(self, m, pipe, s1):
+        """S1b: a stage while the line-buffer read issued at the front is in flight. Its value
+        is S1's row result; the beat goes on only if a horizontal window closed in S1. Hands
+        S2 the row result (``value``), its vertical windows and its line-buffer address."""
+        s1b, load_s1b = _stage(
+            "s1b", valid=pipe.s1_valid & s1.hany, max=s1.max, kk=s1.kk, m=s1.m,
+            vuse=s1.vuse, vfirst=s1.vfirst, vclose=s1.vclose, vany=s1.vany, addr=s1.addr,
+            last=s1.last)
+        with m.If(pipe.en):
+            m.d.sync += load_s1b
+        s1b.value = s1.row_result
+        return s1b
 
-        # ---- S2: vertical accumulation (line buffers) ----------------------------------
-        s2_value = Signal(row)
-        s2_v = [Signal(A, name=f"s2_v{n}") for n in ("use", "first", "close")]
-        s2_vany = Signal()
-        s2_addr = Signal.like(hr_count)
-        s2_last = Signal()
-        s2_max = Signal()
-        s2_kk = Signal.like(s1_kk)
-        s2_m = Signal.like(s1_m)
+    # ---- S2: vertical accumulation (line buffers) ---------------------------------------
+    def _vertical(self, m, pipe, beat, s1b):
+        """S2: accumulates the row result into the line buffers (``vacc``, ``(max_w + 1) * G``
+        entries per slot). Their read was issued at the front (``beat.addr`` is the address
+        of the beat that reaches S2 three cycles later): RAM_LATENCY cycles and a fabric
+        register. Hands the finalize stage S2b: the closing vertical window's value
+        (``value``, from the registered write) if one closed (``valid``), with ``last``,
+        ``max``, ``kk`` and ``m``."""
+        en = pipe.en
+        s2, load_s2 = _stage(
+            "s2", valid=s1b.valid, value=s1b.value, max=s1b.max, kk=s1b.kk, m=s1b.m,
+            vuse=s1b.vuse, vfirst=s1b.vfirst, vclose=s1b.vclose, vany=s1b.vany,
+            addr=s1b.addr, last=s1b.last)
         with m.If(en):
-            m.d.sync += [
-                s2_valid.eq(s1b_valid), s2_value.eq(s1b_value),
-                s2_max.eq(s1b_max), s2_kk.eq(s1b_kk), s2_m.eq(s1b_m),
-                Cat(*s2_v).eq(Cat(*s1b_v)), s2_vany.eq(s1b_vany), s2_addr.eq(s1b_addr),
-                s2_last.eq(s1b_last),
-            ]
-        # Read issued at the front (hr_count is the beat's s1_addr): RAM_LATENCY cycles and a
-        # fabric register, so it arrives in S2; the result is the closing slot's registered
-        # new value, in S2b.
+            m.d.sync += load_s2
         assert RAM_LATENCY == 2
-        vr = self._accumulate(m, "vacc", (self.max_w + 1) * G, hr_count, s2_addr, en, s2_valid,
-                              s2_value, s2_v[0], s1b_v[1], s2_v[2], s2_max, block_ram=True)
-        s2b_valid = Signal()
-        s2b_last = Signal()
-        s2b_max = Signal()
-        s2b_kk = Signal.like(s1_kk)
-        s2b_m = Signal.like(s1_m)
+        # s1b.vfirst: the slots whose window the next beat opens (one stage ahead).
+        column_result = self._accumulate(
+            m, "vacc", (self.max_w + 1) * self.groups, beat.addr, s2.addr, en, s2.valid,
+            s2.value, s2.vuse, s1b.vfirst, s2.vclose, s2.max, block_ram=True)
+        s2b, load_s2b = _stage("s2b", valid=s2.valid & s2.vany, last=s2.last, max=s2.max,
+                               kk=s2.kk, m=s2.m)
         with m.If(en):
-            m.d.sync += [s2b_valid.eq(s2_valid & s2_vany), s2b_last.eq(s2_last),
-                         s2b_max.eq(s2_max), s2b_kk.eq(s2_kk), s2b_m.eq(s2_m)]
+            m.d.sync += load_s2b
+        s2b.value = column_result
+        return s2b
 
-        # ---- finalize: S3, S3b, multiplier (3), two adds, output --------------------------
-        # Average: sign(S) * ((2|S| + k*k) * M >> 32). S3 registers the closing slot's value
-        # (selected from the registered new values), S3b takes its magnitude; n * M is summed
-        # from 16 x 16-bit products of registered multipliers (hw.pe.RegisteredMultiplier).
-        nw = (2 * 128 * K * K + K * K).bit_length()
-        n_chunks = -(-nw // 16)
-        s3_val = Signal(row)
-        s3_last = Signal()
-        s3_max = Signal()
-        s3_kk = Signal.like(s1_kk)
-        s3_m = Signal.like(s1_m)
-        s3b_valid = Signal()
-        s3b_n = [Signal(nw, name=f"s3b_n{lane}") for lane in range(L)]
-        s3b_neg = Signal(L)
-        s3b_val8 = Signal(data.ArrayLayout(signed(8), L))
-        s3b_last = Signal()
-        s3b_max = Signal()
-        s3b_m = Signal.like(s1_m)
-        with m.If(en):
-            m.d.sync += [s3_valid.eq(s2b_valid), s3_val.eq(vr), s3_last.eq(s2b_last),
-                         s3_max.eq(s2b_max), s3_kk.eq(s2b_kk), s3_m.eq(s2b_m),
-                         s3b_valid.eq(s3_valid), s3b_last.eq(s3_last), s3b_max.eq(s3_max),
-                         s3b_m.eq(s3_m)]
+    # ---- finalize: S3, S3b, multiplier, two adds, output ---------------------------------
+    def _finalize(self, m, pipe, s2b):
+        """Max passes through; the average computes ``sign(S) * ((2|S| + k*k) * M >> 32)``:
+        the magnitude (S3, S3b), registered multipliers, two adds and the output register,
+        which drives ``result``."""
+        s3b = self._magnitude(m, pipe, s2b)
+        products, beside = self._products(m, pipe, s3b)
+        self._output(m, pipe, products, beside)
+
+    def _magnitude(self, m, pipe, s2b):
+        """S3 registers the closing window's value (selected from the line buffers'
+        registered new values); S3b takes ``n = 2|S| + k*k``, its sign and its low 8 bits
+        (the max). Hands the multipliers S3b: ``n`` (per lane), ``neg``, ``val8``, ``m``
+        and the beat's ``valid``, ``last`` and ``max``."""
+        L = self.lanes
+        s3, load_s3 = _stage("s3", valid=s2b.valid, val=s2b.value, last=s2b.last,
+                             max=s2b.max, kk=s2b.kk, m=s2b.m)
+        s3b, load_s3b = _stage("s3b", valid=s3.valid, last=s3.last, max=s3.max, m=s3.m)
+        s3b.n = [Signal(_magnitude_bits(self.max_k), name=f"s3b_n{lane}") for lane in range(L)]
+        s3b.neg = Signal(L, name="s3b_neg")
+        s3b.val8 = Signal(data.ArrayLayout(signed(8), L), name="s3b_val8")
+        with m.If(pipe.en):
+            m.d.sync += load_s3 + load_s3b
             for lane in range(L):
-                v = s3_val[lane]
-                m.d.sync += [s3b_n[lane].eq((Mux(v < 0, -v, v) << 1) + s3_kk),
-                             s3b_neg[lane].eq(v < 0), s3b_val8[lane].eq(v[:8])]
+                v = s3.val[lane]
+                m.d.sync += [s3b.n[lane].eq((Mux(v < 0, -v, v) << 1) + s3.kk),
+                             s3b.neg[lane].eq(v < 0), s3b.val8[lane].eq(v[:8])]
+        return s3b
 
-        # Multipliers: 3 en-cycles; the beat's other fields travel beside them.
-        STAGES = RegisteredMultiplier.STAGES
-
-        def delay(value, name):
-            for n in range(STAGES):
-                reg = Signal.like(value, name=f"{name}_m{n + 1}")
-                with m.If(en):
-                    m.d.sync += reg.eq(value)
-                value = reg
-            return value
-
-        prod = []                           # prod[lane][chunk][half], unsigned 32 bits
-        for lane in range(L):
+    def _products(self, m, pipe, s3b):
+        """``n * M`` in 16 x 16-bit products: per lane, each 16-bit chunk of ``n`` times each
+        16-bit half of ``M``, on :class:`hw.pe.RegisteredMultiplier` (``STAGES`` cycles); the
+        beat's other fields travel beside them through as many registers. Hands the adds
+        ``products[lane][chunk] = (low half, high half)`` (32 bits each) and those fields."""
+        n_chunks = -(-_magnitude_bits(self.max_k) // 16)
+        products = []
+        for lane in range(self.lanes):
             per_chunk = []
             for c_i in range(n_chunks):
                 halves = []
                 for h_i in range(2):
                     mul = RegisteredMultiplier(17, 17, self.dsp)
                     m.submodules[f"avg_mul{lane}_{c_i}_{h_i}"] = mul
-                    m.d.comb += [mul.a.eq(s3b_n[lane][16 * c_i:16 * c_i + 16]),
-                                 mul.b.eq(s3b_m[16 * h_i:16 * h_i + 16]), mul.ce.eq(en)]
+                    m.d.comb += [mul.a.eq(s3b.n[lane][16 * c_i:16 * c_i + 16]),
+                                 mul.b.eq(s3b.m[16 * h_i:16 * h_i + 16]), mul.ce.eq(pipe.en)]
                     halves.append(mul.p[:32])
                 per_chunk.append(halves)
-            prod.append(per_chunk)
-        mv_valid = delay(s3b_valid, "valid")
-        mv_neg = delay(s3b_neg, "neg")
-        mv_val8 = delay(s3b_val8, "val8")
-        mv_last = delay(s3b_last, "last")
-        mv_max = delay(s3b_max, "max")
+            products.append(per_chunk)
+        beside = SimpleNamespace(**{
+            name: _delayed(m, pipe.en, getattr(s3b, name), name, RegisteredMultiplier.STAGES)
+            for name in ("valid", "neg", "val8", "last", "max")})
+        return products, beside
 
-        # Two adds: each chunk's two halves, then the chunks.
+    def _output(self, m, pipe, products, beside):
+        """Two adds, A each chunk's two halves, B the chunks; then the output register: B's
+        sum shifted by AVG_SHIFT with the sign (average) or the value itself (max). Drives
+        ``result``."""
+        L, res = self.lanes, self.result
+        n_chunks = len(products[0])
         a_sum = [[Signal(49, name=f"a_sum{lane}_{c_i}") for c_i in range(n_chunks)]
                  for lane in range(L)]
-        a_valid, a_neg, a_val8, a_last, a_max = (Signal.like(x, name=f"a_{n}") for x, n in (
-            (mv_valid, "valid"), (mv_neg, "neg"), (mv_val8, "val8"), (mv_last, "last"),
-            (mv_max, "max")))
-        b_sum = [Signal(nw + 32, name=f"b_sum{lane}") for lane in range(L)]
-        b_valid, b_neg, b_val8, b_last, b_max = (Signal.like(x, name=f"b_{n}") for x, n in (
-            (mv_valid, "valid"), (mv_neg, "neg"), (mv_val8, "val8"), (mv_last, "last"),
-            (mv_max, "max")))
+        a, load_a = _stage("a", valid=beside.valid, neg=beside.neg, val8=beside.val8,
+                           last=beside.last, max=beside.max)
+        b_sum = [Signal(_magnitude_bits(self.max_k) + 32, name=f"b_sum{lane}")
+                 for lane in range(L)]
+        b, load_b = _stage("b", valid=a.valid, neg=a.neg, val8=a.val8, last=a.last,
+                           max=a.max)
         out = Signal(data.ArrayLayout(signed(8), L))
         out_last = Signal()
-        with m.If(en):
-            m.d.sync += [a_valid.eq(mv_valid), a_neg.eq(mv_neg), a_val8.eq(mv_val8),
-                         a_last.eq(mv_last), a_max.eq(mv_max),
-                         b_valid.eq(a_valid), b_neg.eq(a_neg), b_val8.eq(a_val8),
-                         b_last.eq(a_last), b_max.eq(a_max),
-                         out_valid.eq(b_valid), out_last.eq(b_last)]
+        with m.If(pipe.en):
+            m.d.sync += load_a + load_b + [pipe.out_valid.eq(b.valid), out_last.eq(b.last)]
             for lane in range(L):
                 for c_i in range(n_chunks):
-                    lo, hi = prod[lane][c_i]
+                    lo, hi = products[lane][c_i]
                     m.d.sync += a_sum[lane][c_i].eq(lo + (hi << 16))
                 m.d.sync += b_sum[lane].eq(_balanced_sum(
                     [a_sum[lane][c_i] << (16 * c_i) for c_i in range(n_chunks)]))
                 q = (b_sum[lane] >> AVG_SHIFT)[:8]
-                m.d.sync += out[lane].eq(Mux(b_max, b_val8[lane], Mux(b_neg[lane], -q, q)))
+                m.d.sync += out[lane].eq(Mux(b.max, b.val8[lane], Mux(b.neg[lane], -q, q)))
         m.d.comb += [
-            res.valid.eq(out_valid),
+            res.valid.eq(pipe.out_valid),
             res.payload.last.eq(out_last),
             res.payload.data.as_value().eq(out.as_value()),
         ]
-        return m
+
+
+def _stage(stage, **values):
+    """A pipeline stage's registers ``{stage}_{name}``, one per value, as a namespace (the
+    stage may add its other values to it), and the assignments that load them (the caller
+    puts them under the enable)."""
+    regs = {name: Signal.like(value, name=f"{stage}_{name}") for name, value in values.items()}
+    return SimpleNamespace(**regs), [regs[name].eq(value) for name, value in values.items()]
+
+
+def _delayed(m, en, value, name, cycles):
+    """``value`` through ``cycles`` registers ``{name}_m1 ..``, each loaded when ``en``."""
+    for n in range(cycles):
+        reg = Signal.like(value, name=f"{name}_m{n + 1}")
+        with m.If(en):
+            m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+def _magnitude_bits(max_k):
+    """Bits of the average's ``n = 2|S| + k*k`` (``|S| <= 128 k*k``)."""
+    return (2 * 128 * max_k * max_k + max_k * max_k).bit_length()
 
 
 def _balanced_sum(terms):
