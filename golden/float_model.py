@@ -6,19 +6,31 @@ int8 model file uses (see :mod:`golden.model`): activations NHWC, batch first; c
 the GEMM ``B`` matrix ``K x Cout`` with ``K = k*k*Cin`` ordered ``(kh, kw, cin)``; dense weights
 are ``in_features x out_features``, the input flattened in ``(h, w, c)`` order.
 
-Layer dicts (``name`` is required for layers with parameters)::
+Layer dicts (``name`` is required for layers with parameters, and for a layer another one
+reads by name)::
 
     {"type": "conv2d", "name", "kernel", "stride", "padding", "in_channels", "out_channels",
      "activation": "none" | "relu" | "relu6"}        # activation fused after the bias
+    {"type": "depthwise_conv2d", "name", "kernel", "stride", "padding", "channels",
+     "activation": ...}                              # channel multiplier 1
     {"type": "dense", "name", "in_features", "out_features", "activation": ...}
-    {"type": "maxpool2d" | "avgpool2d", "kernel", "stride", "padding"}
+    {"type": "maxpool2d" | "avgpool2d", "kernel", "stride", "padding",
+     "count": "kernel" | "valid"}                    # average: divisor (default "kernel")
     {"type": "flatten"}
     {"type": "activation", "function": <name in golden.activation.ACTIVATIONS>}
     {"type": "softmax"}                               # over the last axis
+    {"type": "add", "inputs": [a, b], "activation": ...}
+
+Window attributes are ints (square, symmetric) or lists ``[kh, kw]``, ``[sy, sx]``, ``[top,
+left, bottom, right]`` (:class:`golden.conv.Window`). A layer reads the previous layer's
+output unless it names its ``"inputs"`` (layer names, ``"input"`` for the network input): a
+graph, in topological order; the network's output is the last layer's unless ``arch`` names
+an ``"output"``.
 
 Float semantics: ``conv = im2col(x, pad with 0) @ W + b``; ``maxpool`` ignores padded taps;
-``avgpool`` averages the ``kernel*kernel`` taps with padded taps counting as 0 (the int8
-``avg_pool2d`` pads with the zero point, i.e. the real value 0, and divides by k*k).
+``avgpool`` averages the ``kh*kw`` taps with padded taps counting as 0 (the int8
+``avg_pool2d`` pads with the zero point, i.e. the real value 0, and divides by kh*kw), or,
+with ``count`` = ``"valid"``, only the taps inside the input.
 
 The reference network (``REFERENCE_ARCH``), for 8x8x1 digits::
 
@@ -48,14 +60,16 @@ max pooling, flatten, softmax + cross-entropy).
 
 import numpy as np
 
-from .conv import conv_output_size, im2col
-from .pooling import check_pool_params
+from .conv import Window, conv_output_size, im2col, im2col_window
 
 __all__ = ["REFERENCE_ARCH", "PARAM_LAYERS", "LAYER_TYPES", "output_shapes", "init_params",
-           "forward", "predict", "loss_and_grads", "save_float", "load_float"]
+           "forward", "predict", "loss_and_grads", "save_float", "load_float", "layer_inputs",
+           "window"]
 
-PARAM_LAYERS = ("conv2d", "dense")
-LAYER_TYPES = ("conv2d", "dense", "maxpool2d", "avgpool2d", "flatten", "activation", "softmax")
+PARAM_LAYERS = ("conv2d", "depthwise_conv2d", "dense")
+LAYER_TYPES = ("conv2d", "depthwise_conv2d", "dense", "maxpool2d", "avgpool2d", "flatten",
+               "activation", "softmax", "add")
+WINDOW_LAYERS = ("conv2d", "depthwise_conv2d", "maxpool2d", "avgpool2d")
 
 REFERENCE_ARCH = {
     "name": "digits_cnn",
@@ -86,26 +100,45 @@ def _fused(x, act):
     raise ValueError(f"unknown fused activation {act!r} (none, relu, relu6)")
 
 
+def window(L):
+    """The :class:`golden.conv.Window` of a conv or pooling layer dict."""
+    return Window.from_attrs(L["kernel"], L.get("stride", 1), L.get("padding", 0))
+
+
+def layer_inputs(arch):
+    """Per layer, the names of the tensors it reads (``"input"``: the network input)."""
+    out, prev = [], "input"
+    for i, L in enumerate(arch["layers"]):
+        ins = L.get("inputs", [prev])
+        out.append(list(ins))
+        prev = L.get("name") or f"{L['type']}{i}"
+    return out
+
+
+def _names(arch):
+    return [L.get("name") or f"{L['type']}{i}" for i, L in enumerate(arch["layers"])]
+
+
 def output_shapes(arch):
     """Per-layer output shape (without the batch axis); ``ValueError`` on inconsistency."""
-    shape = tuple(arch["input_shape"])
-    shapes = []
-    for i, L in enumerate(arch["layers"]):
+    shapes = {"input": tuple(arch["input_shape"])}
+    out = []
+    for i, (L, ins, name) in enumerate(zip(arch["layers"], layer_inputs(arch), _names(arch))):
         t = L["type"]
         where = f"layer {i} {L.get('name', '')!r} ({t})"
-        if t == "conv2d" or t in ("maxpool2d", "avgpool2d"):
+        missing = [n for n in ins if n not in shapes]
+        if missing:
+            raise ValueError(f"{where}: reads {missing[0]!r}, not computed before it")
+        shape = shapes[ins[0]]
+        if t in WINDOW_LAYERS:
             if len(shape) != 3:
                 raise ValueError(f"{where}: needs an HWC input, got shape {shape}")
             h, w, c = shape
-            if t == "conv2d" and c != L["in_channels"]:
-                raise ValueError(f"{where}: in_channels {L['in_channels']} but input has {c}")
-            if t == "conv2d":
-                ho = conv_output_size(h, L["kernel"], L["stride"], L["padding"])
-                wo = conv_output_size(w, L["kernel"], L["stride"], L["padding"])
-                shape = (ho, wo, L["out_channels"])
-            else:
-                ho, wo = check_pool_params(h, w, L["kernel"], L["stride"], L["padding"])
-                shape = (ho, wo, c)
+            want = {"conv2d": L.get("in_channels"), "depthwise_conv2d": L.get("channels")}
+            if t in want and c != want[t]:
+                raise ValueError(f"{where}: in_channels/channels {want[t]} but input has {c}")
+            ho, wo = window(L).out_size(h, w)
+            shape = (ho, wo, L["out_channels"] if t == "conv2d" else c)
         elif t == "dense":
             if len(shape) != 1 or shape[0] != L["in_features"]:
                 raise ValueError(f"{where}: in_features {L['in_features']} but input shape is "
@@ -113,12 +146,17 @@ def output_shapes(arch):
             shape = (L["out_features"],)
         elif t == "flatten":
             shape = (int(np.prod(shape)),)
+        elif t == "add":
+            if len(ins) != 2 or shapes[ins[1]] != shape:
+                raise ValueError(f"{where}: needs two inputs of the same shape, got "
+                                 f"{[shapes.get(n) for n in ins]}")
         elif t in ("activation", "softmax"):
             pass
         else:
             raise ValueError(f"{where}: unknown layer type")
-        shapes.append(shape)
-    return shapes
+        shapes[name] = shape
+        out.append(shape)
+    return out
 
 
 def init_params(arch, rng):
@@ -126,30 +164,46 @@ def init_params(arch, rng):
     params = {}
     for L in arch["layers"]:
         if L["type"] == "conv2d":
-            k_dim, n_dim = L["kernel"] ** 2 * L["in_channels"], L["out_channels"]
+            win = window(L)
+            k_dim, n_dim = win.kh * win.kw * L["in_channels"], L["out_channels"]
+            fan_in = k_dim
+        elif L["type"] == "depthwise_conv2d":
+            win = window(L)
+            k_dim, n_dim = win.kh * win.kw, L["channels"]
+            fan_in = k_dim
         elif L["type"] == "dense":
             k_dim, n_dim = L["in_features"], L["out_features"]
+            fan_in = k_dim
         else:
             continue
         params[L["name"]] = {
-            "weights": (rng.standard_normal((k_dim, n_dim)) * np.sqrt(2.0 / k_dim)).astype(np.float32),
+            "weights": (rng.standard_normal((k_dim, n_dim)) * np.sqrt(2.0 / fan_in)).astype(np.float32),
             "bias": np.zeros(n_dim, dtype=np.float32),
         }
     return params
 
 
 def _pool_windows(x, L, pad_value):
-    cols, (n, ho, wo) = im2col(x, L["kernel"], L["stride"], L["padding"], pad_value)
+    win = window(L)
+    cols, (n, ho, wo) = im2col_window(x, win, pad_value)
     c = x.shape[-1]
-    return cols.reshape(n * ho * wo, L["kernel"] ** 2, c), (n, ho, wo, c)
+    return cols.reshape(n * ho * wo, win.kh * win.kw, c), (n, ho, wo, c)
 
 
-def _layer_forward(L, p, x):
+def _layer_forward(L, p, xs):
+    x = xs[0]
     t = L["type"]
     if t == "conv2d":
-        cols, (n, ho, wo) = im2col(x, L["kernel"], L["stride"], L["padding"], 0.0)
+        cols, (n, ho, wo) = im2col_window(x, window(L), 0.0)
         z = (cols @ p["weights"] + p["bias"]).reshape(n, ho, wo, -1)
         return _fused(z, L.get("activation", "none")), (cols, z)
+    if t == "depthwise_conv2d":
+        win = window(L)
+        cols, (n, ho, wo) = im2col_window(x, win, 0.0)
+        c = x.shape[-1]
+        z = ((cols.reshape(-1, win.kh * win.kw, c) * p["weights"][None]).sum(axis=1)
+             + p["bias"]).reshape(n, ho, wo, c)
+        return _fused(z, L.get("activation", "none")), None
     if t == "dense":
         z = x @ p["weights"] + p["bias"]
         return _fused(z, L.get("activation", "none")), (x, z)
@@ -159,6 +213,10 @@ def _layer_forward(L, p, x):
         return np.take_along_axis(win, arg[:, None, :], 1)[:, 0, :].reshape(shp), (arg, x.shape)
     if t == "avgpool2d":
         win, shp = _pool_windows(x, L, 0.0)
+        if L.get("count", "kernel") == "valid":
+            inside, _ = _pool_windows(np.ones_like(x[:1]), L, 0.0)
+            counts = inside[:shp[1] * shp[2], :, :1].sum(axis=1)
+            return (win.sum(axis=1).reshape(shp[0], -1, shp[3]) / counts[None]).reshape(shp), None
         return win.mean(axis=1).reshape(shp), None
     if t == "flatten":
         return x.reshape(x.shape[0], -1), x.shape
@@ -168,17 +226,20 @@ def _layer_forward(L, p, x):
     if t == "softmax":
         e = np.exp(x - x.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True), None
+    if t == "add":
+        return _fused(xs[0] + xs[1], L.get("activation", "none")), None
     raise ValueError(f"unknown layer type {t!r}")
 
 
 def forward(arch, params, x, keep=False):
-    """Run the float network on NHWC ``x``; returns the output, or all layer outputs if ``keep``."""
-    x = np.asarray(x, dtype=np.float32)
+    """Run the float network on NHWC ``x``; returns the output, or all layer outputs (in layer
+    order) if ``keep``."""
+    env = {"input": np.asarray(x, dtype=np.float32)}
     outs = []
-    for L in arch["layers"]:
-        x, _ = _layer_forward(L, params.get(L.get("name")), x)
-        outs.append(x)
-    return outs if keep else x
+    for L, ins, name in zip(arch["layers"], layer_inputs(arch), _names(arch)):
+        env[name], _ = _layer_forward(L, params.get(L.get("name")), [env[n] for n in ins])
+        outs.append(env[name])
+    return outs if keep else env[arch.get("output", _names(arch)[-1])]
 
 
 def predict(arch, params, x, batch=512):
@@ -222,7 +283,7 @@ def loss_and_grads(arch, params, x, y, weight_decay=0.0):
     caches, inputs = [], []
     for L in layers[:-1]:
         inputs.append(x)
-        x, cache = _layer_forward(L, params.get(L.get("name")), x)
+        x, cache = _layer_forward(L, params.get(L.get("name")), [x])
         caches.append(cache)
     logits = x
     z = logits - logits.max(axis=-1, keepdims=True)

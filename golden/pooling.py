@@ -34,13 +34,20 @@ which equals ``sign(S) * floor((2|S| + d) / (2d))`` for every ``|S| <= 128*d`` a
 
 import numpy as np
 
-__all__ = ["AVG_SHIFT", "MAX_POOL_K", "pool_output_size", "check_pool_params",
-           "avg_pool_multiplier", "divide_round_half_away", "max_pool2d", "avg_pool2d",
-           "pool_windows"]
+__all__ = ["AVG_SHIFT", "MAX_POOL_K", "MAX_DIVISOR", "pool_output_size", "check_pool_params",
+           "avg_pool_multiplier", "divisor_multiplier", "divide_round_half_away",
+           "divide_by_count", "max_pool2d", "avg_pool2d", "pool_windows", "window_taps",
+           "max_pool2d_window", "avg_pool2d_window", "COUNT_MODES"]
 
 AVG_SHIFT = 32
 #: Largest kernel whose average the multiplier-and-shift divides exactly (514 k^4 < 2^32).
 MAX_POOL_K = 53
+#: Largest divisor (window size) the multiplier-and-shift divides exactly: 514 d^2 < 2^32.
+MAX_DIVISOR = 2890
+#: Average pooling divisors: "kernel" (every tap, padding counting as the zero point:
+#: PyTorch's count_include_pad) or "valid" (only the taps inside the input: TFLite, ONNX's
+#: count_include_pad = 0).
+COUNT_MODES = ("kernel", "valid")
 
 
 def _check_int(name, v, lo, hi=None):
@@ -80,8 +87,32 @@ def _check_x(x):
 def avg_pool_multiplier(k):
     """``(M, AVG_SHIFT)`` with ``M = ceil(2**AVG_SHIFT / (2*k*k))``, for 1 <= k <= MAX_POOL_K."""
     k = _check_int("k", k, 1, MAX_POOL_K)
-    d2 = 2 * k * k
-    return -(-(1 << AVG_SHIFT) // d2), AVG_SHIFT
+    return divisor_multiplier(k * k)
+
+
+def divisor_multiplier(d):
+    """``(M, AVG_SHIFT)`` with ``M = ceil(2**AVG_SHIFT / (2*d))``, for 1 <= d <= MAX_DIVISOR:
+    ``sign(S) * ((2|S| + d) * M >> AVG_SHIFT)`` is ``round_half_away(S / d)`` for ``|S| <=
+    128 d``."""
+    d = _check_int("divisor", d, 1, MAX_DIVISOR)
+    return -(-(1 << AVG_SHIFT) // (2 * d)), AVG_SHIFT
+
+
+def divide_by_count(s, d):
+    """``round_half_away(s / d)`` elementwise for window sums ``s`` and divisors ``d`` (arrays
+    of the same shape, or ``d`` a number), by multiplier and shift as the hardware does."""
+    s = np.asarray(s, np.int64)
+    d = np.broadcast_to(np.asarray(d, np.int64), s.shape)
+    if s.size and np.any(np.abs(s) > 128 * d):
+        raise ValueError("window sum out of range for its divisor")
+    out = np.empty_like(s)
+    for v in np.unique(d):
+        m, shift = divisor_multiplier(int(v))
+        sel = d == v
+        n = 2 * np.abs(s[sel]) + v
+        q = (n * np.int64(m)) >> shift
+        out[sel] = np.where(s[sel] < 0, -q, q)
+    return out
 
 
 def divide_round_half_away(s, k):
@@ -122,3 +153,45 @@ def avg_pool2d(x, k, stride, pad=0, zero_point=0):
     zp = _check_int("zero_point", zero_point, -128, 127)
     s = pool_windows(x, k, stride, pad, zp).sum(axis=3)
     return divide_round_half_away(s, k).astype(np.int8)
+
+
+def window_taps(x, win, pad_value):
+    """``(N, Ho, Wo, kh*kw, C)`` int64 window elements for a :class:`golden.conv.Window`
+    (padding = ``pad_value``), and ``(Ho, Wo, kh*kw)`` booleans: which taps are inside."""
+    from .conv import im2col_window
+    x = _check_x(x)
+    n, h, w, c = x.shape
+    cols, (n, ho, wo) = im2col_window(x.astype(np.int64), win, pad_value=pad_value)
+    taps = cols.reshape(n, ho, wo, win.kh * win.kw, c)
+    ones = np.ones((1, h, w, 1), np.int64)
+    inside, _ = im2col_window(ones, win, pad_value=0)
+    return taps, inside.reshape(ho, wo, win.kh * win.kw).astype(bool)
+
+
+def max_pool2d_window(x, win):
+    """Max pooling over a :class:`golden.conv.Window`; padding never wins (every window
+    must hold a real pixel)."""
+    taps, inside = window_taps(x, win, -128)
+    if not inside.any(axis=-1).all():
+        raise ValueError("a pooling window lies wholly in the padding")
+    return taps.max(axis=3).astype(np.int8)
+
+
+def avg_pool2d_window(x, win, zero_point=0, count="kernel"):
+    """Average pooling over a :class:`golden.conv.Window`, rounding half away from zero:
+    ``count="kernel"`` divides by ``kh*kw`` with padding counting as ``zero_point``;
+    ``count="valid"`` sums only the taps inside the input and divides by their number
+    (TFLite's AVERAGE_POOL_2D)."""
+    zp = _check_int("zero_point", zero_point, -128, 127)
+    if count not in COUNT_MODES:
+        raise ValueError(f"count must be one of {COUNT_MODES}, got {count!r}")
+    if count == "kernel":
+        taps, _ = window_taps(x, win, zp)
+        return divide_by_count(taps.sum(axis=3), win.kh * win.kw).astype(np.int8)
+    taps, inside = window_taps(x, win, 0)
+    counts = inside.sum(axis=-1)
+    if not counts.all():
+        raise ValueError("a pooling window lies wholly in the padding")
+    s = taps.sum(axis=3)
+    return divide_by_count(s, counts[None, :, :, None].repeat(s.shape[-1], -1)
+                           .repeat(s.shape[0], 0)).astype(np.int8)

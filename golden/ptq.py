@@ -77,20 +77,36 @@ def _quantize_bias(b, s_x, s_w, name):
     return q.astype(np.int32)
 
 
-def quantize_model(arch, params, calib_x, input_scale, input_zero_point):
-    """Quantize a float model; ``calib_x`` is a float NHWC calibration batch.
+def _fused_clamp(act, s_y, z_y):
+    """``qmin, qmax`` of a fused activation in the output quantization."""
+    qmin, qmax = -128, 127
+    if act in ("relu", "relu6"):
+        qmin = max(-128, z_y)
+    if act == "relu6":
+        qmax = int(min(127, z_y + round_half_away(6.0 / s_y)))
+    return int(qmin), int(qmax)
 
-    Returns a validated :class:`golden.model.Model`.
-    """
+
+def quantize_model(arch, params, calib_x, input_scale, input_zero_point):
+    """Quantize a float model (a chain or a graph, :mod:`golden.float_model`); ``calib_x`` is a
+    float NHWC calibration batch. Returns a validated :class:`golden.model.Model`."""
+    from .eltwise import add_params
+    from .float_model import layer_inputs
+    import dataclasses
     output_shapes(arch)
     outs = forward(arch, params, calib_x, keep=True)
-    s_x, z_x = float(input_scale), int(input_zero_point)
+    quants = {"input": (float(input_scale), int(input_zero_point))}
     headers, tensors = [], {}
-    for i, (L, y) in enumerate(zip(arch["layers"], outs)):
+    names = []
+    for i, (L, y, ins) in enumerate(zip(arch["layers"], outs, layer_inputs(arch))):
         t = L["type"]
         name = L.get("name") or f"{t}{i}"
-        a = {"name": name, "type": t}
-        a.update({k: v for k, v in L.items() if k not in ("name", "type", "activation")})
+        names.append(name)
+        s_x, z_x = quants[ins[0]]
+        a = {"name": name, "type": t, "inputs": list(ins)}
+        a.update({k: v for k, v in L.items() if k not in ("name", "type", "activation",
+                                                          "inputs")})
+        act = L.get("activation", "none")
         if t in ("maxpool2d", "avgpool2d", "flatten"):
             s_y, z_y = s_x, z_x
         elif t == "softmax":
@@ -100,34 +116,37 @@ def quantize_model(arch, params, calib_x, input_scale, input_zero_point):
             tensors.update(arrs)
         else:
             s_y, z_y = activation_qparams(y.min(), y.max())
-        if t in ("conv2d", "dense"):
+        if t in ("conv2d", "depthwise_conv2d", "dense"):
             p = params[L["name"]]
             wq, s_w = quantize_weights(p["weights"])
             try:
                 m0, shift = quantize_multipliers(s_x * s_w / s_y)
             except ValueError as e:
                 raise ValueError(f"layer {name!r}: requantization multiplier: {e}") from None
-            act = L.get("activation", "none")
-            qmin, qmax = -128, 127
-            if act in ("relu", "relu6"):
-                qmin = max(-128, z_y)
-            if act == "relu6":
-                qmax = int(min(127, z_y + round_half_away(6.0 / s_y)))
-            a.update({"fused_activation": act, "qmin": int(qmin), "qmax": int(qmax)})
+            qmin, qmax = _fused_clamp(act, s_y, z_y)
+            a.update({"fused_activation": act, "qmin": qmin, "qmax": qmax})
             tensors.update({f"{name}/weights": wq,
                             f"{name}/bias": _quantize_bias(p["bias"], s_x, s_w, name),
                             f"{name}/weight_scale": s_w.astype(np.float64),
                             f"{name}/m0": m0, f"{name}/shift": shift})
+        elif t == "add":
+            (s1, z1), (s2, z2) = quants[ins[0]], quants[ins[1]]
+            try:
+                ap = add_params(s1, z1, s2, z2, s_y, z_y)
+            except ValueError as e:
+                raise ValueError(f"layer {name!r}: {e}") from None
+            qmin, qmax = _fused_clamp(act, s_y, z_y)
+            a.update({"fused_activation": act, "qmin": qmin, "qmax": qmax,
+                      "params": dataclasses.asdict(ap)})
         elif t == "activation":
             tensors[f"{name}/table"] = activation_table(L["function"], s_x, z_x, s_y, z_y)
-        a["input"] = {"scale": s_x, "zero_point": z_x}
         a["output"] = {"scale": s_y, "zero_point": z_y}
         headers.append(a)
-        s_x, z_x = s_y, z_y
+        quants[name] = (s_y, z_y)
     header = {"format": FORMAT, "version": FORMAT_VERSION, "name": arch.get("name", ""),
               "input": {"shape": list(arch["input_shape"]), "scale": float(input_scale),
                         "zero_point": int(input_zero_point)},
-              "layers": headers}
+              "layers": headers, "output": arch.get("output", names[-1])}
     return model_from_arrays(header, tensors, source=f"quantized {arch.get('name', 'model')}")
 
 

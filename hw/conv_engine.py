@@ -63,7 +63,7 @@ from .act_memory import SHIFT_BITS, banks, conflict_free
 from .activation import ActivationLUT, table_layout
 from .isa import Error, Reg, param_entry_layout
 from .ram import RAM_LATENCY
-from .requantizer import Requantizer
+from .requantizer import Requantizer, acc_layout, params_layout, result_layout
 from .sizes import (SIZE_BITS, STEP_LATENCY, ProductSteps, act_write_members, addr_bits,
                     aligned, cfg_layout, engine_fsm, pixel_shift, regions_disjoint,
                     step_schedule, tensor_end)
@@ -132,6 +132,12 @@ class ConvEngine(wiring.Component):
             "prm_rd_addr": Out(pw),
             "prm_rd_data": In(param_entry_layout(cols)),
             "lut_table": In(stream.Signature(table_layout())),
+            # The requantizer (and activation table) lent to the ELTWISE engine while `lend`
+            # is high: its sums in, its int8 results out.
+            "lend": In(1),
+            "ext_acc": In(stream.Signature(acc_layout(cols))),
+            "ext_params": In(stream.Signature(params_layout(cols))),
+            "ext_result": Out(stream.Signature(result_layout(cols))),
         })
 
     def elaborate(self, platform):
@@ -546,17 +552,29 @@ class ConvEngine(wiring.Component):
                     m.d.sync += active.eq(0)
             with m.Else():
                 m.d.sync += nb.eq(nb + 1)
-        m.d.comb += [
-            rq.params.payload.bias.eq(entry.bias),
-            rq.params.payload.m0.eq(entry.m0),
-            rq.params.payload.shift.eq(entry.shift),
-            rq.params.payload.zero_point.eq(s8(Reg.OUT_ZP)),
-            rq.params.payload.qmin.eq(s8(Reg.QMIN)),
-            rq.params.payload.qmax.eq(s8(Reg.QMAX)),
-            rq.params.valid.eq(pfifo.r_rdy),
-            pfifo.r_en.eq(rq.params.ready),
-        ]
-        wiring.connect(m, self.array.result, rq.acc)
+        # The requantizer takes the array's results and the column blocks' parameters, or,
+        # lent, the ELTWISE engine's.
+        with m.If(self.lend):
+            m.d.comb += [rq.params.payload.eq(self.ext_params.payload),
+                         rq.params.valid.eq(self.ext_params.valid),
+                         self.ext_params.ready.eq(rq.params.ready),
+                         rq.acc.payload.eq(self.ext_acc.payload),
+                         rq.acc.valid.eq(self.ext_acc.valid),
+                         self.ext_acc.ready.eq(rq.acc.ready)]
+        with m.Else():
+            m.d.comb += [
+                rq.params.payload.bias.eq(entry.bias),
+                rq.params.payload.m0.eq(entry.m0),
+                rq.params.payload.shift.eq(entry.shift),
+                rq.params.payload.zero_point.eq(s8(Reg.OUT_ZP)),
+                rq.params.payload.qmin.eq(s8(Reg.QMIN)),
+                rq.params.payload.qmax.eq(s8(Reg.QMAX)),
+                rq.params.valid.eq(pfifo.r_rdy),
+                pfifo.r_en.eq(rq.params.ready),
+                rq.acc.payload.eq(self.array.result.payload),
+                rq.acc.valid.eq(self.array.result.valid),
+                self.array.result.ready.eq(rq.acc.ready),
+            ]
         p.on_start = [active.eq(1), nb.eq(0), mbase.eq(0)]
         p.on_done = [active.eq(0)]
         return p
@@ -598,6 +616,10 @@ class ConvEngine(wiring.Component):
                                         "y_end": 1, "in_m": 1})
         cur = Signal(pix_layout)
         blk = Signal(pix_layout)
+        # Lent to the ELTWISE engine, the results go back to it.
+        m.d.comb += [self.ext_result.valid.eq(wb_valid & self.lend),
+                     self.ext_result.payload.data.as_value().eq(wb_data),
+                     self.ext_result.payload.last.eq(wb_last)]
         active = Signal()
         nb = Signal(SIZE_BITS)
         ow_before, oh_before, m_last = Signal(SIZE_BITS), Signal(SIZE_BITS), Signal(32)

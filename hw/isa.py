@@ -30,7 +30,8 @@ __all__ = ["Op", "Reg", "Mem", "Error", "CSR", "ID_MAGIC", "ISA_VERSION",
            "markdown_tables"]
 
 ID_MAGIC = 0x4E505531          # "NPU1"
-ISA_VERSION = 3                # 2: background LOAD, WAIT; 3: banked ACT, pitches, depthwise
+ISA_VERSION = 3                # 2: background LOAD, WAIT; 3: banked ACT, pitches, depthwise,
+                               # ELTWISE
 
 
 # ---- Instructions --------------------------------------------------------------------------
@@ -80,6 +81,9 @@ OPCODES = (
                              "requantization (+ activation table), results written to ACT"),
     ("POOL", 0x05, None, (), "max / average pooling, streaming through the pooling unit"),
     ("SOFTMAX", 0x06, None, (), "integer softmax over the channels of every pixel"),
+    ("ELTWISE", 0x08, None, (), "elementwise: two tensors (IN, IN2) to OUT, every word; "
+                                "ELT_MODE 0: TFLite ADD (golden.eltwise), through the CONV "
+                                "engine's requantizer"),
     ("WAIT", 0x07, None, (), "waits until no background LOAD runs"),
     ("DONE", 0x0F, None, (), "end of program (after any background LOAD): DONE status, "
                              "interrupt, idle"),
@@ -208,6 +212,17 @@ REGISTERS = (
     ("SM_SHIFT", False, "SOFTMAX: its right shift (-shift, 0..31)"),
     ("SM_CAUSAL", False, "SOFTMAX: 1 = causal mask: vector v uses its first (v mod CIN) + 1 "
                          "values, its other outputs are -128 (probability 0)"),
+    ("IN2_ADDR", False, "ELTWISE: ACT word address of the second input (pixel pitch IN_CW)"),
+    ("IN2_ROW", False, "ELTWISE: its row pitch in words"),
+    ("IN2_IMG", False, "ELTWISE: its image pitch in words"),
+    ("IN2_ZP", True, "ELTWISE: its zero point"),
+    ("ELT_MODE", False, "ELTWISE: 0 add"),
+    ("ELT_M1", False, "ELTWISE add: the first input's multiplier (golden.eltwise.AddParams.m1)"),
+    ("ELT_S1", False, "ELTWISE add: its right shift (-shift1, 0..31)"),
+    ("ELT_M2", False, "ELTWISE add: the second input's multiplier"),
+    ("ELT_S2", False, "ELTWISE add: its right shift (-shift2, 0..31)"),
+    ("ELT_MO", False, "ELTWISE add: the output multiplier"),
+    ("ELT_SO", True, "ELTWISE add: the output shift (<= 0)"),
 )
 
 Reg = IntEnum("Reg", [(name, i) for i, (name, _, _) in enumerate(REGISTERS)], module=__name__)
@@ -227,7 +242,7 @@ class Error(IntEnum):
 
 ERRORS = {
     Error.ILLEGAL_OPCODE: "an opcode not in the table",
-    Error.ADDRESS: "a LOAD, STORE, CONV, POOL or SOFTMAX region outside its memory, or a "
+    Error.ADDRESS: "a LOAD, STORE, CONV, POOL, SOFTMAX or ELTWISE region outside its memory, or a "
                    "layer's output overlapping its input",
     Error.CONFIG: "a configuration the hardware cannot run: a zero size, K > 131071, a size "
                   "over a unit's limit, int8 fields out of range, an unknown SET register, a "

@@ -43,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 from .act_memory import ActMemory, banks
 from .axil import AxiLiteSlave
 from .conv_engine import ConvEngine
+from .eltwise_engine import EltwiseEngine
 from .sizes import cfg_layout
 from .dma import LoadEngine, StoreEngine
 from .pool_engine import PoolEngine
@@ -129,9 +130,11 @@ class NpuTop(wiring.Component):
                                max_k=cfg.pool_max_k, dsp=dsp)
         self.softmax = SoftmaxEngine(C, cfg.act_depth, rows=cfg.rows,
                                      max_len=cfg.softmax_max_len, dsp=dsp)
+        self.eltwise = EltwiseEngine(C, cfg.act_depth, rows=cfg.rows, dsp=dsp)
         self.act = ActMemory(C, cfg.act_depth, cfg.rows, ports=cfg.rows, dsp=dsp)
         #: The engines in the order of the sequencer's one-hot ``active`` register.
-        self.engine_order = [self.load, self.store, self.conv, self.pool, self.softmax]
+        self.engine_order = [self.load, self.store, self.conv, self.pool, self.softmax,
+                             self.eltwise]
         members = {name: (In if flow == wiring.In else Out)(shape)
                    for name, flow, shape in _axil_members(self.axil)}
         members.update({
@@ -145,7 +148,7 @@ class NpuTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        for name in ("axil", "conv", "load", "store", "pool", "softmax", "act"):
+        for name in ("axil", "conv", "load", "store", "pool", "softmax", "eltwise", "act"):
             m.submodules[name] = getattr(self, name)
         for name, flow, _ in _axil_members(self.axil):
             if flow == wiring.In:
@@ -180,7 +183,7 @@ class NpuTop(wiring.Component):
         s.act_conflict = Signal()             # sticky: ACT reads hit one bank twice
         s.active = Signal(len(self.engine_order))  # one-hot: the engine EXEC waits for
         m.d.comb += [self.conv.cfg.eq(s.regs), self.pool.cfg.eq(s.regs),
-                     self.softmax.cfg.eq(s.regs),
+                     self.softmax.cfg.eq(s.regs), self.eltwise.cfg.eq(s.regs),
                      self.irq.eq(s.irq_en & (s.done_flag | s.err_flag))]
         return s
 
@@ -220,6 +223,12 @@ class NpuTop(wiring.Component):
                      prm.w_data.eq(load.prm_data), prm.r0_en.eq(1),
                      prm.r0_addr.eq(conv.prm_rd_addr), conv.prm_rd_data.eq(prm.r0_data)]
         wiring.connect(m, load.lut_table, conv.lut_table)
+        # The ELTWISE engine borrows the CONV engine's requantizer and activation table.
+        elt = self.eltwise
+        wiring.connect(m, elt.acc, conv.ext_acc)
+        wiring.connect(m, elt.params, conv.ext_params)
+        wiring.connect(m, conv.ext_result, elt.result)
+        m.d.comb += conv.lend.eq(elt.lend)
 
     def _act_ports(self, m, s):
         """ACT (:class:`hw.act_memory.ActMemory`): one engine writes at a time, so the write
@@ -227,11 +236,12 @@ class NpuTop(wiring.Component):
         to the banks (a write lands long before any later instruction can read ACT). Read
         port 0 serves STORE, POOL and SOFTMAX or the CONV engine's row 0; the other ports the
         CONV engine's rows."""
-        conv, load, store, pool, smx, act = (self.conv, self.load, self.store, self.pool,
-                                             self.softmax, self.act)
+        conv, load, store, pool, smx, elt, act = (self.conv, self.load, self.store, self.pool,
+                                                  self.softmax, self.eltwise, self.act)
         writers = [(load.act_we, load.act_addr, load.act_shift, load.act_data),
                    (pool.act_wr_en, pool.act_wr_addr, pool.act_wr_shift, pool.act_wr_data),
                    (smx.act_wr_en, smx.act_wr_addr, smx.act_wr_shift, smx.act_wr_data),
+                   (elt.act_wr_en, elt.act_wr_addr, elt.act_wr_shift, elt.act_wr_data),
                    (conv.act_wr_en, conv.act_wr_addr, conv.act_wr_shift, conv.act_wr_data)]
         sel = writers[-1][1:]
         for en, *fields in reversed(writers[:-1]):
@@ -241,7 +251,7 @@ class NpuTop(wiring.Component):
         # Port 0's owner is the engine the sequencer started (a register), not a decision
         # from the engines' state.
         en0, addr0, shift0 = conv.act_rd_en[0], conv.act_rd_addr[0], conv.act_rd_shift
-        for eng in (smx, pool, store):
+        for eng in (elt, smx, pool, store):
             owner = s.active[self.engine_order.index(eng)]
             en0, addr0, shift0 = (Mux(owner, eng.act_rd_en, en0),
                                   Mux(owner, eng.act_rd_addr, addr0),
@@ -253,7 +263,7 @@ class NpuTop(wiring.Component):
         for i in range(self.config.rows):
             m.d.comb += conv.act_rd_data[i].eq(getattr(act, f"r{i}_data"))
         m.d.comb += [store.act_rd_data.eq(act.r0_data), pool.act_rd_data.eq(act.r0_data),
-                     smx.act_rd_data.eq(act.r0_data)]
+                     smx.act_rd_data.eq(act.r0_data), elt.act_rd_data.eq(act.r0_data)]
         # A bank conflict (never, for programs whose CONVs pass their layout check) is kept
         # in STATUS until the next START (see _register_bus), for tests.
         with m.If(act.conflict):
@@ -342,7 +352,8 @@ class NpuTop(wiring.Component):
             m.d.sync += [s.run_cycles.eq(s.run_cycles + 1), s.instr_cycles.eq(s.instr_cycles + 1)]
 
         dispatch = [(Op.LOAD, load), (Op.STORE, self.store), (Op.CONV, self.conv),
-                    (Op.POOL, self.pool), (Op.SOFTMAX, self.softmax)]
+                    (Op.POOL, self.pool), (Op.SOFTMAX, self.softmax),
+                    (Op.ELTWISE, self.eltwise)]
         engines = self.engine_order
         assert engines == [engine for _, engine in dispatch]
         # The engine EXEC waits for (a background LOAD may finish while another engine runs).

@@ -23,10 +23,13 @@ layer right after a conv/dense layer is fused into it (its table is loaded just 
 """
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
+from golden.conv import Window
 from golden.gemm import MAX_K
+from golden.model import GEMM_TYPES, INPUT
 from hw.dma import LUT_BEATS
 from hw.act_memory import banks
 from hw.isa import Mem, Reg, decode, encode, encode_load, encode_set, encode_store
@@ -38,7 +41,8 @@ from npu.layout import (ConvUse, LayoutError, TensorLayout, choose_layout, pack_
 
 __all__ = ["CompileError", "Program", "LayerPlan", "compile_model", "check_background_loads"]
 
-SUPPORTED = ("conv2d", "dense", "flatten", "activation", "maxpool2d", "avgpool2d", "softmax")
+SUPPORTED = ("conv2d", "depthwise_conv2d", "dense", "flatten", "activation", "maxpool2d",
+             "avgpool2d", "softmax", "add")
 
 
 class CompileError(ValueError):
@@ -132,70 +136,100 @@ def _s8(v):
 
 @dataclass
 class Op:
-    """A hardware operation: a conv/dense layer (with its fused activation table), a pooling
-    layer or a softmax, reading tensor ``src`` and writing tensor ``dst``."""
-    kind: str                 # "conv", "dense", "pool", "softmax"
+    """A hardware operation: a conv/depthwise/dense layer (with its fused activation table),
+    a pooling layer, a softmax or an add, reading tensors ``srcs`` and writing ``dst``
+    (indices into the tensor list of :func:`plan_ops`)."""
+    kind: str                 # "conv", "depthwise", "dense", "pool", "softmax", "add"
     layer: object
     act: object = None        # a fused "activation" layer
-    src: int = 0
+    srcs: list = field(default_factory=list)
     dst: int = 0
 
+    @property
+    def src(self):
+        return self.srcs[0]
+
+
+_KINDS = {"conv2d": "conv", "depthwise_conv2d": "depthwise", "dense": "dense",
+          "maxpool2d": "pool", "avgpool2d": "pool", "softmax": "softmax", "add": "add"}
+GEMM_KINDS = ("conv", "depthwise", "dense")
+
+
+# ---- pass 1: normalize: the operations and the tensors between them ----------------------
 
 def plan_ops(model):
-    """The hardware operations of a sequential model and the shape (H, W, C) of each tensor
-    between them: ``flatten`` costs nothing (NHWC is already the dense layers' order), an
-    ``activation`` right after a conv/dense layer is fused into it."""
-    layers = list(model.layers)
-    for L in layers:
+    """The hardware operations of a model (a graph in topological order) and the shape
+    (H, W, C) of each tensor they read and write. ``flatten`` costs nothing (NHWC is already
+    the dense layers' order): its output is its input tensor. An ``activation`` that is the
+    only reader of a conv/depthwise/dense layer's output is fused into it (the activation
+    table after the requantizer). Returns ``(ops, shapes, tensor_of)``: ``tensor_of`` maps a
+    layer name (and ``"input"``) to its tensor index."""
+    for L in model.layers:
         if L.type not in SUPPORTED:
             raise CompileError(
                 f"layer {L.index} {L.name!r}: type {L.type!r} is not supported by npu_top yet "
                 f"(supported: {', '.join(SUPPORTED)})")
     shape = tuple(model.input_shape)
     shapes = [shape if len(shape) == 3 else (1, 1, shape[0])]
-    ops, i = [], 0
-    while i < len(layers):
-        L = layers[i]
+    tensor_of = {INPUT: 0}
+    ops, fused = [], set()
+    by_name = {L.name: L for L in model.layers}
+    for L in model.layers:
         if L.type == "flatten":
-            i += 1
+            tensor_of[L.name] = tensor_of[L.inputs[0]]
             continue
         if L.type == "activation":
+            if L.name in fused:
+                continue
             raise CompileError(f"layer {L.index} {L.name!r}: a standalone activation is only "
-                               f"supported right after a conv2d or dense layer")
-        kind = {"conv2d": "conv", "dense": "dense", "maxpool2d": "pool", "avgpool2d": "pool",
-                "softmax": "softmax"}[L.type]
+                               f"supported as the one reader of a conv2d, depthwise_conv2d or "
+                               f"dense layer")
         act = None
-        if kind in ("conv", "dense") and i + 1 < len(layers) and layers[i + 1].type == "activation":
-            act = layers[i + 1]
+        readers = model.consumers(L.name)
+        if (L.type in GEMM_TYPES and len(readers) == 1 and readers[0].type == "activation"
+                and model.output != L.name):
+            act = readers[0]
             if act.in_zero_point != L.out_zero_point:
                 raise CompileError(f"layer {act.name!r}: input zero point differs from "
                                    f"{L.name!r}'s output")
-        out = tuple(L.out_shape)
+            fused.add(act.name)
+        out = tuple((act or L).out_shape)
         shapes.append(out if len(out) == 3 else (1, 1, out[0]))
-        ops.append(Op(kind, L, act, len(shapes) - 2, len(shapes) - 1))
-        i += 2 if act is not None else 1
-    return ops, shapes
+        dst = len(shapes) - 1
+        tensor_of[L.name] = dst
+        if act is not None:
+            tensor_of[act.name] = dst
+        ops.append(Op(_KINDS[L.type], L, act, [tensor_of[n] for n in L.inputs], dst))
+    del by_name
+    return ops, shapes, tensor_of
 
 
 def _conv_geometry(op, in_shape):
-    """(KH, KW, stride, pad, Ho, Wo, Cout) of a conv or dense op on ``in_shape``."""
-    H, W, _ = in_shape
+    """(Window, Ho, Wo, Cout) of a conv, depthwise or dense op on ``in_shape``."""
+    H, W, C = in_shape
     L = op.layer
-    if op.kind == "conv":
-        a = L.attrs
+    if op.kind in ("conv", "depthwise"):
         Ho, Wo, Cout = L.out_shape
-        return a["kernel"], a["kernel"], a["stride"], a["padding"], Ho, Wo, Cout
-    return H, W, 1, 0, 1, 1, L.out_shape[-1]
+        return L.window, Ho, Wo, Cout
+    return Window(H, W), 1, 1, L.out_shape[-1]
 
 
-def plan_layouts(ops, shapes, cfg, batch):
-    """A :class:`npu.layout.TensorLayout` per tensor, with the pitches its CONV readers need."""
+def _conv_k(op, shapes):
+    win = _conv_geometry(op, shapes[op.src])[0]
+    return win.kh * win.kw * (1 if op.kind == "depthwise" else shapes[op.src][2])
+
+
+# ---- pass 2: layouts ------------------------------------------------------------------------
+
+def plan_layouts(ops, shapes, cfg, batch, names=None):
+    """A :class:`npu.layout.TensorLayout` per tensor, with the pitches its CONV readers need
+    (pooling, softmax and add read any layout)."""
     uses = {t: [] for t in range(len(shapes))}
     for op in ops:
-        if op.kind in ("conv", "dense"):
-            _, _, s, _, Ho, Wo, _ = _conv_geometry(op, shapes[op.src])
-            uses[op.src].append(ConvUse(s, s, Ho, Wo, batch))
-    names = ["the input"] + [f"layer {op.layer.name!r}'s output" for op in ops]
+        if op.kind in GEMM_KINDS:
+            win, Ho, Wo, _ = _conv_geometry(op, shapes[op.src])
+            uses[op.src].append(ConvUse(win.sy, win.sx, Ho, Wo, batch))
+    names = names or [f"tensor {t}" for t in range(len(shapes))]
     try:
         return [choose_layout(batch, *shapes[t], uses[t], cfg.rows, cfg.cols, names[t])
                 for t in range(len(shapes))]
@@ -203,31 +237,80 @@ def plan_layouts(ops, shapes, cfg, batch):
         raise CompileError(str(e)) from None
 
 
-def place_tensors(layouts, cfg):
-    """ACT addresses: each operation's input and output must not overlap, so tensors
-    alternate between the bottom of ACT and its top (an operation's input and output need
-    their two footprints together, not twice the largest). Returns the placed layouts, or
-    None and the first (index, words needed) that does not fit."""
+def tensor_names(ops, shapes):
+    return ["the input"] + [f"layer {op.layer.name!r}'s output" for op in ops]
+
+
+# ---- pass 3: memory plan by liveness ---------------------------------------------------------
+
+def liveness(ops, n_tensors):
+    """``(first, last)`` op index of each tensor: written by op ``first`` (-1: the input, by
+    the LOAD), read last by op ``last`` (``len(ops)``: the output, by the STORE)."""
+    first = [-1] + [None] * (n_tensors - 1)
+    last = [-1] * n_tensors
+    for i, op in enumerate(ops):
+        first[op.dst] = i
+        for t in op.srcs:
+            last[t] = max(last[t], i)
+    if ops:
+        last[ops[-1].dst] = len(ops)
+    return list(zip(first, last))
+
+
+def place_tensors(layouts, cfg, live=None):
+    """ACT addresses by liveness: each tensor, in the order they are written, takes the
+    lowest address (aligned to whole groups of B pixels) free of the tensors alive at the
+    same time (an operation's inputs and output are alive together). Returns the placed
+    layouts and None, or None and ``(tensor, words live then)`` for the first that does
+    not fit."""
     B = banks(cfg.rows)
-    placed = []
-    for t, L in enumerate(layouts):
-        fp = L.footprint(B)
-        if t % 2 == 0:
-            addr = 0
-        else:
-            unit = B * L.cw
-            addr = (cfg.act_depth - fp) // unit * unit
-        placed.append(L.at(addr))
-    for t in range(1, len(placed)):
-        lo, hi = (placed[t - 1], placed[t]) if t % 2 else (placed[t], placed[t - 1])
-        if lo.footprint(B) > hi.addr or hi.addr < 0:
-            return None, (t, placed[t - 1].footprint(B) + placed[t].footprint(B))
+    if live is None:                      # a chain: tensor t is written by op t - 1
+        live = [(t - 1, t) for t in range(len(layouts))]
+    placed = [None] * len(layouts)
+    for t in sorted(range(len(layouts)), key=lambda t: live[t][0]):
+        L = layouts[t]
+        fp, unit = L.footprint(B), B * L.cw
+        busy = sorted((placed[u].addr, placed[u].addr + placed[u].footprint(B))
+                      for u in range(len(layouts)) if placed[u] is not None
+                      and live[u][0] <= live[t][1] and live[t][0] <= live[u][1])
+        addr = 0
+        for lo, hi in busy:
+            if addr + fp <= lo:
+                break
+            addr = max(addr, -(-hi // unit) * unit)
+        if addr + fp > cfg.act_depth:
+            return None, (t, sum(hi - lo for lo, hi in busy) + fp)
+        placed[t] = L.at(addr)
     return placed, None
 
 
-def _largest_batch(ops, shapes, cfg, limit):
+def plan_memory(ops, shapes, cfg, batch):
+    """Layouts and addresses of every tensor at ``batch``; ``CompileError`` naming the tensor,
+    its size, what is live with it and the capacity when ACT is too small (and the largest
+    batch that fits)."""
+    names = tensor_names(ops, shapes)
+    live = liveness(ops, len(shapes))
+    layouts = plan_layouts(ops, shapes, cfg, batch, names)
+    placed, problem = place_tensors(layouts, cfg, live)
+    if placed is not None:
+        return placed
+    t, need = problem
+    fits = _largest_batch(ops, shapes, cfg, batch - 1, live) if batch > 1 else 0
+    hint = f"the largest batch that fits is {fits}" if fits else "even one image does not fit"
+    B = banks(cfg.rows)
+    raise CompileError(
+        f"{names[t]}: {layouts[t].footprint(B)} ACT words at batch {batch}, with the tensors "
+        f"alive at the same time {need} ACT words, the hardware has act_depth={cfg.act_depth}; "
+        f"{hint} (or use a larger act_depth)")
+
+
+def _largest_batch(ops, shapes, cfg, limit, live):
     for b in range(limit, 0, -1):
-        if place_tensors(plan_layouts(ops, shapes, cfg, b), cfg)[0] is not None:
+        try:
+            layouts = plan_layouts(ops, shapes, cfg, b)
+        except CompileError:
+            continue
+        if place_tensors(layouts, cfg, live)[0] is not None:
             return b
     return 0
 
@@ -263,7 +346,7 @@ def plan_slices(ops, shapes, cfg, double_buffer=True):
     column blocks as a half holds (a layer whose one column block of weights exceeds half of
     WGT uses all of it, and is loaded in the foreground)."""
     C = cfg.cols
-    gemm = [(i, op) for i, op in enumerate(ops) if op.kind in ("conv", "dense")]
+    gemm = [(i, op) for i, op in enumerate(ops) if op.kind in GEMM_KINDS]
     Ks = {i: _conv_k(op, shapes) for i, op in gemm}
     nbs = {i: -(-shapes[op.dst][2] // C) for i, op in gemm}
     w_stream = sum(Ks[i] * nbs[i] for i, _ in gemm) > cfg.wgt_depth
@@ -307,145 +390,92 @@ def _other_half(slices, mem, size, half):
     return half if (lo == 0 and hi <= half) else 0
 
 
-def _conv_k(op, shapes):
-    KH, KW = _conv_geometry(op, shapes[op.src])[:2]
-    return KH * KW * shapes[op.src][2]
-
-
 def _overlap(a, b):
     return a[0] < b[1] and b[0] < a[1]
 
 
 def compile_model(model, config=None, batch=1, double_buffer=True):
-    """Lower a validated :class:`golden.model.Model` to a :class:`Program`.
+    """Lower a validated :class:`golden.model.Model` to a :class:`Program`, pass by pass:
+    :func:`plan_ops`, :func:`plan_memory` (layouts and addresses by liveness),
+    :func:`plan_slices` (weights and parameters), :func:`emit` (the instructions, one
+    lowering function per operation kind, with the background loads scheduled).
 
     ``double_buffer=False`` streams weights and parameters that do not fit in foreground
     LOADs, in slices of the whole memory (for comparison: ``npu.bench`` reports both)."""
     cfg = config if isinstance(config, NpuConfig) else NpuConfig(**(config or {}))
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise CompileError(f"batch must be an integer >= 1, got {batch!r}")
-    C = cfg.cols
-
-    # ---- Shapes and memory plan -------------------------------------------------------
-    ops, shapes = plan_ops(model)
-    layouts, problem = place_tensors(plan_layouts(ops, shapes, cfg, batch), cfg)
-    if layouts is None:
-        t, need = problem
-        op = ops[t - 1]
-        fits = _largest_batch(ops, shapes, cfg, batch - 1) if batch > 1 else 0
-        hint = (f"the largest batch that fits is {fits}" if fits else
-                "even one image does not fit")
-        raise CompileError(
-            f"layer {op.layer.index} {op.layer.name!r}: its input and output tensors at batch "
-            f"{batch} need {need} ACT words together, the hardware has "
-            f"act_depth={cfg.act_depth}; {hint} (or use a larger act_depth)")
-    slices = plan_slices(ops, shapes, cfg, double_buffer)
+    ops, shapes, tensor_of = plan_ops(model)
     for op in ops:
-        if op.kind in ("conv", "dense") and _conv_k(op, shapes) > MAX_K:
+        if op.kind in GEMM_KINDS and _conv_k(op, shapes) > MAX_K:
             L = op.layer
             raise CompileError(f"layer {L.index} {L.name!r}: reduction K={_conv_k(op, shapes)} "
                                f"exceeds MAX_K={MAX_K} (int32 accumulators could overflow)")
+    layouts = plan_memory(ops, shapes, cfg, batch)
+    slices = plan_slices(ops, shapes, cfg, double_buffer)
+    prog = emit(ops, shapes, layouts, slices, cfg, batch, model, tensor_of)
+    total = len(prog.setup) + len(prog.infer)
+    if total > cfg.imem_depth:
+        raise CompileError(f"model {model.name!r}: program of {total} instructions exceeds "
+                           f"imem_depth={cfg.imem_depth}")
+    return prog
 
-    # ---- Weights and parameters of every slice, as LOAD beats ------------------------------
+
+class _Emitter:
+    """The inference program being written: instructions, the beats of its LOADs, the
+    registers it has set (only changed ones are SET again)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.infer, self.chunks, self.known, self.plans = [], [], {}, []
+
+    def set_reg(self, reg, value):
+        value = _s8(value)
+        if self.known.get(reg) != value:
+            self.infer.append(encode_set(reg, value))
+            self.known[reg] = value
+
+    def set_regs(self, regs):
+        for reg, value in regs.items():
+            self.set_reg(reg, value)
+
+    def load(self, mem, addr, beats, count, background=False, shift=0):
+        self.infer.append(encode_load(mem, addr, count, background=background, shift=shift))
+        self.chunks.append(beats)
+
+    def op(self, code):
+        self.infer.append(encode(code))
+        return len(self.infer) - 1
+
+
+def tensor_regs(prefix, L):
+    """The address and pitches of a tensor for the IN, IN2 or OUT registers."""
+    return {getattr(Reg, f"{prefix}_ADDR"): L.addr, getattr(Reg, f"{prefix}_ROW"): L.row,
+            getattr(Reg, f"{prefix}_IMG"): L.img,
+            **({getattr(Reg, f"{prefix}_CW"): L.cw} if prefix != "IN2" else {})}
+
+
+def emit(ops, shapes, layouts, slices, cfg, batch, model, tensor_of):
+    """The setup and inference programs: LOAD the input, each op through its lowering
+    function (:data:`LOWER`), STORE the output."""
+    C = cfg.cols
+    e = _Emitter(cfg)
     w_beats, p_beats = {}, {}
     for j, sl in enumerate(slices):
-        w, p = _slice_data(ops[sl.op], sl, shapes, C)
-        w_beats[j], p_beats[j] = w, p
-    setup_w = [w_beats[j] for j, sl in enumerate(slices) if not sl.w_streamed]
-    setup_p = [p_beats[j] for j, sl in enumerate(slices) if not sl.p_streamed]
-
-    # ---- Emit ---------------------------------------------------------------------------
-    infer, infer_chunks = [], []
-    regs_known = {}
-    plans = []
-
-    def set_reg(reg, value):
-        value = _s8(value)
-        if regs_known.get(reg) != value:
-            infer.append(encode_set(reg, value))
-            regs_known[reg] = value
-
-    def load(mem, addr, beats, count, background=False):
-        infer.append(encode_load(mem, addr, count, background=background))
-        infer_chunks.append(beats)
-
-    def stream_in(j, background):
-        """The streamed parts of slice j: PARAM first (short), then WGT."""
-        sl = slices[j]
-        if sl.p_streamed:
-            load(Mem.PARAM, sl.p_addr, p_beats[j], sl.n, background)
-        if sl.w_streamed:
-            load(Mem.WGT, sl.w_addr, w_beats[j], sl.K * sl.n, background)
-
-    def tensor_regs(prefix, L):
-        return {getattr(Reg, f"{prefix}_ADDR"): L.addr, getattr(Reg, f"{prefix}_CW"): L.cw,
-                getattr(Reg, f"{prefix}_ROW"): L.row, getattr(Reg, f"{prefix}_IMG"): L.img}
-
+        w_beats[j], p_beats[j] = _slice_data(ops[sl.op], sl, shapes, C)
     src0 = layouts[0]
-    infer.append(encode_load(Mem.ACT, src0.addr, src0.words, shift=src0.shift))
-    infer_chunks.append(None)
-    prefetched = set()       # slices loaded in the background
+    e.load(Mem.ACT, src0.addr, None, src0.words, shift=src0.shift)
+    ctx = SimpleNamespace(ops=ops, shapes=shapes, layouts=layouts, slices=slices, cfg=cfg,
+                          batch=batch, w_beats=w_beats, p_beats=p_beats, prefetched=set())
     for k, op in enumerate(ops):
-        L = op.layer
-        a = L.attrs
-        src, dst = layouts[op.src], layouts[op.dst]
-        H, W, Cin = shapes[op.src]
-        if op.kind in ("pool", "softmax"):
-            regs, code, gemm = _stream_op_regs(op, L, src, dst, shapes, cfg, batch,
-                                               tensor_regs)
-            for reg, value in regs.items():
-                set_reg(reg, value)
-            plans.append(LayerPlan(L.name, L.type, gemm, len(infer),
-                                   {r.name: int(v) for r, v in regs.items()}, 0))
-            infer.append(encode(code))
-            continue
-        KH, KW, s, p, Ho, Wo, Cout = _conv_geometry(op, shapes[op.src])
-        K = KH * KW * Cin
-        use_lut = op.act is not None
-        if use_lut:
-            lut = np.zeros(LUT_BEATS(C) * C, np.int8)
-            lut[:256] = op.act.tensors["table"]
-            load(Mem.LUT, 0, lut.view(np.uint8).reshape(-1, C), 1)
-        regs = {
-            **tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
-            Reg.KH: KH, Reg.KW: KW, Reg.STRIDE_Y: s, Reg.STRIDE_X: s, Reg.PAD_TOP: p,
-            Reg.PAD_LEFT: p, Reg.IN_ZP: L.in_zero_point,
-            **tensor_regs("OUT", dst), Reg.OUT_H: Ho, Reg.OUT_W: Wo, Reg.BATCH: batch,
-            Reg.OUT_ZP: L.out_zero_point, Reg.QMIN: a["qmin"], Reg.QMAX: a["qmax"],
-            Reg.USE_LUT: int(use_lut), Reg.CONV_MODE: 0,
-        }
-        pcs = []
-        for j in [j for j, sl in enumerate(slices) if sl.op == k]:
-            sl = slices[j]
-            streamed = sl.w_streamed or sl.p_streamed
-            if streamed and j not in prefetched:
-                stream_in(j, background=False)
-            nxt = j + 1
-            if streamed and nxt < len(slices) and not any(
-                    _overlap(getattr(slices[nxt], r), getattr(sl, r))
-                    for r, on in (("w_region", sl.w_streamed), ("p_region", sl.p_streamed))
-                    if on):
-                # The next slice streams into the other halves while this CONV runs; its
-                # first LOAD waits for a background LOAD of this slice, if any.
-                stream_in(nxt, background=True)
-                prefetched.add(nxt)
-            elif j in prefetched:
-                infer.append(encode(Op_.WAIT))
-            regs.update({Reg.OUT_ADDR: dst.addr + sl.nb0, Reg.OUT_NB: sl.n,
-                         Reg.W_ADDR: sl.w_addr, Reg.P_ADDR: sl.p_addr})
-            for reg, value in regs.items():
-                set_reg(reg, value)
-            pcs.append(len(infer))
-            infer.append(encode(Op_.CONV))
-        plans.append(LayerPlan(L.name, L.type, (batch * Ho * Wo, K, Cout), pcs[0],
-                               {r.name: int(v) for r, v in regs.items()},
-                               batch * Ho * Wo * K * Cout, pcs[1:]))
-
-    out = layouts[-1]
-    infer.append(encode_store(out.addr, out.words, shift=out.shift))
-    infer.append(encode(Op_.DONE))
+        LOWER[op.kind](e, ctx, k, op)
+    out = layouts[tensor_of[model.output]]
+    e.infer.append(encode_store(out.addr, out.words, shift=out.shift))
+    e.infer.append(encode(Op_.DONE))
 
     setup = []
+    setup_w = [w_beats[j] for j, sl in enumerate(slices) if not sl.w_streamed]
+    setup_p = [p_beats[j] for j, sl in enumerate(slices) if not sl.p_streamed]
     wgt_words = sum(len(b) for b in setup_w)
     prm_entries = sum(sl.n for sl in slices if not sl.p_streamed)
     if wgt_words:
@@ -453,24 +483,150 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
     if prm_entries:
         setup.append(encode_load(Mem.PARAM, 0, prm_entries))
     setup.append(encode(Op_.DONE))
-    # the two WGT/PARAM loads take the beats in this order
-    parts = setup_w + setup_p
+    parts = setup_w + setup_p                 # the two setup LOADs take them in this order
     stream = np.concatenate(parts, axis=0) if parts else np.zeros((0, C), np.uint8)
-
-    check_background_loads(infer)
-    total = len(setup) + len(infer)
-    if total > cfg.imem_depth:
-        raise CompileError(f"model {model.name!r}: program of {total} instructions exceeds "
-                           f"imem_depth={cfg.imem_depth}")
-    for plan in plans:
+    check_background_loads(e.infer)
+    for plan in e.plans:
         plan.conv_pc += len(setup)
         plan.extra_pcs = [pc + len(setup) for pc in plan.extra_pcs]
-    out_shape = tuple(model.layers[-1].out_shape) if model.layers else tuple(model.input_shape)
     B = banks(cfg.rows)
-    peak = max((layouts[op.src].footprint(B) + layouts[op.dst].footprint(B) for op in ops),
-               default=layouts[0].footprint(B))
-    return Program(cfg, batch, setup, infer, stream, infer_chunks, tuple(model.input_shape),
-                   layouts[0], out_shape, layouts[-1], plans, layouts, peak)
+    live = liveness(ops, len(shapes))
+    peak = max(sum(L.footprint(B) for u, L in enumerate(layouts)
+                   if live[u][0] <= i <= live[u][1]) for i in range(-1, len(ops) + 1))
+    return Program(cfg, batch, setup, e.infer, stream, e.chunks, tuple(model.input_shape),
+                   layouts[0], tuple(model.output_shape), out, e.plans, layouts, peak)
+
+
+def _lower_gemm(e, ctx, k, op):
+    """conv2d, depthwise_conv2d, dense: one CONV per slice of column blocks; the streamed
+    slices loaded first (foreground) or while the previous CONV runs (background)."""
+    L, a, cfg = op.layer, op.layer.attrs, ctx.cfg
+    C = cfg.cols
+    src, dst = ctx.layouts[op.src], ctx.layouts[op.dst]
+    H, W, Cin = ctx.shapes[op.src]
+    win, Ho, Wo, Cout = _conv_geometry(op, ctx.shapes[op.src])
+    K = _conv_k(op, ctx.shapes)
+    depthwise = op.kind == "depthwise"
+    if op.act is not None:
+        lut = np.zeros(LUT_BEATS(C) * C, np.int8)
+        lut[:256] = op.act.tensors["table"]
+        e.load(Mem.LUT, 0, lut.view(np.uint8).reshape(-1, C), 1)
+    regs = {
+        **tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
+        Reg.KH: win.kh, Reg.KW: win.kw, Reg.STRIDE_Y: win.sy, Reg.STRIDE_X: win.sx,
+        Reg.PAD_TOP: win.pt, Reg.PAD_LEFT: win.pl, Reg.IN_ZP: L.in_zero_point,
+        **tensor_regs("OUT", dst), Reg.OUT_H: Ho, Reg.OUT_W: Wo, Reg.BATCH: ctx.batch,
+        Reg.OUT_ZP: L.out_zero_point, Reg.QMIN: a["qmin"], Reg.QMAX: a["qmax"],
+        Reg.USE_LUT: int(op.act is not None), Reg.CONV_MODE: int(depthwise),
+    }
+    pcs = []
+    slices = ctx.slices
+    for j in [j for j, sl in enumerate(slices) if sl.op == k]:
+        sl = slices[j]
+        streamed = sl.w_streamed or sl.p_streamed
+        if streamed and j not in ctx.prefetched:
+            _stream_in(e, ctx, j, background=False)
+        nxt = j + 1
+        if streamed and nxt < len(slices) and not any(
+                _overlap(getattr(slices[nxt], r), getattr(sl, r))
+                for r, on in (("w_region", sl.w_streamed), ("p_region", sl.p_streamed)) if on):
+            # The next slice streams into the other halves while this CONV runs; its first
+            # LOAD waits for a background LOAD of this slice, if any.
+            _stream_in(e, ctx, nxt, background=True)
+            ctx.prefetched.add(nxt)
+        elif j in ctx.prefetched:
+            e.infer.append(encode(Op_.WAIT))
+        regs.update({Reg.OUT_ADDR: dst.addr + sl.nb0, Reg.OUT_NB: sl.n,
+                     Reg.W_ADDR: sl.w_addr, Reg.P_ADDR: sl.p_addr})
+        if depthwise:            # the slice's channel groups of the input, too
+            regs[Reg.IN_ADDR] = src.addr + sl.nb0
+        e.set_regs(regs)
+        pcs.append(e.op(Op_.CONV))
+    M = ctx.batch * Ho * Wo
+    macs = M * K * Cout
+    e.plans.append(LayerPlan(L.name, L.type, (M, K, Cout), pcs[0],
+                             {r.name: int(v) for r, v in regs.items()}, macs, pcs[1:]))
+
+
+def _stream_in(e, ctx, j, background):
+    """The streamed parts of slice j: PARAM first (short), then WGT."""
+    sl = ctx.slices[j]
+    if sl.p_streamed:
+        e.load(Mem.PARAM, sl.p_addr, ctx.p_beats[j], sl.n, background)
+    if sl.w_streamed:
+        e.load(Mem.WGT, sl.w_addr, ctx.w_beats[j], sl.K * sl.n, background)
+
+
+def _lower_pool(e, ctx, k, op):
+    L, cfg = op.layer, ctx.cfg
+    src, dst = ctx.layouts[op.src], ctx.layouts[op.dst]
+    H, W, Cin = ctx.shapes[op.src]
+    win = L.window
+    sq = win.square
+    if sq is None or sq[2] > sq[0] // 2:
+        raise CompileError(f"layer {L.index} {L.name!r}: the pooling unit takes square windows "
+                           f"and strides with equal padding of at most half the window, got "
+                           f"{win.attrs()}")
+    if L.type == "avgpool2d" and L.attrs.get("count", "kernel") != "kernel" and sq[2]:
+        raise CompileError(f"layer {L.index} {L.name!r}: average pooling that counts only the "
+                           f"taps inside the input, with padding, is not supported by the "
+                           f"pooling unit")
+    kk, s_, p_ = sq
+    Ho, Wo, _ = L.out_shape
+    for what, v, lim in (("height", H, cfg.pool_max_size), ("width", W, cfg.pool_max_size),
+                         ("channels", src.cw * cfg.cols, cfg.pool_max_c),
+                         ("kernel", kk, cfg.pool_max_k)):
+        if v > lim:
+            raise CompileError(f"layer {L.index} {L.name!r}: pooling {what} {v} exceeds the "
+                               f"pooling unit's limit {lim}")
+    regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
+            Reg.KH: kk, Reg.KW: kk, Reg.STRIDE_Y: s_, Reg.STRIDE_X: s_, Reg.PAD_TOP: p_,
+            Reg.PAD_LEFT: p_, Reg.IN_ZP: L.in_zero_point, **tensor_regs("OUT", dst),
+            Reg.OUT_H: Ho, Reg.OUT_W: Wo, Reg.BATCH: ctx.batch,
+            Reg.POOL_MODE: int(L.type == "avgpool2d")}
+    e.set_regs(regs)
+    e.plans.append(LayerPlan(L.name, L.type, (ctx.batch * Ho * Wo, kk * kk, 0), e.op(Op_.POOL),
+                             {r.name: int(v) for r, v in regs.items()}, 0))
+
+
+def _lower_softmax(e, ctx, k, op):
+    L, cfg = op.layer, ctx.cfg
+    src, dst = ctx.layouts[op.src], ctx.layouts[op.dst]
+    H, W, Cin = ctx.shapes[op.src]
+    if Cin > cfg.softmax_max_len:
+        raise CompileError(f"layer {L.index} {L.name!r}: softmax over {Cin} values exceeds "
+                           f"softmax_max_len={cfg.softmax_max_len}")
+    p_ = L.softmax_params
+    regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
+            **tensor_regs("OUT", dst), Reg.BATCH: ctx.batch, Reg.SM_MULT: p_.multiplier,
+            Reg.SM_SHIFT: p_.right_shift, Reg.SM_CAUSAL: 0}
+    e.set_regs(regs)
+    e.plans.append(LayerPlan(L.name, L.type, (ctx.batch * H * W, Cin, 0), e.op(Op_.SOFTMAX),
+                             {r.name: int(v) for r, v in regs.items()}, 0))
+
+
+def _lower_add(e, ctx, k, op):
+    """ELTWISE (mode 0): TFLite ADD of the two inputs, the requantization and the fused
+    activation's clamp on the CONV engine's requantizer."""
+    L = op.layer
+    a, b = (ctx.layouts[t] for t in op.srcs)
+    dst = ctx.layouts[op.dst]
+    H, W, _ = ctx.shapes[op.src]
+    p = L.add_params
+    regs = {**tensor_regs("IN", a), **tensor_regs("IN2", b), **tensor_regs("OUT", dst),
+            Reg.IN_H: H, Reg.IN_W: W, Reg.BATCH: ctx.batch, Reg.IN_ZP: p.z1,
+            Reg.IN2_ZP: p.z2, Reg.OUT_ZP: p.z_out, Reg.QMIN: L.attrs["qmin"],
+            Reg.QMAX: L.attrs["qmax"], Reg.USE_LUT: 0, Reg.ELT_MODE: 0, Reg.ELT_M1: p.m1,
+            Reg.ELT_S1: -p.shift1, Reg.ELT_M2: p.m2, Reg.ELT_S2: -p.shift2,
+            Reg.ELT_MO: p.out_multiplier, Reg.ELT_SO: p.out_shift}
+    e.set_regs(regs)
+    e.plans.append(LayerPlan(L.name, L.type, (ctx.batch * H * W, 2, 0), e.op(Op_.ELTWISE),
+                             {r.name: int(v) for r, v in regs.items()}, 0))
+
+
+#: The lowering function of each operation kind (``_lower_<kind>(emitter, ctx, index, op)``).
+LOWER = {"conv": _lower_gemm, "depthwise": _lower_gemm, "dense": _lower_gemm,
+         "pool": _lower_pool, "softmax": _lower_softmax, "add": _lower_add}
 
 
 def _slice_data(op, sl, shapes, C):
@@ -491,33 +647,3 @@ def _slice_data(op, sl, shapes, C):
     m0[:cols] = L.tensors["m0"][lo:lo + cols]
     sh[:cols] = L.tensors["shift"][lo:lo + cols]
     return wbeats, pack_param_entries(bias, m0, sh, C)
-
-
-def _stream_op_regs(op, L, src, dst, shapes, cfg, batch, tensor_regs):
-    """Registers, opcode and (M, K, 0) of a POOL or SOFTMAX op."""
-    a = L.attrs
-    C = cfg.cols
-    H, W, Cin = shapes[op.src]
-    if op.kind == "softmax":
-        if Cin > cfg.softmax_max_len:
-            raise CompileError(f"layer {L.index} {L.name!r}: softmax over {Cin} values "
-                               f"exceeds softmax_max_len={cfg.softmax_max_len}")
-        p_ = L.softmax_params
-        regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
-                **tensor_regs("OUT", dst), Reg.BATCH: batch,
-                Reg.SM_MULT: p_.multiplier, Reg.SM_SHIFT: p_.right_shift, Reg.SM_CAUSAL: 0}
-        return regs, Op_.SOFTMAX, (batch * H * W, Cin, 0)
-    k, s_, p_ = a["kernel"], a["stride"], a["padding"]
-    Ho, Wo, _ = L.out_shape
-    for what, v, lim in (("height", H, cfg.pool_max_size), ("width", W, cfg.pool_max_size),
-                         ("channels", src.cw * C, cfg.pool_max_c),
-                         ("kernel", k, cfg.pool_max_k)):
-        if v > lim:
-            raise CompileError(f"layer {L.index} {L.name!r}: pooling {what} {v} "
-                               f"exceeds the pooling unit's limit {lim}")
-    regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
-            Reg.KH: k, Reg.KW: k, Reg.STRIDE_Y: s_, Reg.STRIDE_X: s_,
-            Reg.PAD_TOP: p_, Reg.PAD_LEFT: p_, Reg.IN_ZP: L.in_zero_point,
-            **tensor_regs("OUT", dst), Reg.OUT_H: Ho, Reg.OUT_W: Wo,
-            Reg.BATCH: batch, Reg.POOL_MODE: int(L.type == "avgpool2d")}
-    return regs, Op_.POOL, (batch * Ho * Wo, k * k, 0)

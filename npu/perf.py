@@ -55,6 +55,8 @@ from hw.conv_engine import OPERAND_STAGES, STEPPER_START
 from hw.ram import RAM_LATENCY
 from hw.sizes import CHECK_SETTLE, setup_cycles, step_schedule
 from hw.softmax_engine import SETUP_DEPS as SOFTMAX_SETUP_DEPS
+from hw.eltwise_engine import PIPELINE as ELT_PIPELINE
+from hw.eltwise_engine import SETUP_DEPS as ELT_SETUP_DEPS
 
 __all__ = ["predict", "program_cycles", "conv_cycles", "pool_cycles", "softmax_cycles", "scalesim_cycles",
            "layer_table"]
@@ -179,6 +181,16 @@ def softmax_cycles(C, vectors, L, causal=False, words=None):
     return EXEC_SEQ + SOFTMAX_SETUP + out_last[-1] + pads[-1] + SOFTMAX_DONE
 
 
+#: ELTWISE beyond its 2 reads per word: the engine's start-up, the ACT read, the lanes'
+#: pipeline, the requantizer (its last result is written as the output walk ends).
+ELT_EXTRA = 1 + setup_cycles(ELT_SETUP_DEPS) + ACT_LATENCY + ELT_PIPELINE + REQUANT_LATENCY
+
+
+def eltwise_cycles(words):
+    """ELTWISE over ``words`` words of each input: one read per cycle, A and B alternately."""
+    return EXEC_SEQ + 2 * words + ELT_EXTRA
+
+
 def scalesim_cycles(R, C, M, K, N):
     """ceil(Sr/R) * ceil(Sc/C) * (R + C + T - 2) - 1 (Sr = output pixels, Sc = filters,
     T = reduction length)."""
@@ -208,6 +220,8 @@ def _instr_cycles(word, regs, cfg):
     if op == Op.SOFTMAX:
         return softmax_cycles(C, g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W], g[Reg.CIN],
                               bool(g[Reg.SM_CAUSAL]), g[Reg.IN_CW])
+    if op == Op.ELTWISE:
+        return eltwise_cycles(g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W] * g[Reg.IN_CW])
     raise ValueError(f"no cycle model for opcode {op:#x}")
 
 

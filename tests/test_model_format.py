@@ -102,29 +102,30 @@ def float_reference(L, x):
         if t == "dense":
             yf = xf @ w + b
         else:
-            k, s, p = a["kernel"], a["stride"], a["padding"]
+            win = L.window
             n, hh, ww, c = xf.shape
-            xp = np.pad(xf, ((0, 0), (p, p), (p, p), (0, 0)))
-            ho, wo = (hh + 2 * p - k) // s + 1, (ww + 2 * p - k) // s + 1
-            wk = w.reshape(k, k, c, -1)
+            xp = np.pad(xf, ((0, 0), (win.pt, win.pb), (win.pl, win.pr), (0, 0)))
+            ho, wo = win.out_size(hh, ww)
+            wk = w.reshape(win.kh, win.kw, c, -1)
             yf = np.zeros((n, ho, wo, wk.shape[-1]))
             for i in range(ho):          # direct convolution, no im2col
                 for j in range(wo):
-                    patch = xp[:, i * s:i * s + k, j * s:j * s + k, :]
+                    patch = xp[:, i * win.sy:i * win.sy + win.kh,
+                               j * win.sx:j * win.sx + win.kw, :]
                     yf[:, i, j, :] = np.einsum("nabc,abcd->nd", patch, wk)
             yf += b
         q = round_half_away(yf / s_y) + z_y
         return np.clip(q, a["qmin"], a["qmax"])
     if t in ("maxpool2d", "avgpool2d"):
-        k, s, p = a["kernel"], a["stride"], a["padding"]
+        g = L.window
         n, hh, ww, c = xf.shape
-        ho, wo = (hh + 2 * p - k) // s + 1, (ww + 2 * p - k) // s + 1
+        ho, wo = g.out_size(hh, ww)
         fill = -np.inf if t == "maxpool2d" else 0.0
-        xp = np.pad(xf, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=fill)
+        xp = np.pad(xf, ((0, 0), (g.pt, g.pb), (g.pl, g.pr), (0, 0)), constant_values=fill)
         yf = np.zeros((n, ho, wo, c))
         for i in range(ho):
             for j in range(wo):
-                win = xp[:, i * s:i * s + k, j * s:j * s + k, :]
+                win = xp[:, i * g.sy:i * g.sy + g.kh, j * g.sx:j * g.sx + g.kw, :]
                 yf[:, i, j, :] = win.max(axis=(1, 2)) if t == "maxpool2d" else win.mean(axis=(1, 2))
         return np.clip(round_half_away(yf / s_y) + z_y, -128, 127)
     if t == "flatten":
@@ -217,9 +218,19 @@ def test_inference_uses_no_float_parameter():
 # ----------------------------------------------------------------------------- malformed files
 
 def _ref_parts():
+    """The reference model as a version 2 header and its tensors."""
     m = load_model(INT8_FILE)
     arrays = model_to_arrays(m)
     header = json.loads(arrays.pop("header").tobytes().decode())
+    return header, arrays
+
+
+def _v1_parts():
+    """The committed reference model file, a version 1 chain, as it is on disk."""
+    with np.load(INT8_FILE, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    header = json.loads(arrays.pop("header").tobytes().decode())
+    assert header["version"] == 1
     return header, arrays
 
 
@@ -295,16 +306,54 @@ def test_weight_out_of_range(tmp_path):
     _refused(_write(tmp_path, h, a), "'conv1'", "[-127, 127]")
 
 
-def test_quantization_chain_broken(tmp_path):
-    h, a = _ref_parts()
+def test_quantization_chain_broken_in_a_version_1_file(tmp_path):
+    h, a = _v1_parts()
     h["layers"][4]["input"]["zero_point"] = 0
     _refused(_write(tmp_path, h, a), "'fc1'", "previous layer's output")
 
 
+def test_version_1_loads_as_the_same_chain():
+    h, a = _v1_parts()
+    v1 = model_from_arrays(h, a)
+    v2 = load_model(_write_v2(v1))
+    assert v1.is_chain and v2.is_chain and v2.version == 2
+    assert [(L.name, L.type, L.window) for L in v1.layers] == \
+        [(L.name, L.type, L.window) for L in v2.layers]
+
+
+def _write_v2(model):
+    import tempfile
+    path = tempfile.mkdtemp() + "/v2.npz"
+    save_model(path, model)
+    return path
+
+
 def test_missing_attribute(tmp_path):
     h, a = _ref_parts()
-    del h["layers"][0]["stride"]
-    _refused(_write(tmp_path, h, a), "'conv1'", "missing attribute 'stride'")
+    del h["layers"][0]["kernel"]
+    _refused(_write(tmp_path, h, a), "'conv1'", "bad window")
+    h, a = _ref_parts()
+    del h["layers"][0]["in_channels"]
+    _refused(_write(tmp_path, h, a), "'conv1'", "missing attribute 'in_channels'")
+
+
+def test_graph_refusals(tmp_path):
+    """A read of a later layer (a cycle), of an unknown tensor, add inputs of different
+    shapes: each refused naming the layer."""
+    h, a = _ref_parts()
+    h["layers"][1]["inputs"] = ["pool"]
+    _refused(_write(tmp_path, h, a), "'conv2'", "computed later", "no cycles")
+    h, a = _ref_parts()
+    h["layers"][1]["inputs"] = ["nowhere"]
+    _refused(_write(tmp_path, h, a), "'conv2'", "'nowhere'", "no layer computes")
+    h, a = _ref_parts()
+    h["layers"].insert(2, {"name": "sum", "type": "add", "inputs": ["conv1", "conv2"],
+                           "fused_activation": "none", "qmin": -128, "qmax": 127,
+                           "params": {}, "output": h["layers"][1]["output"]})
+    _refused(_write(tmp_path, h, a), "'sum'", "different shapes")
+    h, a = _ref_parts()
+    h["output"] = "ghost"
+    _refused(_write(tmp_path, h, a), "output 'ghost'")
 
 
 def test_extra_tensor(tmp_path):
@@ -366,7 +415,7 @@ def test_fuzzed_headers_and_tensors_are_refused_cleanly(seed, tmp_path):
                 h[key] = FUZZ_VALUES[rng.integers(len(FUZZ_VALUES))]
                 desc = f"header {key!r} = {h[key]!r}"
             else:
-                q = target[["input", "output"][rng.integers(2)]]
+                q = target["output"]
                 key = ["scale", "zero_point"][rng.integers(2)]
                 q[key] = FUZZ_VALUES[rng.integers(len(FUZZ_VALUES))]
                 desc = f"layer {target['name']!r} quantization {key!r} = {q[key]!r}"
