@@ -1,9 +1,9 @@
 """Golden models of TFLite's int8 reference kernels where they differ from the project's own.
 
 Every function here reproduces what LiteRT 2.3.0 (``ai-edge-litert``, the TFLite runtime)
-computes with ``OpResolverType.BUILTIN_REF`` (TFLite's reference kernels), bit for bit; the tests in
-``tests/test_golden_tflite.py`` compare each one with LiteRT on random single-op models and on
-every layer of the MLPerf Tiny models. The formulas were read in TensorFlow Lite's reference
+computes with ``OpResolverType.BUILTIN_REF`` (TFLite's reference kernels), bit for bit; the
+tests in ``tests/test_golden_tflite.py`` compare each one with LiteRT on random single-op models
+and on every layer of the MLPerf Tiny models. The formulas were read in TensorFlow Lite's reference
 code (``tensorflow/lite/kernels/internal/reference/...``, ``quantization_util.cc``,
 ``kernel_util.cc``, gemmlowp's ``fixedpoint.h``) and, where the source and the shipped binary
 could disagree, settled by measurement; nothing is copied.
@@ -29,7 +29,7 @@ What differs from the project's golden functions, kernel by kernel
   :func:`add_params`, :func:`add_int8`.
 * SOFTMAX: TFLite's fixed-point exp / reciprocal (gemmlowp): :func:`softmax_params`,
   :func:`softmax_tflite`; ``golden.softmax`` is a different approximation that is usually but
-  not always equal (about 1 output in 1000 differs by 1 on random logits).
+  not always equal (about 2 outputs in 10,000 differ by 1 on random logits).
 * RELU / RELU6 as operators: a requantization (:func:`relu_tflite`); a once-rounded
   ``golden.activation.build_table`` differs by 1 at ties.
 * LOGISTIC / TANH need nothing new: LiteRT's int8 outputs are a 256-entry table equal to
