@@ -1,8 +1,8 @@
 """LiteRT (TFLite) tooling: read ``.tflite`` files, run them on TFLite's reference kernels,
 build small int8 models in memory.
 
-Three jobs, all through the ``ai-edge-litert`` package (the ``tflite`` extra; pinned in
-requirements.lock):
+Four jobs; the first three through the ``ai-edge-litert`` package (the ``tflite`` extra; pinned
+in requirements.lock):
 
 * :func:`read_model`: a ``.tflite`` flatbuffer (path or bytes) as plain Python objects, read
   with ``ai_edge_litert.schema_py_generated``: operators with their builtin options, tensors with
@@ -14,6 +14,8 @@ requirements.lock):
 * :class:`ModelBuilder` and the ``*_model`` helpers: single-op (or few-op) int8 models built
   with the flatbuffer object API of the same schema, so that tests can compare a golden
   function with LiteRT on random cases without any model file.
+* :func:`golden_operator` / :func:`run_golden`: a read model's operators through the golden
+  functions of :mod:`golden.tflite`, one at a time (fed LiteRT's tensors) or end to end.
 
 Quantization follows the file: ``real = scale * (q - zero_point)``; scales are float32 in the
 flatbuffer and are returned as float64 copies of those float32 values (what TFLite's Prepare
@@ -22,9 +24,11 @@ functions widen to ``double`` before deriving multipliers).
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from . import tflite as g
 from .tflite import output_size, same_padding
 
 __all__ = [
@@ -166,7 +170,7 @@ def _options(op):
 def read_model(model):
     """Parse a ``.tflite`` model (path or bytes) into a :class:`TfliteModel` (subgraph 0)."""
     schema = _schema()
-    raw = model if isinstance(model, (bytes, bytearray)) else open(model, "rb").read()
+    raw = bytes(model) if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
     m = schema.ModelT.InitFromPackedBuf(bytearray(raw), 0)
     if not m.subgraphs:
         raise ValueError("the model has no subgraph")
@@ -444,11 +448,6 @@ def activation_model(op, shape, x_q, y_q):
 # --------------------------------------------------------------------------------------------
 # Golden evaluation of a read model
 
-#: Operators :func:`golden_operator` evaluates.
-GOLDEN_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D",
-              "MAX_POOL_2D", "RESHAPE", "SOFTMAX", "RELU", "RELU6")
-
-
 def _window(x_shape, kh, kw, options):
     """``(sy, sx, pad_top, pad_left, out_h, out_w)`` of a conv or pool operator."""
     if options.get("dilation_h_factor", 1) != 1 or options.get("dilation_w_factor", 1) != 1:
@@ -459,66 +458,102 @@ def _window(x_shape, kh, kw, options):
     return sy, sx, pad_top, pad_left, out_h, out_w
 
 
+class _OpContext:
+    """One operator of a read model with the values of its activation inputs: the quantization,
+    constants and fused-activation clamp the golden functions need."""
+
+    def __init__(self, model, op, values):
+        self.model, self.op, self.values = model, op, values
+        self.opts = op.options
+        self.s_y, self.z_y = self.quant(op.outputs[0]).scalar
+        self.act = g.activation_range(self.opts.get("fused_activation_function", "NONE"),
+                                      self.s_y, self.z_y)
+
+    def quant(self, i):
+        return self.model.tensors[i].quantization
+
+    def const(self, i, default_len=None):
+        """Constant data of input ``i`` (-1, an omitted bias: zeros of ``default_len``)."""
+        if i < 0:
+            return np.zeros(default_len, np.int32)
+        return self.model.tensors[i].data
+
+    def output_shape(self):
+        return self.model.tensors[self.op.outputs[0]].shape
+
+
+def _golden_conv(c):
+    xi, wi, bi = c.op.inputs
+    x, w = c.values[xi], c.const(wi)
+    depthwise = c.op.op == "DEPTHWISE_CONV_2D"
+    if depthwise and w.shape[3] != x.shape[3]:
+        raise NotImplementedError("depth multiplier != 1 is not modelled")
+    bias = c.const(bi, w.shape[3] if depthwise else w.shape[0])
+    s_x, z_x = c.quant(xi).scalar
+    m0, shift = g.conv_multipliers(s_x, c.quant(wi).scale, c.s_y)
+    fn = g.depthwise_conv2d_tflite if depthwise else g.conv2d_tflite
+    return fn(x, w, bias, *_window(x.shape, w.shape[1], w.shape[2], c.opts),
+              input_zero_point=z_x, multiplier=m0, shift=shift, output_zero_point=c.z_y,
+              qmin=c.act[0], qmax=c.act[1])
+
+
+def _golden_fully_connected(c):
+    xi, wi, bi = c.op.inputs
+    w, wq = c.const(wi), c.quant(wi)
+    if wq.per_channel or wq.zero_point[0] != 0:
+        raise NotImplementedError("only per-tensor symmetric int8 weights are modelled")
+    s_x, z_x = c.quant(xi).scalar
+    scale = g.fully_connected_scale(s_x, wq.scale[0], c.s_y)
+    y = g.fully_connected_tflite(c.values[xi].reshape(-1, w.shape[1]), w, c.const(bi, w.shape[0]),
+                                 z_x, scale, c.z_y, *c.act)
+    return y.reshape(c.output_shape())
+
+
+def _golden_add(c):
+    a, b = c.op.inputs
+    params = g.add_params(*c.quant(a).scalar, *c.quant(b).scalar, c.s_y, c.z_y)
+    return g.add_int8(c.values[a], c.values[b], params, *c.act)
+
+
+def _golden_pool(c):
+    x = c.values[c.op.inputs[0]]
+    kh, kw = c.opts["filter_height"], c.opts["filter_width"]
+    fn = g.avg_pool2d_tflite if c.op.op == "AVERAGE_POOL_2D" else g.max_pool2d_tflite
+    return fn(x, kh, kw, *_window(x.shape, kh, kw, c.opts), *c.act)
+
+
+def _golden_reshape(c):
+    return c.values[c.op.inputs[0]].reshape(c.output_shape())
+
+
+def _golden_softmax(c):
+    xi = c.op.inputs[0]
+    return g.softmax_tflite(c.values[xi], g.softmax_params(c.quant(xi).scale[0],
+                                                           c.opts["beta"]))
+
+
+def _golden_relu(c):
+    xi = c.op.inputs[0]
+    return g.relu_tflite(c.values[xi], *c.quant(xi).scalar, c.s_y, c.z_y,
+                         upper=6.0 if c.op.op == "RELU6" else None)
+
+
+_GOLDEN = {"CONV_2D": _golden_conv, "DEPTHWISE_CONV_2D": _golden_conv,
+           "FULLY_CONNECTED": _golden_fully_connected, "ADD": _golden_add,
+           "AVERAGE_POOL_2D": _golden_pool, "MAX_POOL_2D": _golden_pool,
+           "RESHAPE": _golden_reshape, "SOFTMAX": _golden_softmax, "RELU": _golden_relu,
+           "RELU6": _golden_relu}
+#: Operators :func:`golden_operator` evaluates.
+GOLDEN_OPS = tuple(_GOLDEN)
+
+
 def golden_operator(model, op, values):
     """Output of one operator of ``model`` computed by the golden functions of
     :mod:`golden.tflite`, from ``values`` (tensor index -> int8 array) for its activation
     inputs; weights, biases and every quantization come from the model."""
-    from . import tflite as g
-
-    def q(i):
-        return model.tensors[i].quantization
-
-    def const(i):
-        return None if i < 0 else model.tensors[i].data
-
-    out = op.outputs[0]
-    s_y, z_y = q(out).scalar
-    opts = op.options
-    act = g.activation_range(opts.get("fused_activation_function", "NONE"), s_y, z_y)
-    if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-        xi, wi, bi = op.inputs
-        x, w = values[xi], const(wi)
-        bias = const(bi) if bi >= 0 else np.zeros(w.shape[0 if op.op == "CONV_2D" else 3],
-                                                   np.int32)
-        s_x, z_x = q(xi).scalar
-        m0, shift = g.conv_multipliers(s_x, q(wi).scale, s_y)
-        geometry = _window(x.shape, w.shape[1], w.shape[2], opts)
-        if op.op == "DEPTHWISE_CONV_2D" and w.shape[3] != x.shape[3]:
-            raise NotImplementedError("depth multiplier != 1 is not modelled")
-        fn = g.conv2d_tflite if op.op == "CONV_2D" else g.depthwise_conv2d_tflite
-        return fn(x, w, bias, *geometry, input_zero_point=z_x, multiplier=m0, shift=shift,
-                  output_zero_point=z_y, qmin=act[0], qmax=act[1])
-    if op.op == "FULLY_CONNECTED":
-        xi, wi, bi = op.inputs
-        w = const(wi)
-        if q(wi).per_channel or q(wi).zero_point[0] != 0:
-            raise NotImplementedError("only per-tensor symmetric int8 weights are modelled")
-        s_x, z_x = q(xi).scalar
-        bias = const(bi) if bi >= 0 else np.zeros(w.shape[0], np.int32)
-        scale = g.fully_connected_scale(s_x, q(wi).scale[0], s_y)
-        y = g.fully_connected_tflite(values[xi].reshape(-1, w.shape[1]), w, bias, z_x, scale,
-                                     z_y, act[0], act[1])
-        return y.reshape(model.tensors[out].shape)
-    if op.op == "ADD":
-        a, b = op.inputs
-        params = g.add_params(*q(a).scalar, *q(b).scalar, s_y, z_y)
-        return g.add_int8(values[a], values[b], params, act[0], act[1])
-    if op.op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
-        x = values[op.inputs[0]]
-        geometry = _window(x.shape, opts["filter_height"], opts["filter_width"], opts)
-        fn = g.avg_pool2d_tflite if op.op == "AVERAGE_POOL_2D" else g.max_pool2d_tflite
-        return fn(x, opts["filter_height"], opts["filter_width"], *geometry[:2],
-                  *geometry[2:], qmin=act[0], qmax=act[1])
-    if op.op == "RESHAPE":
-        return values[op.inputs[0]].reshape(model.tensors[out].shape)
-    if op.op == "SOFTMAX":
-        xi = op.inputs[0]
-        return g.softmax_tflite(values[xi], g.softmax_params(q(xi).scale[0], opts["beta"]))
-    if op.op in ("RELU", "RELU6"):
-        xi = op.inputs[0]
-        return g.relu_tflite(values[xi], *q(xi).scalar, s_y, z_y,
-                             upper=6.0 if op.op == "RELU6" else None)
-    raise NotImplementedError(f"{op.op} has no golden model here (known: {GOLDEN_OPS})")
+    if op.op not in _GOLDEN:
+        raise NotImplementedError(f"{op.op} has no golden model here (known: {GOLDEN_OPS})")
+    return _GOLDEN[op.op](_OpContext(model, op, values))
 
 
 def run_golden(model, *inputs):
