@@ -135,7 +135,8 @@ __all__ = [
     "GATES", "GATE_FRAC_BITS", "GATE_OUT_FRAC_BITS", "TABLE_STEP_BITS", "TABLE_SIZE",
     "MIN_CELL_EXPONENT", "MAX_CELL_EXPONENT", "SIGMOID_TABLE", "TANH_TABLE",
     "gate_table", "sigmoid_q15", "tanh_q15", "gate_function_errors",
-    "LstmParams", "lstm_params", "cell_exponent", "lstm_cell_int", "lstm_int",
+    "LstmParams", "lstm_params", "cell_exponent", "gate_preactivations", "cell_update",
+    "hidden_output", "lstm_cell_int", "lstm_int",
     "quantize_input", "dequantize_hidden",
     "onnx_from_pytorch", "lstm_float", "quantize_lstm", "error_report", "format_report",
     "format_gate_errors", "main",
@@ -185,6 +186,14 @@ def _check_int16(name, v):
     if v.dtype != np.int16:
         raise ValueError(f"{name} must be int16, got dtype {v.dtype}")
     return v
+
+
+def _check_cell_exponent(e):
+    if isinstance(e, bool) or not isinstance(e, (int, np.integer)) or not (
+            MIN_CELL_EXPONENT <= e <= MAX_CELL_EXPONENT):
+        raise ValueError(f"cell_exponent must be an integer in [{MIN_CELL_EXPONENT}, "
+                         f"{MAX_CELL_EXPONENT}], got {e!r}")
+    return int(e)
 
 
 def _check_frac_bits(frac_bits):
@@ -417,13 +426,60 @@ def _split_gates(v, hidden):
     return {g: v[:, k * hidden:(k + 1) * hidden] for k, g in enumerate(GATES)}
 
 
+def gate_preactivations(acc_x, acc_h, params):
+    """Step 2: int32 accumulators ``(N, 4H)`` of the input and recurrent products -> int16 Q3.12
+    pre-activations ``sat16(sat16(MBQM(acc_x, M_x[g], S_x[g])) + sat16(MBQM(acc_h, M_h[g],
+    S_h[g])))``, columns in gate order i, o, f, c."""
+    p = _check_params(params)
+    want = (None, 4 * p.hidden_size)
+    for name, acc in (("acc_x", acc_x), ("acc_h", acc_h)):
+        a = np.asarray(acc)
+        if a.dtype != np.int32 or a.ndim != 2 or a.shape[1] != want[1]:
+            raise ValueError(f"{name} must be int32 of shape (N, 4H) = (N, {want[1]}), got "
+                             f"{a.dtype} {a.shape}")
+    if np.shape(acc_x) != np.shape(acc_h):
+        raise ValueError(f"acc_x and acc_h differ in shape: {np.shape(acc_x)} vs "
+                         f"{np.shape(acc_h)}")
+    px = _requantize_int16(acc_x, p.input_multiplier, p.input_shift, p.hidden_size)
+    ph = _requantize_int16(acc_h, p.recurrent_multiplier, p.recurrent_shift, p.hidden_size)
+    return np.clip(px + ph, INT16_MIN, INT16_MAX).astype(np.int16)
+
+
+def cell_update(f, i, g, c, cell_exponent, cell_clip=0):
+    """Step 4: ``sat16(RDBPOT(f * c, 15) + RDBPOT(i * g, 30 + e))``, then clamped to
+    ``[-cell_clip, cell_clip]`` if ``cell_clip > 0``. All int16; ``c`` and the result at
+    ``2**e``, the gates Q0.15."""
+    f, i, g, c = (_check_int16(name, v).astype(np.int64)
+                  for name, v in (("f", f), ("i", i), ("g", g), ("c", c)))
+    e = _check_cell_exponent(cell_exponent)
+    if isinstance(cell_clip, bool) or not isinstance(cell_clip, (int, np.integer)) or not (
+            0 <= cell_clip <= INT16_MAX):
+        raise ValueError(f"cell_clip must be an integer in [0, {INT16_MAX}], got {cell_clip!r}")
+    forget = rounding_divide_by_pot(f * c, GATE_OUT_FRAC_BITS).astype(np.int64)
+    update = rounding_divide_by_pot(i * g, 2 * GATE_OUT_FRAC_BITS + e).astype(np.int64)
+    c_new = np.clip(forget + update, INT16_MIN, INT16_MAX)
+    if cell_clip:
+        c_new = np.clip(c_new, -cell_clip, cell_clip)
+    return c_new.astype(np.int16)
+
+
+def hidden_output(o, tanh_c, params):
+    """Step 6: ``clamp(MBQM(o * tanh_c, M_o, S_o) + z_h, -128, 127)``: int16 Q0.15 gates ->
+    int8 hidden state (``o * tanh_c`` is exact in int32)."""
+    p = _check_params(params)
+    o = _check_int16("o", o).astype(np.int64)
+    t = _check_int16("tanh_c", tanh_c).astype(np.int64)
+    return requantize(o * t, p.hidden_multiplier, p.hidden_shift, p.hidden_zero_point)
+
+
 def lstm_cell_int(x_t, h, c, params, intermediates=False):
     """One integer LSTM step (module docstring, steps 1-6) on a batch.
 
     ``x_t`` int8 ``(N, F)``, ``h`` int8 ``(N, H)``, ``c`` int16 ``(N, H)`` at scale
     ``2**cell_exponent``. Returns ``(h', c')`` (int8, int16); with ``intermediates=True`` also a
-    dict of every stage (``acc_x``, ``acc_h`` int32; ``pre`` and ``gates`` as dicts i, o, f, c
-    of int16; ``tanh_c`` int16) for checking a hardware datapath stage by stage."""
+    dict of every stage (``acc_x``, ``acc_h`` int32 ``(N, 4H)``; ``pre`` and ``gates``: dicts
+    i, o, f, c of int16 ``(N, H)``; ``tanh_c`` int16) for checking a hardware datapath stage
+    by stage."""
     p = _check_params(params)
     x_t = np.asarray(x_t)
     if x_t.dtype != np.int8:
@@ -433,24 +489,15 @@ def lstm_cell_int(x_t, h, c, params, intermediates=False):
                          f"got {x_t.shape}")
     n, hid = x_t.shape[0], p.hidden_size
     h = _check_state("h", h, np.int8, n, hid)
-    c = _check_state("c", c, np.int16, n, hid).astype(np.int64)
+    c = _check_state("c", c, np.int16, n, hid)
     acc_x = gemm(x_t, np.ascontiguousarray(p.input_weights.T), p.input_bias)
     acc_h = gemm(h, np.ascontiguousarray(p.recurrent_weights.T), p.recurrent_bias)
-    px = _requantize_int16(acc_x, p.input_multiplier, p.input_shift, hid)
-    ph = _requantize_int16(acc_h, p.recurrent_multiplier, p.recurrent_shift, hid)
-    pre = _split_gates(np.clip(px + ph, INT16_MIN, INT16_MAX).astype(np.int16), hid)
+    pre = _split_gates(gate_preactivations(acc_x, acc_h, p), hid)
     gates = {g: sigmoid_q15(pre[g]) for g in ("i", "o", "f")}
     gates["c"] = tanh_q15(pre["c"], GATE_FRAC_BITS)
-    i, o, f, g = (gates[k].astype(np.int64) for k in ("i", "o", "f", "c"))
-    forget = rounding_divide_by_pot(f * c, GATE_OUT_FRAC_BITS).astype(np.int64)
-    update = rounding_divide_by_pot(i * g, 2 * GATE_OUT_FRAC_BITS + p.cell_exponent)
-    c_new = np.clip(forget + update, INT16_MIN, INT16_MAX)
-    if p.cell_clip:
-        c_new = np.clip(c_new, -p.cell_clip, p.cell_clip)
-    c_new = c_new.astype(np.int16)
+    c_new = cell_update(gates["f"], gates["i"], gates["c"], c, p.cell_exponent, p.cell_clip)
     tanh_c = tanh_q15(c_new, -p.cell_exponent)
-    h_new = requantize(o * tanh_c.astype(np.int64), p.hidden_multiplier, p.hidden_shift,
-                       p.hidden_zero_point)
+    h_new = hidden_output(gates["o"], tanh_c, p)
     if intermediates:
         return h_new, c_new, {"acc_x": acc_x, "acc_h": acc_h, "pre": pre, "gates": gates,
                               "tanh_c": tanh_c}
