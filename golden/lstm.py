@@ -93,13 +93,15 @@ Departures from TFLite
 ----------------------
 * **Gate nonlinearities.** TFLite's builtin kernel evaluates sigmoid/tanh with gemmlowp's
   fixed-point ``logistic``/``tanh`` (an exp on negative values and a Newton-Raphson
-  reciprocal); TFLite Micro uses a 256-entry sigmoid table over +-10.7 behind a 3/4 input
-  prescale and derives tanh from it. Here both are the table + interpolation above, chosen for
-  the hardware: one 1024 x 16 ROM, a 9-bit index, a small multiplier (difference <= 512, times
-  a fraction of at most 9 bits) and one add, with an exact integer definition the RTL can
-  match bit for bit; the tanh of the cell state uses the same table at the cell's own binary
-  point (the fraction field just widens), so no re-scaling step. Outputs therefore differ from
-  TFLite's by a few 2**-15 LSB, far below the int8 hidden-state LSB.
+  reciprocal); TFLite Micro (and TFLite's int16 LOGISTIC/TANH) use a 16-bit sigmoid table of
+  about 256 entries over +-10.7 behind a 3/4 input prescale and derive tanh from it. Here
+  both are the table + interpolation above, chosen for the hardware: one 1024 x 16 ROM, a
+  9-bit index, a small multiplier (difference <= 512, times a fraction of at most 9 bits) and
+  one add, with an exact integer definition the RTL can match bit for bit; the tanh of the
+  cell state uses the same table at the cell's own binary point (the fraction field just
+  widens), so no re-scaling step. The gate outputs are therefore not bit-identical with
+  TFLite's; ours are within 1.53 LSB of 2**-15 of the exact functions (measured over every
+  input), far below the int8 hidden state's LSB (about 2**-7).
 * **Scope.** No CIFG, peephole, projection, layer normalization or auxiliary input (TFLite
   supports them); one direction. The cell exponent is restricted to [-15, -9] as TFLite's
   kernel does (its converter would pick up to -5 for cells above 64 and then fail to prepare);
@@ -115,9 +117,10 @@ TFLite): a gate driven beyond +-8 is off by up to ``1 - sigmoid(8) = 3.4e-4`` pe
 
 Post-training quantization (:func:`quantize_lstm`): the float LSTM runs on calibration
 sequences; x and h get asymmetric int8 covering their ranges and 0
-(:func:`golden.ptq.activation_qparams`), each gate matrix symmetric int8 ``s = max|W_g| / 127``,
-the folded bias ``Wb_g + Rb_g`` int32 at ``s_x * s_W[g]``, and ``cell_range`` is the cell clip
-if given, else the largest calibrated ``|c|``.
+(:func:`golden.ptq.activation_qparams`), each gate matrix symmetric int8
+``s = max|W_g| / 127`` (1/127 if all 0), the folded bias ``Wb_g + Rb_g`` int32 at
+``s_x * s_W[g]``, and ``cell_range`` is the cell clip if given, else the largest calibrated
+``|c|``.
 """
 
 import argparse

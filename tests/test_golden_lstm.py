@@ -167,7 +167,7 @@ def test_gate_function_errors_and_symmetry():
         limit = 1.0 if name.startswith("sigmoid") else 1.6
         assert mx <= limit and mean <= 1.0, (name, mx, mean)
     pos = ALL_INT16[1:]                                  # -32768 has no positive twin
-    assert np.array_equal(L.sigmoid_q15(pos).astype(np.int64) + L.sigmoid_q15(-pos), 
+    assert np.array_equal(L.sigmoid_q15(pos).astype(np.int64) + L.sigmoid_q15(-pos),
                           np.full(pos.shape, 32768))
     assert np.array_equal(L.tanh_q15(-pos), -L.tanh_q15(pos))
     assert L.sigmoid_q15(np.int16([0]))[0] == 16384 and L.tanh_q15(np.int16([0]))[0] == 0
@@ -427,7 +427,8 @@ def error_bound(w, r, b, x, p):
         err_h = dh @ np.abs(rd).T + np.abs(h @ (rd - r).T)
         dpx = err_x + Q12 + 2.0 ** -30 * (np.abs(part_x) + err_x)
         dph = err_h + Q12 + 2.0 ** -30 * (np.abs(part_h) + err_h)
-        ok &= bool(np.all(np.abs(part_x) + dpx < 8 - Q12) and np.all(np.abs(part_h) + dph < 8 - Q12))
+        ok &= bool(np.all(np.abs(part_x) + dpx < 8 - Q12)
+                   and np.all(np.abs(part_h) + dph < 8 - Q12))
         z, dz = part_x + part_h, dpx + dph
         saturates = np.abs(z) + dz >= 8 - Q12
         zs, dzs = L._split_gates(z, hid), L._split_gates(dz, hid)
@@ -582,7 +583,8 @@ def test_lstm_int_refuses_bad_states(small):
 
 
 def _params_kwargs():
-    return dict(input_weights=np.zeros((8, 3), np.int8), recurrent_weights=np.zeros((8, 2), np.int8),
+    return dict(input_weights=np.zeros((8, 3), np.int8),
+                recurrent_weights=np.zeros((8, 2), np.int8),
                 bias=np.zeros(8, np.int32), input_scale=0.02, input_zero_point=0,
                 input_weight_scales=[0.01] * 4, recurrent_weight_scales=[0.01] * 4,
                 hidden_scale=1 / 128, hidden_zero_point=0, cell_range=1.0)
@@ -591,7 +593,8 @@ def _params_kwargs():
 @pytest.mark.parametrize("change, match", [
     ({"input_weights": np.zeros((8, 3), np.int16)}, "input_weights must be int8"),
     ({"input_weights": np.zeros((6, 3), np.int8)}, "4H rows"),
-    ({"recurrent_weights": np.zeros((8, 3), np.int8)}, r"recurrent_weights must have shape \(8, 2\)"),
+    ({"recurrent_weights": np.zeros((8, 3), np.int8)},
+     r"recurrent_weights must have shape \(8, 2\)"),
     ({"bias": np.zeros(8, np.int64)}, "bias must be int32"),
     ({"bias": np.zeros(4, np.int32)}, r"bias must be int32 of shape \(8,\)"),
     ({"input_scale": 0.0}, "input_scale must be finite and > 0"),
