@@ -54,7 +54,7 @@ def run_layer(L, xs):
         else:
             acc = gemm(x, L.tensors["weights"], L.gemm_bias)
         return requantize(acc, L.tensors["m0"], L.tensors["shift"], L.out_zero_point,
-                          qmin=a["qmin"], qmax=a["qmax"])
+                          qmin=a["qmin"], qmax=a["qmax"], rounding=a.get("rounding", "double"))
     if t == "maxpool2d":
         return max_pool2d_window(x, L.window)
     if t == "avgpool2d":

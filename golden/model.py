@@ -52,6 +52,10 @@ Layer types (``K`` = GEMM reduction, ``N`` = output channels / features):
 
     ``(m0[n], shift[n]) == quantize_multiplier(S_x * S_w[n] / S_y)`` is checked on load.
 
+    Optional ``rounding`` (conv2d, depthwise_conv2d, dense): ``"double"`` (default: SRDHM then
+    RoundingDivideByPOT, TFLite's convolutions) or ``"single"`` (the product rounded once, half
+    away from zero: TFLite's FULLY_CONNECTED, see golden.quant).
+
 ``depthwise_conv2d``: the window, ``channels`` (input = output channels: a channel multiplier
 of 1), ``fused_activation``, ``qmin``, ``qmax``; the same five tensors with ``K = kh*kw``
 (weights ``(kh*kw, channels)``, rows ordered ``(kh, kw)``) and ``N = channels``.
@@ -84,7 +88,8 @@ Integer semantics of conv2d/depthwise_conv2d/dense (golden.inference)::
 
     gemm_bias = bias - z_x * sum_k weights[k, :]              (folded once at load time)
     acc       = golden.gemm(A, weights, gemm_bias)            (A = im2col(x) or x)
-    y         = golden.quant.requantize(acc, m0, shift, z_y, qmin=qmin, qmax=qmax)
+    y         = golden.quant.requantize(acc, m0, shift, z_y, qmin=qmin, qmax=qmax,
+                                        rounding=rounding)
 
 ReLU after a conv or dense layer is fused into the requantizer's clamp (TFLite): ``qmin =
 max(-128, z_y)`` (``relu6`` also ``qmax = min(127, z_y + round(6 / S_y))``); other
@@ -110,7 +115,7 @@ import numpy as np
 
 from .conv import Window, fold_zero_point
 from .pooling import COUNT_MODES, MAX_DIVISOR
-from .quant import INT32_MAX, MAX_SHIFT, MIN_SHIFT, quantize_multipliers
+from .quant import INT32_MAX, MAX_SHIFT, MIN_SHIFT, ROUNDINGS, quantize_multipliers
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "LAYER_TYPES", "GEMM_TYPES", "INPUT", "ModelFormatError",
            "Layer", "Model", "save_model", "load_model", "model_from_arrays", "model_to_arrays",
@@ -373,6 +378,8 @@ def _gemm_layer(ctx, L, arrays, used, where):
     if not (_is_int(qmin) and _is_int(qmax) and -128 <= qmin <= qmax <= 127):
         ctx.fail(f"need integers -128 <= qmin <= qmax <= 127, got qmin={qmin!r}, "
                  f"qmax={qmax!r}", where)
+    if a.get("rounding", "double") not in ROUNDINGS:
+        ctx.fail(f"rounding must be one of {ROUNDINGS}, got {a['rounding']!r}", where)
     if L.type == "conv2d":
         k_dim, n_dim = L.window.kh * L.window.kw * a["in_channels"], a["out_channels"]
     elif L.type == "depthwise_conv2d":

@@ -43,6 +43,18 @@ with ties away from zero when the product is positive but ties toward zero when 
 (gemmlowp's asymmetric nudge; e.g. ``SRDHM(-1, 2**30) == 0`` while ``SRDHM(1, 2**30) == 1``). (*) TFLite computes ``x * (1 << left)`` in int32 and leaves overflow undefined; here it
 saturates, which agrees wherever TFLite is defined.
 
+*Single rounding* (``rounding="single"``, :func:`multiply_by_quantized_multiplier_single`):
+the same ``xs`` and ``M0``, but the product rounded once, to nearest with ties away from
+zero::
+
+    y = round_half_away(xs * M0 / 2**(31 + right))
+      = sign(p) * ((|p| + 2**(30 + right)) >> (31 + right)),     p = int64(xs) * M0
+
+This is how TFLite's FULLY_CONNECTED rounds (LiteRT computes ``round(acc * scale)`` in double
+precision: the two agree except when ``acc * scale`` lies within about 2**-32 of the scale's
+value of a half-integer, see golden.tflite), and how an average pool divides by a window size
+exactly.
+
 Requantization then adds the output zero point and saturates::
 
     q = clamp(y + zero_point, qmin, qmax)        # default [-128, 127], int8
@@ -58,7 +70,8 @@ __all__ = [
     "INT32_MIN", "INT32_MAX", "MIN_SHIFT", "MAX_SHIFT",
     "quantize_multiplier", "quantize_multipliers",
     "saturating_rounding_doubling_high_mul", "rounding_divide_by_pot",
-    "multiply_by_quantized_multiplier", "requantize", "add_bias",
+    "multiply_by_quantized_multiplier", "multiply_by_quantized_multiplier_single",
+    "requantize", "add_bias", "ROUNDINGS",
 ]
 
 INT32_MIN = -(1 << 31)
@@ -155,15 +168,38 @@ def add_bias(acc, bias):
     return s.astype(np.int32)
 
 
-def requantize(acc, m0, shift, zero_point, bias=None, qmin=-128, qmax=127):
+def multiply_by_quantized_multiplier_single(x, m0, shift):
+    """``x * M0 * 2**(shift-31)`` rounded once, half away from zero (module docstring);
+    int32 in, int64 out (a value past int32 only comes from a saturated left shift)."""
+    x64 = _as_int("x", x, INT32_MIN, INT32_MAX)
+    m0 = _as_int("M0", m0, 0, INT32_MAX)
+    shift = _as_int("shift", shift, MIN_SHIFT, MAX_SHIFT)
+    left = np.maximum(shift, 0)
+    total = 31 + np.maximum(-shift, 0)
+    xs = np.clip(x64 << left, INT32_MIN, INT32_MAX)
+    p = xs * m0
+    q = (np.abs(p) + (np.int64(1) << (total - 1))) >> total
+    return np.where(p < 0, -q, q)
+
+
+ROUNDINGS = ("double", "single")
+
+
+def requantize(acc, m0, shift, zero_point, bias=None, qmin=-128, qmax=127, rounding="double"):
     """int32 accumulators (+ optional int32 bias) -> int8 (or [qmin, qmax]) activations.
 
     ``m0``, ``shift`` may be scalars (per tensor) or arrays over the last axis (per channel).
     ``qmin``/``qmax`` narrow the output range (a fused ReLU clamps at the zero point).
+    ``rounding``: ``"double"`` (SRDHM then RoundingDivideByPOT, TFLite's conv) or
+    ``"single"`` (one rounding half away from zero; module docstring).
     """
     if not -128 <= qmin <= qmax <= 127:
         raise ValueError(f"need -128 <= qmin <= qmax <= 127, got qmin={qmin}, qmax={qmax}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     zp = _as_int("zero_point", zero_point, -128, 127)
     x = acc if bias is None else add_bias(acc, bias)
-    y = multiply_by_quantized_multiplier(x, m0, shift).astype(np.int64) + zp
+    scale = (multiply_by_quantized_multiplier if rounding == "double"
+             else multiply_by_quantized_multiplier_single)
+    y = scale(x, m0, shift).astype(np.int64) + zp
     return np.clip(y, qmin, qmax).astype(np.int8)

@@ -41,17 +41,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conv import fold_zero_point
+from . import eltwise
+from .conv import Window, conv2d_int8, depthwise_conv2d_int8, fold_zero_point
 from .gemm import gemm
+from .pooling import avg_pool2d_window, max_pool2d_window
 from .quant import (INT32_MAX, INT32_MIN, multiply_by_quantized_multiplier, quantize_multiplier,
                     rounding_divide_by_pot, saturating_rounding_doubling_high_mul, requantize)
 
 __all__ = [
     "ACTIVATIONS", "activation_range", "round_half_away", "same_padding", "output_size",
     "conv_multipliers", "requantize_single_rounding", "fully_connected_scale",
-    "requantize_double_scale", "fully_connected_tflite", "im2col_tflite", "conv2d_tflite",
-    "depthwise_conv2d_tflite", "pool_windows_tflite", "divide_round_half_away_c",
-    "avg_pool2d_tflite", "max_pool2d_tflite", "relu_tflite", "AddParams", "add_params", "add_int8",
+    "requantize_double_scale", "fully_connected_tflite", "conv2d_tflite",
+    "depthwise_conv2d_tflite", "divide_round_half_away_c",
+    "avg_pool2d_tflite", "max_pool2d_tflite", "relu_tflite", "add_params", "add_int8",
     "SoftmaxTfliteParams", "softmax_params", "softmax_tflite", "exp_on_negative_values",
     "one_over_one_plus_x_for_x_in_0_1",
 ]
@@ -146,36 +148,6 @@ def _check_geometry(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     return x
-
-
-def _padded(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w, pad_value):
-    """``x`` (int64) inside a frame of ``pad_value`` large enough for every window."""
-    n, h, w, c = x.shape
-    ph = max(pad_top + h, (out_h - 1) * sy + kh)
-    pw = max(pad_left + w, (out_w - 1) * sx + kw)
-    xp = np.full((n, ph, pw, c), pad_value, np.int64)
-    xp[:, pad_top:pad_top + h, pad_left:pad_left + w, :] = x
-    return xp
-
-
-def _taps(xp, kh, kw, sy, sx, out_h, out_w):
-    """``(N, out_h, out_w, kh*kw, C)``: every window of the padded map, taps in (kh, kw) order."""
-    n, _, _, c = xp.shape
-    win = np.empty((n, out_h, out_w, kh * kw, c), xp.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            win[:, :, :, i * kw + j, :] = xp[:, i:i + sy * (out_h - 1) + 1:sy,
-                                             j:j + sx * (out_w - 1) + 1:sx, :]
-    return win
-
-
-def _inside(h, w, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w):
-    """``(out_h, out_w, kh*kw)`` bool: which taps of each window fall inside the image."""
-    ys = np.arange(out_h)[:, None] * sy - pad_top + np.arange(kh)[None, :]
-    xs = np.arange(out_w)[:, None] * sx - pad_left + np.arange(kw)[None, :]
-    in_y = (ys >= 0) & (ys < h)
-    in_x = (xs >= 0) & (xs < w)
-    return (in_y[:, None, :, None] & in_x[None, :, None, :]).reshape(out_h, out_w, kh * kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,16 +268,13 @@ def fully_connected_tflite(x, weights, bias, input_zero_point, scale, output_zer
 # --------------------------------------------------------------------------------------------
 # Convolutions
 
-def im2col_tflite(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w, pad_value):
-    """NHWC ``x`` -> ``A`` ``(N*out_h*out_w, kh*kw*C)``, rows ``(n, oy, ox)``, columns
-    ``(ky, kx, c)``: ``A[.., (ky*kw + kx)*C + c] = x[n, oy*sy + ky - pad_top,
-    ox*sx + kx - pad_left, c]``, or ``pad_value`` outside the image (above, left, below or
-    right)."""
+def _window(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w):
+    """The :class:`golden.conv.Window` of a TFLite op: the bottom and right padding are what
+    makes the output ``out_h x out_w``."""
     x = _check_geometry(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w)
-    xp = _padded(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w, pad_value)
-    win = _taps(xp, kh, kw, sy, sx, out_h, out_w)
-    n, c = x.shape[0], x.shape[3]
-    return win.reshape(n * out_h * out_w, kh * kw * c).astype(np.int8)
+    pb = max((out_h - 1) * sy + kh - pad_top - x.shape[1], 0)
+    pr = max((out_w - 1) * sx + kw - pad_left - x.shape[2], 0)
+    return x, Window(kh, kw, sy, sx, pad_top, pad_left, pb, pr)
 
 
 def conv2d_tflite(x, filters, bias, sy, sx, pad_top, pad_left, out_h, out_w, *,
@@ -320,17 +289,16 @@ def conv2d_tflite(x, filters, bias, sy, sx, pad_top, pad_left, out_h, out_w, *,
                              * filters[co, ky, kx, ci]
         y = requantize(acc, M0[co], shift[co], z_y, qmin, qmax)   (golden.quant: SRDHM, RDBPOT)
 
-    TFLite skips taps outside the image; here they hold ``z_x`` and contribute 0, the same
-    thing, so the arithmetic is im2col + :func:`golden.gemm` with the zero point folded into
-    the bias (:func:`golden.conv.fold_zero_point`)."""
+    TFLite skips taps outside the image; :func:`golden.conv.conv2d_int8` gives them ``z_x``
+    and folds the zero point into the bias, so they contribute 0: the same thing."""
     filters = np.asarray(filters, np.int8)
     cout, kh, kw, cin = filters.shape
     if np.shape(x)[-1] != cin:
         raise ValueError(f"input has {np.shape(x)[-1]} channels, filters expect {cin}")
-    a = im2col_tflite(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w, input_zero_point)
+    x, win = _window(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w)
     b_matrix = np.ascontiguousarray(filters.reshape(cout, kh * kw * cin).T)
     gemm_bias = fold_zero_point(np.asarray(bias, np.int32), b_matrix, input_zero_point)
-    acc = gemm(a, b_matrix, gemm_bias).reshape(np.shape(x)[0], out_h, out_w, cout)
+    acc = conv2d_int8(x, b_matrix, gemm_bias, win, input_zero_point=input_zero_point)
     return requantize(acc, multiplier, shift, output_zero_point, qmin=qmin, qmax=qmax)
 
 
@@ -339,45 +307,22 @@ def depthwise_conv2d_tflite(x, filters, bias, sy, sx, pad_top, pad_left, out_h, 
                             qmin=-128, qmax=127):
     """int8 DEPTHWISE_CONV_2D, depth multiplier 1 (``reference_integer_ops::
     DepthwisePerChannel``): ``filters`` int8 ``(1, KH, KW, C)``, channel ``c`` of the output
-    from channel ``c`` of the input::
-
-        acc[n, oy, ox, c] = bias[c] + sum over taps inside the image of
-                            (x[n, oy*sy + ky - pad_top, ox*sx + kx - pad_left, c] - z_x)
-                            * filters[0, ky, kx, c]
-        y = requantize(acc, M0[c], shift[c], z_y, qmin, qmax)
-
-    One :func:`golden.gemm` per channel (an ``M x KH*KW`` by ``KH*KW x 1`` product)."""
+    from channel ``c`` of the input, through :func:`golden.conv.depthwise_conv2d_int8`."""
     filters = np.asarray(filters, np.int8)
     if filters.ndim != 4 or filters.shape[0] != 1:
         raise ValueError(f"depthwise filters must be (1, KH, KW, C), got {filters.shape}")
     _, kh, kw, c = filters.shape
-    x = _check_geometry(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w)
+    x, win = _window(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w)
     if x.shape[3] != c:
         raise ValueError(f"input has {x.shape[3]} channels, filters expect {c} (multiplier 1)")
-    xp = _padded(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w, input_zero_point)
-    win = _taps(xp, kh, kw, sy, sx, out_h, out_w).reshape(-1, kh * kw, c).astype(np.int8)
     taps = filters.reshape(kh * kw, c)
-    bias = np.asarray(bias, np.int32)
-    acc = np.empty((win.shape[0], c), np.int32)
-    for ch in range(c):
-        b_col = np.ascontiguousarray(taps[:, ch:ch + 1])
-        acc[:, ch] = gemm(np.ascontiguousarray(win[:, :, ch]), b_col,
-                          fold_zero_point(bias[ch:ch + 1], b_col, input_zero_point))[:, 0]
-    acc = acc.reshape(x.shape[0], out_h, out_w, c)
+    gemm_bias = fold_zero_point(np.asarray(bias, np.int32), taps, input_zero_point)
+    acc = depthwise_conv2d_int8(x, taps, gemm_bias, win, input_zero_point)
     return requantize(acc, multiplier, shift, output_zero_point, qmin=qmin, qmax=qmax)
 
 
 # --------------------------------------------------------------------------------------------
 # Pooling
-
-def pool_windows_tflite(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w):
-    """``(values, inside)``: ``values`` ``(N, out_h, out_w, kh*kw, C)`` int64 (0 where outside),
-    ``inside`` ``(out_h, out_w, kh*kw)`` bool, True for taps inside the image."""
-    x = _check_geometry(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w)
-    xp = _padded(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w, 0)
-    inside = _inside(x.shape[1], x.shape[2], kh, kw, sy, sx, pad_top, pad_left, out_h, out_w)
-    return _taps(xp, kh, kw, sy, sx, out_h, out_w), inside
-
 
 def divide_round_half_away_c(s, count):
     """TFLite's average rounding in C integer arithmetic (``/`` truncates toward zero)::
@@ -403,22 +348,20 @@ def avg_pool2d_tflite(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w, qmin=-
         count = number of those taps (filter_count; padding is not counted)
         y     = clamp(divide_round_half_away_c(S, count), qmin, qmax)
 
-    A window with no tap inside the image is an error in TFLite (``ValueError`` here)."""
-    values, inside = pool_windows_tflite(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w)
-    count = inside.sum(axis=2)
-    if count.min() == 0:
-        raise ValueError("a pooling window lies entirely in the padding")
-    s = (values * inside[None, :, :, :, None]).sum(axis=3)
-    avg = divide_round_half_away_c(s, count[None, :, :, None])
+    that is :func:`golden.pooling.avg_pool2d_window` with ``count="valid"`` (whose divider is
+    the hardware's multiply-and-shift; the tests check it against the C division here). A
+    window with no tap inside the image is an error in TFLite (``ValueError`` here)."""
+    x, win = _window(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w)
+    avg = avg_pool2d_window(x, win, 0, count="valid")
     return np.clip(avg, qmin, qmax).astype(np.int8)
 
 
 def max_pool2d_tflite(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w, qmin=-128, qmax=127):
     """int8 MAX_POOL_2D (``reference_integer_ops::MaxPool``): the maximum of the taps inside the
-    image (starting from -128), then ``clamp(., qmin, qmax)``."""
-    values, inside = pool_windows_tflite(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w)
-    m = np.where(inside[None, :, :, :, None], values, -128).max(axis=3)
-    return np.clip(m, qmin, qmax).astype(np.int8)
+    image (starting from -128), then ``clamp(., qmin, qmax)``: :func:`golden.pooling.
+    max_pool2d_window`."""
+    x, win = _window(x, kh, kw, sy, sx, pad_top, pad_left, out_h, out_w)
+    return np.clip(max_pool2d_window(x, win), qmin, qmax).astype(np.int8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,84 +394,18 @@ def relu_tflite(x, input_scale, input_zero_point, output_scale, output_zero_poin
 # --------------------------------------------------------------------------------------------
 # ADD
 
-#: TFLite's ADD rescales both int8 inputs by 2**20 first (``left_shift``, 15 for int16).
-ADD_LEFT_SHIFT = 20
-
-
-@dataclass(frozen=True)
-class AddParams:
-    """The integer constants of an int8 ADD (``OpData`` of TFLite's ``add.cc``)."""
-    input1_zero_point: int
-    input2_zero_point: int
-    output_zero_point: int
-    left_shift: int
-    input1_multiplier: int
-    input1_shift: int           #: <= 0: a right shift
-    input2_multiplier: int
-    input2_shift: int
-    output_multiplier: int
-    output_shift: int
-
-
-def _quantize_multiplier_smaller_than_one(real, name):
-    """``QuantizeMultiplierSmallerThanOneExp``: ``QuantizeMultiplier`` for ``0 < real < 1``,
-    whose shift must be <= 0."""
-    if not 0.0 < real < 1.0:
-        raise ValueError(f"{name} multiplier {real!r} must be in (0, 1)")
-    m0, shift = quantize_multiplier(real)
-    if shift > 0:
-        raise ValueError(f"{name} multiplier {real!r} gives shift {shift} > 0")
-    return m0, shift
-
-
 def add_params(s1, z1, s2, z2, s_out, z_out):
-    """Every integer constant of int8 ADD from the (float32) scales, as TFLite's Prepare::
-
-        twice_max = 2 * max(s1, s2)
-        real1     = s1 / twice_max                  (<= 1/2)
-        real2     = s2 / twice_max                  (<= 1/2)
-        real_out  = twice_max / (2**20 * s_out)     (2**20 * s_out: float32, exact)
-        (M, shift) = QuantizeMultiplierSmallerThanOneExp(real) for each
-    """
-    f1, f2, fo = _f32(s1), _f32(s2), _f32(s_out)
-    for name, v in (("s1", f1), ("s2", f2), ("s_out", fo)):
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be a finite scale > 0, got {v!r}")
-    for name, z in (("z1", z1), ("z2", z2), ("z_out", z_out)):
-        if not -128 <= int(z) <= 127:
-            raise ValueError(f"{name} must be in [-128, 127], got {z!r}")
-    twice_max = 2.0 * max(f1, f2)
-    m1, e1 = _quantize_multiplier_smaller_than_one(f1 / twice_max, "input1")
-    m2, e2 = _quantize_multiplier_smaller_than_one(f2 / twice_max, "input2")
-    out_denominator = float(np.float32(1 << ADD_LEFT_SHIFT) * np.float32(fo))
-    mo, eo = _quantize_multiplier_smaller_than_one(twice_max / out_denominator, "output")
-    return AddParams(int(z1), int(z2), int(z_out), ADD_LEFT_SHIFT, m1, e1, m2, e2, mo, eo)
+    """Every integer constant of int8 ADD, as TFLite's Prepare derives them from the float32
+    scales: :func:`golden.eltwise.add_params` (the project's one definition, which the
+    hardware runs) of the scales rounded to float32 first."""
+    return eltwise.add_params(_f32(s1), z1, _f32(s2), z2, _f32(s_out), z_out)
 
 
 def add_int8(x1, x2, params, qmin=-128, qmax=127):
-    """int8 ADD (``reference_integer_ops::AddFunc``), same shapes (or NumPy broadcasting)::
-
-        a_i   = (x_i - z_i) * 2**left_shift
-        b_i   = MultiplyByQuantizedMultiplierSmallerThanOneExp(a_i, M_i, shift_i)
-              = RDBPOT(SRDHM(a_i, M_i), -shift_i)                (golden.quant, i = 1, 2)
-        y     = RDBPOT(SRDHM(b_1 + b_2, M_out), -shift_out) + z_out
-        q     = clamp(y, qmin, qmax)              (qmin/qmax: activation_range of the fused op)
-    """
-    if not isinstance(params, AddParams):
+    """int8 ADD (``reference_integer_ops::AddFunc``): :func:`golden.eltwise.add_int8`."""
+    if not isinstance(params, eltwise.AddParams):
         raise ValueError(f"params must be AddParams (from add_params), got {params!r}")
-    p = params
-
-    def scaled(x, z, m0, shift):
-        x = np.asarray(x)
-        if x.dtype != np.int8:
-            raise ValueError(f"ADD inputs must be int8, got {x.dtype}")
-        a = (x.astype(np.int64) - z) << p.left_shift
-        return multiply_by_quantized_multiplier(a, m0, shift).astype(np.int64)
-
-    raw = (scaled(x1, p.input1_zero_point, p.input1_multiplier, p.input1_shift)
-           + scaled(x2, p.input2_zero_point, p.input2_multiplier, p.input2_shift))
-    y = multiply_by_quantized_multiplier(raw, p.output_multiplier, p.output_shift)
-    return np.clip(y.astype(np.int64) + p.output_zero_point, qmin, qmax).astype(np.int8)
+    return eltwise.add_int8(np.asarray(x1), np.asarray(x2), params, qmin=qmin, qmax=qmax)
 
 
 # --------------------------------------------------------------------------------------------

@@ -217,7 +217,7 @@ class ConvEngine(wiring.Component):
         group_ok = self._group_check(m, g)
         other_ok = ((reg(Reg.PAD_TOP) < (1 << SIZE_BITS)) &
                     (reg(Reg.PAD_LEFT) < (1 << SIZE_BITS)) & (reg(Reg.USE_LUT) <= 1) &
-                    (reg(Reg.CONV_MODE) <= 1) & (s8(Reg.QMIN) <= s8(Reg.QMAX)))
+                    (reg(Reg.CONV_MODE) <= 1) & (reg(Reg.ROUNDING) <= 1) & (s8(Reg.QMIN) <= s8(Reg.QMAX)))
 
         # Region ends, registered (one adder per register; the checks read them after
         # SETTLE). The output region of this CONV ends with its last pixel's column blocks:
@@ -569,6 +569,7 @@ class ConvEngine(wiring.Component):
                 rq.params.payload.zero_point.eq(s8(Reg.OUT_ZP)),
                 rq.params.payload.qmin.eq(s8(Reg.QMIN)),
                 rq.params.payload.qmax.eq(s8(Reg.QMAX)),
+                rq.params.payload.rounding.eq(reg(Reg.ROUNDING)[0]),
                 rq.params.valid.eq(pfifo.r_rdy),
                 pfifo.r_en.eq(rq.params.ready),
                 rq.acc.payload.eq(self.array.result.payload),

@@ -211,7 +211,8 @@ class EltwiseEngine(wiring.Component):
         m.d.comb += [self.params.valid.eq(1),
                      par.zero_point.eq(reg(Reg.OUT_ZP)[:8].as_signed()),
                      par.qmin.eq(reg(Reg.QMIN)[:8].as_signed()),
-                     par.qmax.eq(reg(Reg.QMAX)[:8].as_signed())]
+                     par.qmax.eq(reg(Reg.QMAX)[:8].as_signed()),
+                     par.rounding.eq(0)]        # TFLite ADD rounds its output twice
         for j in range(C):
             m.d.comb += [par.bias[j].eq(0), par.m0[j].eq(reg(Reg.ELT_MO)),
                          par.shift[j].eq(reg(Reg.ELT_SO)[:8].as_signed())]

@@ -204,6 +204,9 @@ REGISTERS = (
     ("OUT_ZP", True, "output zero point"),
     ("QMIN", True, "requantizer clamp, low (a fused ReLU is QMIN = OUT_ZP)"),
     ("QMAX", True, "requantizer clamp, high"),
+    ("ROUNDING", False, "CONV: requantizer rounding, 0 double (SRDHM then RDBPOT: TFLite "
+                        "convolution), 1 single, half away from zero (TFLite fully connected, "
+                        "average pool as a convolution)"),
     ("USE_LUT", False, "1: apply the activation table after requantization"),
     ("CONV_MODE", False, "CONV: 0 convolution / dense, 1 depthwise (channel c of the output "
                          "from channel c of the input; K = KH*KW)"),

@@ -27,6 +27,12 @@ Arithmetic (see :mod:`golden.quant`; per lane)::
     y  = RDBPOT(h, max(-shift, 0))
     q  = clamp(y + zero_point, qmin, qmax)
 
+With the frame's ``rounding`` = 1 the product is rounded once instead (``rounding="single"``):
+``y = round_half_away(xs*m0 / 2**(31 + right))``. ``h`` is then ``(xs*m0) >> 31`` (no nudge)
+and the rounding decision adds the product's 31 low bits to RDBPOT's remainder: a negative
+value exactly half a step above its floor stays there (away from zero) unless those bits are
+not all zero; with no right shift, the low bits alone decide (bit 30 is half a step).
+
 ``(p + nudge)`` truncated toward zero equals ``(p + 2**30) >> 31`` (floor) for either sign of
 ``p``, so SRDHM is one rounding constant and a fixed shift.
 
@@ -81,6 +87,9 @@ def params_layout(lanes):
         "zero_point": signed(8),
         "qmin": signed(8),
         "qmax": signed(8),
+        # 1: one rounding of the product, half away from zero (golden.quant, rounding="single");
+        # 0: SRDHM then RoundingDivideByPOT. A byte, so that tdata stays whole bytes.
+        "rounding": 8,
     })
 
 
@@ -165,6 +174,7 @@ class Requantizer(wiring.Component):
         # Per-frame values travel with the data to the stage that uses them.
         p = par.payload
         zp = carry("zp", p.zero_point, 12)[-1]
+        single = carry("single", p.rounding[0], 11)     # S0 .. S10
         qmin = carry("qmin", p.qmin, 13)     # S0 .. S12
         qmax = carry("qmax", p.qmax, 13)
         last = carry("last", acc.payload.last, LATENCY)[-1]
@@ -215,8 +225,9 @@ class Requantizer(wiring.Component):
                                             Cat(*[(r7 == n + 1) | ((r7 == 0) if n == 0 else 0)
                                                   for n in range(32)])), 1)[-1]
 
-            # S6: q = xl*ml + 2**30 (>= 0), mid = xh*ml + xl*mh.
-            q = stage(f"q_{i}", unsigned(34), prods["ll"][:32] + (1 << 30))
+            # S6: q = xl*ml + 2**30 (>= 0; single rounding: no nudge), mid = xh*ml + xl*mh.
+            q = stage(f"q_{i}", unsigned(34),
+                      prods["ll"][:32] + Mux(single[5], 0, 1 << 30))
             mid = stage(f"mid_{i}", signed(35), prods["hl"] + prods["lh"])
             hh = stage(f"hh_{i}", signed(33), prods["hh"])
             ovf6 = stage(f"ovf6_{i}", unsigned(1), ovf)
@@ -225,20 +236,39 @@ class Requantizer(wiring.Component):
             hh7 = stage(f"hh7_{i}", signed(33), hh)
             ovf7 = stage(f"ovf7_{i}", unsigned(1), ovf6)
             # S8: h = 2*hh + (s1 >> 15), the low 32 bits (SRDHM always fits int32 but for the
-            # one overflow case).
+            # one overflow case). Beside it, for single rounding, the low 31 bits of the
+            # product: bit 30 and whether bits 0..29 are all zero.
             h = stage(f"h_{i}", signed(32),
                       Mux(ovf7, INT32_MAX, ((hh7 << 1) + (s1 >> 15))[:32]))
+            q7 = stage(f"q7_{i}", unsigned(16), q[:16])
+            low_bit30 = stage(f"lb30_{i}", unsigned(1), s1[14])
+            low_rest = stage(f"lrest_{i}", unsigned(1), (s1[:14] != 0) | (q7 != 0))
 
-            # S9: RDBPOT: shift and remainder.
+            # S9: RDBPOT: shift and remainder; the sign, and for single rounding whether
+            # there is no right shift and the product's low bits.
             shifted = stage(f"shifted_{i}", signed(32), h >> right[7])
             rem = stage(f"rem_{i}", unsigned(32), h.as_unsigned() & mask)
-            neg = carry(f"neg_{i}", stage(f"neg0_{i}", unsigned(1), h[31]), 1)[-1]
-            # S10: both threshold compares (threshold + 1 for negative h).
+            neg9 = stage(f"neg0_{i}", unsigned(1), h[31])
+            r0_9 = stage(f"r0a_{i}", unsigned(1), right[7] == 0)
+            lb30_9 = stage(f"lb30c_{i}", unsigned(1), low_bit30)
+            lrest_9 = stage(f"lrestc_{i}", unsigned(1), low_rest)
+            # S10: both threshold compares (threshold + 1 for negative h), and for single
+            # rounding a negative value exactly half a step above the floor (it rounds up,
+            # toward zero, only if the product's low bits make it more than half); with no
+            # right shift the whole remainder is the product's low 31 bits: half is bit 30.
             gt0 = stage(f"gt0_{i}", unsigned(1), rem > thr0)
             gt1 = stage(f"gt1_{i}", unsigned(1), rem > thr1)
+            eq1 = stage(f"eq1_{i}", unsigned(1), rem == thr1)
             shifted10 = stage(f"shifted10_{i}", signed(32), shifted)
+            neg = stage(f"neg_{i}", unsigned(1), neg9)
+            r0 = stage(f"r0_{i}", unsigned(1), r0_9)
+            low_up = stage(f"lowup_{i}", unsigned(1), Mux(neg9, lb30_9 & lrest_9, lb30_9))
+            low_any = stage(f"lowany_{i}", unsigned(1), lb30_9 | lrest_9)
             # S11: rounding add.
-            y = stage(f"y_{i}", signed(33), shifted10 + Mux(neg, gt1, gt0))
+            up_double = Mux(neg, gt1, gt0)
+            up_single = Mux(r0, low_up, Mux(neg, gt1 | (eq1 & low_any), gt0))
+            y = stage(f"y_{i}", signed(33),
+                      shifted10 + Mux(single[-1], up_single, up_double))
             # S12: zero point.
             z = stage(f"z_{i}", signed(34), y + zp)
             # S13: z narrowed to 10 bits, or flagged far out of the int8 range; S14: the clamp

@@ -282,7 +282,8 @@ def compile_attention(seq_len, head_dim, params, kv_len=None, v_dim=None, num_he
 
     dense = {Reg.IN_H: 1, Reg.IN_W: 1, Reg.KH: 1, Reg.KW: 1, Reg.STRIDE_Y: 1,
              Reg.STRIDE_X: 1, Reg.PAD_TOP: 0, Reg.PAD_LEFT: 0, Reg.OUT_H: 1, Reg.OUT_W: 1,
-             Reg.BATCH: Sq, Reg.QMIN: -128, Reg.QMAX: 127, Reg.USE_LUT: 0, Reg.CONV_MODE: 0}
+             Reg.BATCH: Sq, Reg.QMIN: -128, Reg.QMAX: 127, Reg.USE_LUT: 0, Reg.CONV_MODE: 0,
+             Reg.ROUNDING: 0}
 
     def pixels(prefix, addr, cw):
         """A tensor of Sq one-pixel images: address and the three pitches."""

@@ -518,6 +518,7 @@ def _lower_gemm(e, ctx, k, op):
         **tensor_regs("OUT", dst), Reg.OUT_H: Ho, Reg.OUT_W: Wo, Reg.BATCH: ctx.batch,
         Reg.OUT_ZP: L.out_zero_point, Reg.QMIN: a["qmin"], Reg.QMAX: a["qmax"],
         Reg.USE_LUT: int(op.act is not None), Reg.CONV_MODE: int(depthwise),
+        Reg.ROUNDING: int(a.get("rounding", "double") == "single"),
     }
     pcs = []
     slices = ctx.slices

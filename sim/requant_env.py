@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden.quant import requantize
+from golden.quant import ROUNDINGS, requantize
 from sim.bus import set_pause, sink, source
 from sim.scoreboard import Scoreboard
 from sim.vector_env import pack, unpack
@@ -29,6 +29,7 @@ class RequantCase:
     zero_point: int
     qmin: int = -128
     qmax: int = 127
+    rounding: str = "double"          # golden.quant.ROUNDINGS: the params beat's mode byte
 
 
 def _padded(v, n, fill=0):
@@ -47,10 +48,11 @@ class RequantDriver:
         set_pause(self.acc, rng, p)
         set_pause(self.par, rng, p)
 
-    def params_bytes(self, bias, m0, shift, zp, qmin, qmax):
+    def params_bytes(self, bias, m0, shift, zp, qmin, qmax, rounding="double"):
         L = self.lanes
         return (pack(_padded(bias, L), "<i4") + pack(_padded(m0, L), "<i4")
-                + pack(_padded(shift, L), "i1") + pack([zp, qmin, qmax], "i1"))
+                + pack(_padded(shift, L), "i1")
+                + pack([zp, qmin, qmax, ROUNDINGS.index(rounding)], "i1"))
 
     def send(self, case):
         """Queue one frame per channel group; returns the number of groups."""
@@ -64,7 +66,7 @@ class RequantDriver:
             self.acc.send_nowait(pack(beats, "<i4"))
             self.par.send_nowait(self.params_bytes(case.bias[cols], case.m0[cols],
                                                    case.shift[cols], case.zero_point,
-                                                   case.qmin, case.qmax))
+                                                   case.qmin, case.qmax, case.rounding))
         return groups
 
 
@@ -92,5 +94,5 @@ class RequantScoreboard(Scoreboard):
         C = case.acc.shape[1]
         got = np.concatenate(frames, axis=1)[:, :C]
         want = requantize(case.acc, case.m0, case.shift, case.zero_point, case.bias,
-                          case.qmin, case.qmax)
+                          case.qmin, case.qmax, rounding=case.rounding)
         self.check(label, got, want)

@@ -73,8 +73,10 @@ def random_case(rng, lanes, kind):
         shift[:] = shift[0]
     zp = int(rng.choice([-128, 127, int(rng.integers(-128, 128))]))
     qmin, qmax = (-128, 127) if rng.random() < 0.8 else (zp, 127)     # fused ReLU
+    # single rounding (FULLY_CONNECTED, exact averages) on a third of the cases, ties too
+    rounding = "single" if rng.random() < 0.35 else "double"
     return RequantCase(acc.astype(np.int32), bias.astype(np.int32), m0.astype(np.int32),
-                       shift.astype(np.int32), zp, qmin, qmax)
+                       shift.astype(np.int32), zp, qmin, qmax, rounding)
 
 
 @cocotb.test()

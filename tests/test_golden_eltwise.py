@@ -2,35 +2,11 @@
 arithmetic: each step's rounding written as a rule on fractions (SaturatingRoundingDoubling-
 HighMul rounds half up, RoundingDivideByPOT half away from zero), ties included."""
 
-import math
-from fractions import Fraction
-
 import numpy as np
 import pytest
 
-from golden.eltwise import ADD_LEFT_SHIFT, add_int8, add_params
-
-
-def round_half_up(f):
-    return math.floor(f + Fraction(1, 2))
-
-
-def round_half_away(f):
-    return int(math.copysign(math.floor(abs(f) + Fraction(1, 2)), f)) if f else 0
-
-
-def mbqm_exact(x, m0, shift):
-    """x * M0 * 2**(shift - 31): SRDHM (half up), then the right shift (half away)."""
-    x = x << max(shift, 0)
-    high = round_half_up(Fraction(x * m0, 1 << 31))
-    return round_half_away(Fraction(high, 1 << max(-shift, 0)))
-
-
-def add_exact(x1, x2, p, qmin, qmax):
-    a1 = mbqm_exact((int(x1) - p.z1) << ADD_LEFT_SHIFT, p.m1, p.shift1)
-    a2 = mbqm_exact((int(x2) - p.z2) << ADD_LEFT_SHIFT, p.m2, p.shift2)
-    y = mbqm_exact(a1 + a2, p.out_multiplier, p.out_shift) + p.z_out
-    return min(max(y, qmin), qmax)
+from exact import add_exact
+from golden.eltwise import add_int8, add_params
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -7,8 +7,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from golden.quant import (INT32_MAX, INT32_MIN, MAX_SHIFT, multiply_by_quantized_multiplier,
-                          quantize_multiplier, quantize_multipliers, requantize,
+from golden.quant import (INT32_MAX, INT32_MIN, MAX_SHIFT, MIN_SHIFT,
+                          multiply_by_quantized_multiplier,
+                          multiply_by_quantized_multiplier_single, quantize_multiplier, quantize_multipliers, requantize,
                           rounding_divide_by_pot, saturating_rounding_doubling_high_mul)
 
 SEED = 20261122
@@ -122,7 +123,28 @@ def test_per_channel_and_bias():
     assert got.min() >= -7
 
 
+def test_single_rounding_matches_rational_reference():
+    """rounding="single": x * 2**max(shift, 0) saturated to int32, times M0 / 2**(31 - min(shift,
+    0)), rounded once half away from zero; ties forced on a third of the cases."""
+    rng = np.random.default_rng(SEED + 5)
+    xs = interesting_int32(rng, 300)
+    m0s = rng.integers(0, INT32_MAX, xs.size, endpoint=True)
+    shifts = rng.integers(MIN_SHIFT, MAX_SHIFT, xs.size, endpoint=True)
+    ties = rng.random(xs.size) < 0.33
+    m0s[ties] = 1 << 30                                  # x / 2**(1 + right): odd x is a tie
+    shifts[ties] = rng.integers(-20, 1, int(ties.sum()))
+    got = multiply_by_quantized_multiplier_single(xs, m0s, shifts)
+    for x, m0, sh, g in zip(xs.tolist(), m0s.tolist(), shifts.tolist(), got.tolist()):
+        xsat = min(max(x << max(sh, 0), INT32_MIN), INT32_MAX)
+        want = ref_rdbpot(xsat * m0, 31 + max(-sh, 0))
+        assert g == want, (x, m0, sh)
+    q = requantize(xs, m0s.astype(np.int32), shifts.astype(np.int32), 3, rounding="single")
+    np.testing.assert_array_equal(q, np.clip(got + 3, -128, 127))
+
+
 def test_bias_overflow_and_bad_args_refused():
+    with pytest.raises(ValueError, match="rounding"):
+        requantize(np.array([1], np.int32), 1 << 30, 0, 0, rounding="even")
     with pytest.raises(ValueError, match="overflow"):
         requantize(np.array([INT32_MAX], np.int32), 1 << 30, 0, 0, bias=np.array([1], np.int32))
     with pytest.raises(ValueError, match="shift"):

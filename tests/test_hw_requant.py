@@ -31,13 +31,15 @@ def run_requant(lanes, frames, seed, stall=0.3):
     return out
 
 
-def params(bias, m0, shift, zp, qmin=-128, qmax=127):
+def params(bias, m0, shift, zp, qmin=-128, qmax=127, rounding="double"):
     return {"bias": [int(v) for v in bias], "m0": [int(v) for v in m0],
-            "shift": [int(v) for v in shift], "zero_point": zp, "qmin": qmin, "qmax": qmax}
+            "shift": [int(v) for v in shift], "zero_point": zp, "qmin": qmin, "qmax": qmax,
+            "rounding": int(rounding == "single")}
 
 
-@pytest.mark.parametrize("lanes,seed", [(1, 1), (3, 2)])
-def test_pysim_random(lanes, seed):
+@pytest.mark.parametrize("lanes,seed,rounding", [(1, 1, "double"), (3, 2, "double"),
+                                                 (1, 3, "single"), (3, 4, "single")])
+def test_pysim_random(lanes, seed, rounding):
     rng = np.random.default_rng(seed)
     frames, wants = [], []
     for f in range(4):
@@ -52,12 +54,19 @@ def test_pysim_random(lanes, seed):
         shift = rng.integers(MIN_SHIFT, MAX_SHIFT, lanes, endpoint=True)
         zp = int(rng.integers(-128, 128))
         qmin, qmax = (-128, 127) if f != 2 else (zp, 127)
-        frames.append((acc.astype(np.int32), params(bias, m0, shift, zp, qmin, qmax)))
+        if f == 3:      # exact ties: acc * M0 an odd multiple of half the divisor
+            m0[:] = 1 << 30
+            shift[:] = rng.integers(-8, 1, lanes)
+            acc = (2 * rng.integers(-1000, 1000, (M, lanes)) + 1) << (-shift).clip(0)
+            bias[:] = 0
+        frames.append((acc.astype(np.int32),
+                       params(bias, m0, shift, zp, qmin, qmax, rounding)))
         wants.append(requantize(acc.astype(np.int32), m0.astype(np.int32),
-                                shift.astype(np.int32), zp, bias.astype(np.int32), qmin, qmax))
+                                shift.astype(np.int32), zp, bias.astype(np.int32), qmin, qmax,
+                                rounding=rounding))
     got = run_requant(lanes, frames, seed)
     for f, (g, w) in enumerate(zip(got, wants)):
-        np.testing.assert_array_equal(g, w, err_msg=f"seed={seed} frame={f}")
+        np.testing.assert_array_equal(g, w, err_msg=f"seed={seed} frame={f} rounding={rounding}")
 
 
 def test_pysim_srdhm_overflow():

@@ -356,6 +356,16 @@ def test_graph_refusals(tmp_path):
     _refused(_write(tmp_path, h, a), "output 'ghost'")
 
 
+def test_rounding_attribute(tmp_path):
+    """``rounding`` of a conv/dense layer: "single" loads (and changes inference only where
+    the two roundings differ), anything else is refused naming the layer."""
+    h, a = _ref_parts()
+    h["layers"][0]["rounding"] = "single"
+    assert load_model(_write(tmp_path, h, a)).layers[0].attrs["rounding"] == "single"
+    h["layers"][0]["rounding"] = "nearest"
+    _refused(_write(tmp_path, h, a), "'conv1'", "rounding must be one of")
+
+
 def test_extra_tensor(tmp_path):
     h, a = _ref_parts()
     a["ghost/weights"] = np.zeros((2, 2), np.int8)

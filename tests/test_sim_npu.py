@@ -146,14 +146,15 @@ def test_verilator_narrow_pooling(tmp_path, sim_seed):
 def test_verilator_single_tap_conv(tmp_path, sim_seed):
     """A 1 x 1 convolution of a one-channel image: K = 1, so every operand beat is the last of
     its tile (the ConvEngine's k_last register, kept one issue ahead), bit-exact and with the
-    cycles the model predicts."""
+    cycles the model predicts. The dense layer rounds once (TFLite FULLY_CONNECTED,
+    ROUNDING = 1)."""
     rng = np.random.default_rng(sim_seed(6))
     layers = [
         {"type": "conv2d", "name": "conv0", "kernel": 1, "stride": 1, "padding": 0,
          "in_channels": 1, "out_channels": 5, "activation": "relu"},
         {"type": "flatten", "name": "flatten"},
         {"type": "dense", "name": "fc", "in_features": 45, "out_features": 4,
-         "activation": "none"},
+         "activation": "none", "rounding": "single"},
     ]
     model = quantized({"name": "singletap", "input_shape": [3, 3, 1], "layers": layers}, rng)
     rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(6), batch=2, model=model)

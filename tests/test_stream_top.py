@@ -32,7 +32,7 @@ def axis(prefix, direction, width, last=True):
                                       **axis("s_axis_bias", "in", 32 * 5, last=False),
                                       **axis("m_axis_res", "out", 32 * 5)}),
     ("requant", {"lanes": 2}, {**axis("s_axis_acc", "in", 64),
-                               **axis("s_axis_par", "in", 8 * (9 * 2 + 3), last=False),
+                               **axis("s_axis_par", "in", 8 * (9 * 2 + 4), last=False),
                                **axis("m_axis_res", "out", 16), "error": ("out", 1)}),
     ("activation", {"lanes": 3}, {**axis("s_axis_tab", "in", 16, last=False),
                                   **axis("s_axis_in", "in", 24),
