@@ -16,6 +16,7 @@ the model are only metadata here)::
     flatten    y   = x.reshape(N, -1)                      ((h, w, c) order)
     activation y   = golden.activation.apply_table(x, table)
     softmax    y   = golden.softmax.softmax(x, params)     (scale 1/256, zero point -128)
+               or golden.tflite.softmax_tflite(x, params) (variant "tflite")
     add        y   = golden.eltwise.add_int8(x1, x2, params, qmin, qmax)   (TFLite ADD)
 
 ``gemm_bias = bias - z_x * sum_k weights[k, :]`` is folded once when the model is loaded
@@ -32,6 +33,7 @@ from .model import INPUT
 from .pooling import avg_pool2d_window, max_pool2d_window
 from .quant import requantize
 from .softmax import softmax
+from .tflite import softmax_tflite
 
 __all__ = ["run_layer", "run", "run_all", "predict"]
 
@@ -64,6 +66,8 @@ def run_layer(L, xs):
     if t == "activation":
         return apply_table(x, L.tensors["table"])
     if t == "softmax":
+        if a.get("variant", "project") == "tflite":
+            return softmax_tflite(x, L.softmax_params)
         return softmax(x, L.softmax_params)
     if t == "add":
         return add_int8(xs[0], xs[1], L.add_params, qmin=a["qmin"], qmax=a["qmax"])

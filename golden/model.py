@@ -76,9 +76,12 @@ output quantization equals the input's. Rounding half away from zero (golden.poo
 ``y = table[x + 128]`` for every int8 ``x``.
 
 ``softmax``: over the last axis; output quantization must be scale 1/256, zero point -128;
-``params``: the integer fields of golden.softmax.SoftmaxParams for the input scale (checked
-against ``softmax_params(input scale)`` on load); array-valued fields, if any, are tensors
-``<name>/<field>``.
+``variant``: ``"project"`` (default: golden.softmax, an exact divider) or ``"tflite"``
+(golden.tflite.softmax_tflite: TFLite's fixed-point exp and reciprocal, bit-exact with LiteRT;
+with ``beta``, default 1.0); ``params``: the integer fields of the variant's params class
+(golden.softmax.SoftmaxParams or golden.tflite.SoftmaxTfliteParams) for the input scale
+(checked against the variant's ``softmax_params(input scale[, beta])`` on load); array-valued
+fields, if any, are tensors ``<name>/<field>``.
 
 ``add``: two ``inputs`` of the same shape, ``fused_activation``, ``qmin``, ``qmax``, and
 ``params``: the integers of golden.eltwise.AddParams (checked against ``add_params`` of the
@@ -305,9 +308,16 @@ def _check_range(ctx, a, key, lo, hi, where):
                  where)
 
 
-def _softmax_fields():
-    from . import softmax as sm
-    return sm, [f.name for f in dataclasses.fields(sm.SoftmaxParams)]
+#: softmax ``variant`` -> (module with ``softmax_params``, its params class name).
+SOFTMAX_VARIANTS = {"project": ("golden.softmax", "SoftmaxParams"),
+                    "tflite": ("golden.tflite", "SoftmaxTfliteParams")}
+
+
+def _softmax_fields(variant):
+    import importlib
+    mod_name, cls = SOFTMAX_VARIANTS[variant]
+    sm = importlib.import_module(mod_name)
+    return sm, [f.name for f in dataclasses.fields(getattr(sm, cls))]
 
 
 def softmax_to_file(params, lname):
@@ -436,12 +446,23 @@ def _softmax_layer(ctx, L, arrays, used, where):
     if (L.out_scale, L.out_zero_point) != (SOFTMAX_OUTPUT_SCALE, SOFTMAX_OUTPUT_ZERO_POINT):
         ctx.fail(f"output quantization must be scale 1/256, zero point -128, got "
                  f"scale {L.out_scale!r}, zero_point {L.out_zero_point}", where)
+    variant = L.attrs.get("variant", "project")
+    if variant not in SOFTMAX_VARIANTS:
+        ctx.fail(f"variant must be one of {sorted(SOFTMAX_VARIANTS)}, got {variant!r}", where)
+    beta = L.attrs.get("beta", 1.0)
+    if variant == "project" and "beta" in L.attrs:
+        ctx.fail("'beta' is only for variant 'tflite'", where)
+    if not (isinstance(beta, (int, float)) and not isinstance(beta, bool)
+            and math.isfinite(beta) and beta > 0):
+        ctx.fail(f"beta must be a finite number > 0, got {beta!r}", where)
     p = L.attrs.get("params")
     if not isinstance(p, dict):
-        ctx.fail("missing 'params' object (golden.softmax.SoftmaxParams fields)", where)
+        ctx.fail(f"missing 'params' object ({'.'.join(SOFTMAX_VARIANTS[variant])} fields)",
+                 where)
     try:
-        sm, fields = _softmax_fields()
-        want = sm.softmax_params(s_x)
+        sm, fields = _softmax_fields(variant)
+        want = (sm.softmax_params(s_x) if variant == "project"
+                else sm.softmax_params(s_x, beta))
     except ValueError as e:
         ctx.fail(f"no softmax parameters for input scale {s_x!r}: {e}", where)
     want_ints, want_tensors = softmax_to_file(want, L.name)

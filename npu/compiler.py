@@ -597,6 +597,10 @@ def _lower_softmax(e, ctx, k, op):
     if Cin > cfg.softmax_max_len:
         raise CompileError(f"layer {L.index} {L.name!r}: softmax over {Cin} values exceeds "
                            f"softmax_max_len={cfg.softmax_max_len}")
+    if L.attrs.get("variant", "project") != "project":
+        raise CompileError(f"layer {L.index} {L.name!r}: softmax variant "
+                           f"{L.attrs['variant']!r} has no hardware mode yet (the SOFTMAX "
+                           "engine computes golden.softmax)")
     p_ = L.softmax_params
     regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
             **tensor_regs("OUT", dst), Reg.BATCH: ctx.batch, Reg.SM_MULT: p_.multiplier,

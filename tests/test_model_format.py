@@ -8,6 +8,7 @@ with the layer's output quantization. The integer path (im2col with zero-point p
 folding, fixed-point requantization, tables, pooling, softmax) must agree to 1 LSB.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 
 from golden import float_model
 from golden.activation import ACTIVATIONS
-from golden.inference import run
+from golden.inference import run, run_layer
 from golden.model import (ModelFormatError, load_model, model_from_arrays, model_to_arrays,
                           save_model)
 from golden.ptq import INT8_FILE, activation_qparams, quantize_model, round_half_away
@@ -376,6 +377,29 @@ def test_softmax_params_mismatch(tmp_path):
     h, a = _ref_parts()
     h["layers"][-1]["params"]["multiplier"] += 1
     _refused(_write(tmp_path, h, a), "'softmax'", "multiplier")
+
+
+def test_softmax_tflite_variant(tmp_path):
+    """variant "tflite": the params of golden.tflite.softmax_params(input scale, beta), checked
+    on load; inference is golden.tflite.softmax_tflite. A wrong field, an unknown variant and
+    a beta on the project variant are refused naming the layer."""
+    from golden.tflite import softmax_params as tflite_softmax_params, softmax_tflite
+    h, a = _ref_parts()
+    L = h["layers"][-1]
+    s_x = h["layers"][-2]["output"]["scale"]             # the softmax reads the layer before
+    L.update({"variant": "tflite", "beta": 1.0,
+              "params": dataclasses.asdict(tflite_softmax_params(s_x, 1.0))})
+    m = load_model(_write(tmp_path, h, a))
+    x = np.random.default_rng(7).integers(-128, 128, (3, 10)).astype(np.int8)
+    np.testing.assert_array_equal(run_layer(m.layers[-1], x),
+                                  softmax_tflite(x, tflite_softmax_params(s_x, 1.0)))
+    L["params"]["diff_min"] += 1
+    _refused(_write(tmp_path, h, a), "'softmax'", "diff_min")
+    L["variant"] = "exact"
+    _refused(_write(tmp_path, h, a), "'softmax'", "variant must be one of")
+    h, a = _ref_parts()
+    h["layers"][-1]["beta"] = 2.0
+    _refused(_write(tmp_path, h, a), "'softmax'", "only for variant 'tflite'")
 
 
 def test_not_an_npz_and_pickle(tmp_path):
