@@ -37,7 +37,7 @@ import numpy as np
 __all__ = ["AVG_SHIFT", "MAX_POOL_K", "MAX_DIVISOR", "pool_output_size", "check_pool_params",
            "avg_pool_multiplier", "divisor_multiplier", "divide_round_half_away",
            "divide_by_count", "max_pool2d", "avg_pool2d", "pool_windows", "window_taps",
-           "max_pool2d_window", "avg_pool2d_window", "COUNT_MODES"]
+           "max_pool2d_window", "avg_pool2d_window", "COUNT_MODES", "average_requantizer"]
 
 AVG_SHIFT = 32
 #: Largest kernel whose average the multiplier-and-shift divides exactly (514 k^4 < 2^32).
@@ -113,6 +113,26 @@ def divide_by_count(s, d):
         q = (n * np.int64(m)) >> shift
         out[sel] = np.where(s[sel] < 0, -q, q)
     return out
+
+
+def average_requantizer(d):
+    """``(m0, shift, rounding)`` with ``golden.quant.requantize(S, m0, shift, 0, rounding=
+    rounding) == divide_by_count(S, d)`` for every integer ``|S| <= 128 d`` (every sum is
+    checked), or None when no candidate near ``1/d`` does. Single rounding (half away from
+    zero, like the divisor) is tried first, then double; for each, the mantissa of
+    ``quantize_multiplier(1/d)`` and its neighbours."""
+    from .quant import quantize_multiplier, requantize
+    d = _check_int("divisor", d, 1, MAX_DIVISOR)
+    s = np.arange(-128 * d, 128 * d + 1, dtype=np.int64)
+    want = np.clip(divide_by_count(s, d), -128, 127)
+    m0, shift = quantize_multiplier(1.0 / d)
+    for rounding in ("single", "double"):
+        for dm in (0, 1, -1, 2, -2):
+            if not 0 < m0 + dm < 1 << 31:
+                continue
+            if np.array_equal(requantize(s, m0 + dm, shift, 0, rounding=rounding), want):
+                return m0 + dm, shift, rounding
+    return None
 
 
 def divide_round_half_away(s, k):

@@ -22,6 +22,7 @@ limit. ``flatten`` costs nothing (NHWC is already the dense layers' order); an `
 layer right after a conv/dense layer is fused into it (its table is loaded just before).
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -30,6 +31,7 @@ import numpy as np
 from golden.conv import Window
 from golden.gemm import MAX_K
 from golden.model import GEMM_TYPES, INPUT
+from golden.pooling import average_requantizer
 from hw.dma import LUT_BEATS
 from hw.act_memory import banks
 from hw.isa import Mem, Reg, decode, encode, encode_load, encode_set, encode_store
@@ -202,6 +204,74 @@ def plan_ops(model):
         ops.append(Op(_KINDS[L.type], L, act, [tensor_of[n] for n in L.inputs], dst))
     del by_name
     return ops, shapes, tensor_of
+
+
+# ---- pass 1b: average pooling the pooling unit cannot take -> depthwise convolution ------
+
+def pool_unit_problem(L, in_shape, cfg):
+    """Why the pooling unit cannot run pooling layer ``L`` on an ``(H, W, C)`` input, or
+    None: it takes square windows and strides with equal padding of at most half the window,
+    up to its size, channel and kernel limits."""
+    H, W, Cin = in_shape
+    sq = L.window.square
+    if sq is None or sq[2] > sq[0] // 2:
+        return (f"the pooling unit takes square windows and strides with equal padding of at "
+                f"most half the window, got {L.window.attrs()}")
+    if L.type == "avgpool2d" and L.attrs.get("count", "kernel") != "kernel" and sq[2]:
+        return ("average pooling that counts only the taps inside the input, with padding, "
+                "is not supported by the pooling unit")
+    channels = -(-Cin // cfg.cols) * cfg.cols
+    for what, v, lim in (("height", H, cfg.pool_max_size), ("width", W, cfg.pool_max_size),
+                         ("channels", channels, cfg.pool_max_c),
+                         ("kernel", sq[0], cfg.pool_max_k)):
+        if v > lim:
+            return f"pooling {what} {v} exceeds the pooling unit's limit {lim}"
+    return None
+
+
+def avgpool_as_depthwise(L):
+    """An average pooling layer as an equivalent depthwise convolution, or ``(None, why)``.
+
+    Unit weights, zero bias and output zero point 0 make the accumulator the window sum
+    ``S`` of the raw int8 values (padding is IN_ZP, the zero point, as average pooling with
+    count "kernel" counts it); the requantizer then divides by the window size with the
+    constants of :func:`golden.pooling.average_requantizer`, which equal the pooling
+    golden's rounding on every possible sum. Count "valid" with padding has a divisor that
+    varies per window, so it has no such form."""
+    win = L.window
+    if L.attrs.get("count", "kernel") == "valid" and (win.pt or win.pl or win.pb or win.pr):
+        return None, "average pooling that counts only the taps inside the input, with padding"
+    d = win.kh * win.kw
+    found = average_requantizer(d)
+    if found is None:
+        return None, f"no requantizer divides every window sum by {d} exactly"
+    m0, shift, rounding = found
+    C = L.out_shape[-1]
+    tensors = {"weights": np.ones((d, C), np.int8), "bias": np.zeros(C, np.int32),
+               "m0": np.full(C, m0, np.int32), "shift": np.full(C, shift, np.int32)}
+    attrs = {**L.attrs, "channels": C, "qmin": -128, "qmax": 127, "rounding": rounding,
+             "output": {**L.attrs["output"], "zero_point": 0}}
+    return dataclasses.replace(L, attrs=attrs, tensors=tensors,
+                               gemm_bias=np.zeros(C, np.int32)), None
+
+
+def lower_avgpools(ops, shapes, cfg):
+    """Average pooling the pooling unit refuses (non-square, too many channels, too large)
+    runs on the array as a depthwise convolution (:func:`avgpool_as_depthwise`); the op keeps
+    the layer's name and type ``avgpool2d`` in the plan."""
+    out = []
+    for op in ops:
+        if op.kind == "pool" and op.layer.type == "avgpool2d":
+            L = op.layer
+            problem = pool_unit_problem(L, shapes[op.src], cfg)
+            if problem:
+                dw, why = avgpool_as_depthwise(L)
+                if dw is None:
+                    raise CompileError(f"layer {L.index} {L.name!r}: {problem}, and as a "
+                                       f"depthwise convolution: {why} is not supported")
+                op = Op("depthwise", dw, None, op.srcs, op.dst)
+        out.append(op)
+    return out
 
 
 def _conv_geometry(op, in_shape):
@@ -406,6 +476,7 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise CompileError(f"batch must be an integer >= 1, got {batch!r}")
     ops, shapes, tensor_of = plan_ops(model)
+    ops = lower_avgpools(ops, shapes, cfg)
     for op in ops:
         if op.kind in GEMM_KINDS and _conv_k(op, shapes) > MAX_K:
             L = op.layer
@@ -562,24 +633,11 @@ def _lower_pool(e, ctx, k, op):
     L, cfg = op.layer, ctx.cfg
     src, dst = ctx.layouts[op.src], ctx.layouts[op.dst]
     H, W, Cin = ctx.shapes[op.src]
-    win = L.window
-    sq = win.square
-    if sq is None or sq[2] > sq[0] // 2:
-        raise CompileError(f"layer {L.index} {L.name!r}: the pooling unit takes square windows "
-                           f"and strides with equal padding of at most half the window, got "
-                           f"{win.attrs()}")
-    if L.type == "avgpool2d" and L.attrs.get("count", "kernel") != "kernel" and sq[2]:
-        raise CompileError(f"layer {L.index} {L.name!r}: average pooling that counts only the "
-                           f"taps inside the input, with padding, is not supported by the "
-                           f"pooling unit")
-    kk, s_, p_ = sq
+    problem = pool_unit_problem(L, ctx.shapes[op.src], cfg)
+    if problem:
+        raise CompileError(f"layer {L.index} {L.name!r}: {problem}")
+    kk, s_, p_ = L.window.square
     Ho, Wo, _ = L.out_shape
-    for what, v, lim in (("height", H, cfg.pool_max_size), ("width", W, cfg.pool_max_size),
-                         ("channels", src.cw * cfg.cols, cfg.pool_max_c),
-                         ("kernel", kk, cfg.pool_max_k)):
-        if v > lim:
-            raise CompileError(f"layer {L.index} {L.name!r}: pooling {what} {v} exceeds the "
-                               f"pooling unit's limit {lim}")
     regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
             Reg.KH: kk, Reg.KW: kk, Reg.STRIDE_Y: s_, Reg.STRIDE_X: s_, Reg.PAD_TOP: p_,
             Reg.PAD_LEFT: p_, Reg.IN_ZP: L.in_zero_point, **tensor_regs("OUT", dst),

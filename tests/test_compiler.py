@@ -172,3 +172,54 @@ def test_cycle_model_overlaps_background_loads():
     # cycle stands for the registered done.
     assert sync == [n + 8, 3]
     assert sum(predict(prog, cfg)) == sum(sync) - 2
+
+
+def _pool_model(seed, shape, pool):
+    """A 1x1 conv (so the pool's input has a non-trivial zero point), then ``pool``."""
+    rng = np.random.default_rng(seed)
+    c = shape[-1]
+    arch = {"name": f"pool{seed}", "input_shape": list(shape), "layers": [
+        {"type": "conv2d", "name": "conv", "kernel": 1, "stride": 1, "padding": 0,
+         "in_channels": c, "out_channels": c, "activation": "none"},
+        {"type": "avgpool2d", "name": "pool", **pool}]}
+    params = float_model.init_params(arch, rng)
+    calib = rng.uniform(-1, 1, (8, *shape)).astype(np.float32)
+    s, z = activation_qparams(calib.min(), calib.max())
+    return quantize_model(arch, params, calib, s, z)
+
+
+@pytest.mark.parametrize("seed,shape,pool", [
+    (1, (25, 5, 16), {"kernel": [25, 5], "stride": 1, "padding": 0}),           # DS-CNN
+    (2, (3, 3, 72), {"kernel": 3, "stride": 1, "padding": 0}),                  # channels > 64
+    (3, (9, 7, 8), {"kernel": [3, 2], "stride": [1, 2], "padding": [1, 0, 1, 1]}),
+    (4, (6, 6, 8), {"kernel": [4, 2], "stride": 2, "padding": 0, "count": "valid"}),
+])
+def test_average_pooling_the_pool_unit_refuses_runs_as_depthwise(seed, shape, pool):
+    """Average pooling the pooling unit cannot take becomes a depthwise convolution whose
+    golden result equals the average pooling golden on random int8 maps (including the
+    extremes, where the window sums are largest)."""
+    from dataclasses import replace
+
+    from golden.inference import run_layer
+    from npu.compiler import lower_avgpools, plan_ops
+    model = _pool_model(seed, shape, pool)
+    cfg = NpuConfig(rows=8, cols=8)
+    ops, shapes, _ = plan_ops(model)
+    lowered = lower_avgpools(ops, shapes, cfg)
+    assert [op.kind for op in lowered] == ["conv", "depthwise"]
+    dw = replace(lowered[1].layer, type="depthwise_conv2d")
+    pool_layer = model.layer("pool")
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (6, *shape), dtype=np.int8)
+    x[0], x[1] = 127, -128
+    assert np.array_equal(run_layer(dw, x), run_layer(pool_layer, x)), f"seed {seed}"
+    compile_model(model, cfg, batch=1)
+
+
+def test_average_pooling_without_a_form_is_refused():
+    """TFLite-style counting (only taps inside the input) with padding has a divisor that
+    varies per window: neither the pooling unit nor a depthwise convolution computes it."""
+    model = _pool_model(5, (6, 6, 8), {"kernel": [3, 2], "stride": 1, "padding": 1,
+                                       "count": "valid"})
+    with pytest.raises(CompileError, match="layer 1 'pool'.*square windows.*counts only"):
+        compile_model(model, {"rows": 8, "cols": 8}, batch=1)

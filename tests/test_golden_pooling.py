@@ -82,3 +82,17 @@ def test_bad_params(k, s, p, name):
         max_pool2d(x, k, s, p)
     with pytest.raises(ValueError, match=name):
         avg_pool2d(x, k, s, p)
+
+
+@pytest.mark.parametrize("d", [1, 2, 9, 64, 125, 250, 1024, 2890])
+def test_average_requantizer_divides_every_sum(d):
+    """The requantizer constants of average pooling as a convolution: every window sum
+    |S| <= 128 d requantizes to round-half-away(S / d), computed here by integer floor
+    division (an independent formulation)."""
+    from golden.quant import requantize
+    from golden.pooling import average_requantizer
+    m0, shift, rounding = average_requantizer(d)
+    s = np.arange(-128 * d, 128 * d + 1, dtype=np.int64)
+    want = np.sign(s) * ((2 * np.abs(s) + d) // (2 * d))
+    got = requantize(s, m0, shift, 0, rounding=rounding).astype(np.int64)
+    assert np.array_equal(got, np.clip(want, -128, 127))

@@ -248,3 +248,35 @@ def test_verilator_weights_streamed_in_slices(tmp_path, sim_seed):
     rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(51), batch=2, model=model)
     assert all(r["exact"] for r in rep["records"])
     check_cycle_model(model, 2, rep)
+
+
+def dscnn_shaped_model(seed, channels=16):
+    """DS-CNN's shape, narrowed: a 10x4 stride-2 convolution of a 49x10 map with Keras 'same'
+    padding (top 4, left 1, bottom 5, right 1), a depthwise-separable block, the 25x5 average
+    pooling (non-square: it runs as a depthwise convolution) and the dense classifier."""
+    rng = np.random.default_rng(seed)
+    c = channels
+    layers = [
+        {"type": "conv2d", "name": "conv0", "kernel": [10, 4], "stride": 2,
+         "padding": [4, 1, 5, 1], "in_channels": 1, "out_channels": c, "activation": "relu"},
+        {"type": "depthwise_conv2d", "name": "dw1", "kernel": 3, "stride": 1, "padding": 1,
+         "channels": c, "activation": "relu"},
+        {"type": "conv2d", "name": "pw1", "kernel": 1, "stride": 1, "padding": 0,
+         "in_channels": c, "out_channels": c, "activation": "relu"},
+        {"type": "avgpool2d", "name": "pool", "kernel": [25, 5], "stride": 1, "padding": 0},
+        {"type": "flatten", "name": "flatten"},
+        {"type": "dense", "name": "fc", "in_features": c, "out_features": 12,
+         "activation": "none", "rounding": "single"},
+    ]
+    return quantized({"name": "dscnn_shaped", "input_shape": [49, 10, 1], "layers": layers},
+                     rng)
+
+
+def test_verilator_dscnn_shaped(tmp_path, sim_seed):
+    """A DS-CNN-shaped network at batch 1: non-square strided convolution with asymmetric
+    padding, depthwise, pointwise, the 25x5 average pooling lowered to a depthwise
+    convolution; bit-exact and cycle-exact."""
+    model = dscnn_shaped_model(sim_seed(8))
+    rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(8), batch=1, model=model)
+    assert all(r["exact"] for r in rep["records"])
+    check_cycle_model(model, 1, rep)
