@@ -72,7 +72,7 @@ class NpuConfig:
     act_depth: int = _bounded(16384, 16, 1 << 20)
     wgt_depth: int = _bounded(8192, 16, 1 << 20)
     param_depth: int = _bounded(64, 1, 1 << 16)
-    imem_depth: int = _bounded(256, 4, MAX_IMEM)
+    imem_depth: int = _bounded(512, 4, MAX_IMEM)
     pool_max_size: int = _bounded(32, 1, 4096)
     pool_max_c: int = _bounded(64, 1, 4096)
     pool_max_k: int = _bounded(8, 1, 32)
