@@ -113,8 +113,12 @@ def aligned(m, value, words, name):
 SIZE_BITS = 16          # sizes (H, W, K*, stride, pad, batch, channel words) are < 2**16
 
 #: Cycles between the end of SETUP and CHECK: an engine's checks may use intermediate values
-#: registered in up to CHECK_SETTLE - 1 levels (e.g. an end address as two registered adds).
-CHECK_SETTLE = 3
+#: registered in up to CHECK_SETTLE - 1 levels after the setup products. The deepest is the
+#: regions' disjointness: an end address as two registered adds (:func:`tensor_end`), then
+#: its rounding to whole bank groups and the comparison (:func:`regions_disjoint`): four.
+#: (With three, a second ELTWISE compared its output against the previous one's input ends,
+#: and failed with ADDRESS; a check that passes on stale values would be worse.)
+CHECK_SETTLE = 5
 
 
 def setup_cycles(deps):

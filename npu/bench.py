@@ -74,12 +74,14 @@ def last_synthesis(params: dict) -> tuple[dict | None, str | None]:
     return synth, None
 
 
-def run_reference(params: dict, batch: int, images: str) -> dict:
-    """``npu run --json`` of the reference CNN on the configuration ``params``."""
+def run_reference(params: dict, batch: int, images: str, model: list | None = None) -> dict:
+    """``npu run --json`` of the reference CNN (or of ``model``: extra arguments such as
+    ``--model F --data D``) on the configuration ``params``."""
     out = io.StringIO()
     config = [a for name, value in params.items() for a in ("-p", f"{name}={value}")]
     with contextlib.redirect_stdout(out):
-        code = npu_main(["run", "--images", images, "--batch", str(batch), "--json", *config])
+        code = npu_main(["run", "--images", images, "--batch", str(batch), "--json",
+                         *(model or []), *config])
     text = out.getvalue()
     result = json.loads(text[text.index("{"):])
     result["exit_code"] = code
@@ -95,6 +97,58 @@ def lenet5(params: dict) -> tuple[list[dict], int]:
     return layer_table(prog), sum(predict(prog.infer, prog.config))
 
 
+#: MLPerf Tiny v1.1 closed division, Zynq-7020 (fpgaconvnet, ZedBoard): ms per inference.
+MLPERF_ANCHORS_MS = {"resnet8": 0.41, "ds_cnn": 0.32, "mobilenet_v1": 9.5}
+
+
+def mlperf_shapes(params: dict) -> list[dict]:
+    """The MLPerf Tiny networks' shapes (:mod:`golden.mlperf_archs`, seeded weights) on the
+    RTL at batch 1, one image each: MACs, measured and predicted cycles, exactness."""
+    import tempfile
+
+    from golden.mlperf_archs import ARCHS, quantized
+    from golden.model import save_model
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, build in ARCHS.items():
+            model, rng = quantized(build())
+            path, data = Path(tmp) / f"{name}.npz", Path(tmp) / f"{name}_data.npz"
+            save_model(path, model)
+            np.savez(data, images=rng.integers(-128, 128, (1, *model.input_shape), np.int8))
+            res = run_reference(params, 1, "0:1", ["--model", str(path), "--data", str(data)])
+            macs = sum(r["macs"] or 0 for r in res["layers"])
+            rows.append({"model": name, "macs": macs, "cycles": res["cycles_per_batch"],
+                         "predicted": res["predicted_cycles_per_batch"],
+                         "exact": res["all_exact"], "anchor_ms": MLPERF_ANCHORS_MS.get(name),
+                         "layers": res["layers"]})
+    return rows
+
+
+def print_mlperf(rows: list[dict], R: int, C: int, fmax: float | None, stale: str | None):
+    print(f"\nMLPerf Tiny shapes on npu_top {R}x{C} at batch 1 (Verilator; seeded weights, "
+          f"golden.mlperf_archs), against MLPerf Tiny v1.1 on a Zynq-7020 (fpgaconvnet):")
+    clock = f"@{fmax:.0f} MHz" if fmax else "@100 MHz*"
+    print(f"  {'model':13s} {'MACs':>10} {'cycles':>8} {'model':>8} {'PE util':>7} "
+          f"{'ms ' + clock:>12} {'Zynq ms':>7} {'bit-exact':>9}")
+    for r in rows:
+        ms = r["cycles"] / ((fmax or 100.0) * 1e3)
+        anchor = f"{r['anchor_ms']:.2f}" if r["anchor_ms"] else "-"
+        print(f"  {r['model']:13s} {r['macs']:>10,} {r['cycles']:>8} {r['predicted']:>8} "
+              f"{100 * r['macs'] / (R * C * r['cycles']):>6.1f}% {ms:>12.3f} {anchor:>7} "
+              f"{'yes' if r['exact'] else 'NO':>9}")
+    if not fmax:
+        print(f"  * no current synthesis result ({stale or 'run make synth'}): latency at a "
+              f"nominal 100 MHz, not a measured clock")
+    for r in rows:
+        dw = [x for x in r["layers"] if x["type"] == "depthwise_conv2d"]
+        if dw:
+            macs, cyc = sum(x["macs"] for x in dw), sum(x["measured"] for x in dw)
+            low = min(dw, key=lambda x: x["utilization"])
+            print(f"  {r['model']}: depthwise layers {100 * macs / (R * C * cyc):.1f}% PE "
+                  f"utilization together; lowest {low['layer']} {low['gemm']} "
+                  f"{100 * low['utilization']:.1f}%")
+
+
 def main(args: argparse.Namespace) -> int:
     """Measure, print the report and write ``docs/bench/`` (``npu bench``)."""
     params = args.params
@@ -104,6 +158,7 @@ def main(args: argparse.Namespace) -> int:
     synth, stale = last_synthesis(params)
     fmax = synth["fmax_mhz"] if synth and not stale else None
     lenet_rows, lenet_cycles = lenet5(params)
+    mlperf = mlperf_shapes(params)
     # Double buffering: WGT too small for the resident weights, so they stream per batch.
     streamed_params = {**params, "wgt_depth": STREAMED_WGT_DEPTH}
     streamed = run_reference(streamed_params, 1, "0:4")
@@ -148,6 +203,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"  conv+dense: model {100 * macs / (R * C * conv_model):.1f}% utilization, "
           f"SCALE-Sim {100 * macs / (R * C * ss):.1f}%; whole program {lenet_cycles} cycles")
 
+    print_mlperf(mlperf, R, C, fmax, stale)
+
     OUT.mkdir(parents=True, exist_ok=True)
     report = {"rows": R, "cols": C, "reference": {str(b): {k: v for k, v in r.items()
                                                            if k != "images"}
@@ -157,11 +214,13 @@ def main(args: argparse.Namespace) -> int:
                                                        if k != "images"},
                                    "foreground_only_predicted": single_cycles},
               "fmax_mhz": fmax, "synth": synth, "lenet5": {"layers": lenet_rows,
-                                                            "cycles": lenet_cycles}}
+                                                            "cycles": lenet_cycles},
+              "mlperf_shapes": mlperf}
     (OUT / "bench.json").write_text(json.dumps(report, indent=1))
     _plots(runs, R, C)
     print(f"\nwrote {OUT / 'bench.json'} and plots in {OUT}")
-    return 0 if all(r["all_exact"] for r in [*runs.values(), streamed]) else 1
+    exact = all(r["all_exact"] for r in [*runs.values(), streamed])
+    return 0 if exact and all(r["exact"] for r in mlperf) else 1
 
 
 def _plots(runs, R, C):

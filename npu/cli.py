@@ -236,7 +236,9 @@ def _print_result(res, cfg, args):
           f"{res['predicted_cycles_per_batch']} predicted; per image {res['cycles_per_image']:.0f}")
     print(f"wall time: {res['wall_seconds']:.1f} s in all (build, start-up, {len(res['images'])} "
           f"images); {res['hw_wall_seconds_per_batch']:.3f} s per batch of {B} on the simulator")
-    print(f"\n{'layer':10s} {'type':10s} {'M x K x N':>16} {'measured':>9} {'model':>7} "
+    nw = max([10] + [len(r["layer"]) for r in res["layers"]])
+    tw = max([10] + [len(r["type"]) for r in res["layers"]])
+    print(f"\n{'layer':{nw}s} {'type':{tw}s} {'M x K x N':>16} {'measured':>9} {'model':>7} "
           f"{'ideal':>7} {'PE util':>8} {'SCALE-Sim':>10} {'its util':>9}")
     for row in res["layers"]:
         M, K, N = row["gemm"]
@@ -244,11 +246,11 @@ def _print_result(res, cfg, args):
             util = f"{100 * row['utilization']:.1f}%" if row["utilization"] else "-"
             ss = row["scalesim"]
             ss_util = f"{100 * row['macs'] / (cfg.rows * cfg.cols * ss):.1f}%"
-            print(f"{row['layer']:10s} {row['type']:10s} {f'{M}x{K}x{N}':>16} "
+            print(f"{row['layer']:{nw}s} {row['type']:{tw}s} {f'{M}x{K}x{N}':>16} "
                   f"{row['measured']:>9} {row['predicted']:>7} {row['ideal']:>7.0f} {util:>8} "
                   f"{ss:>10} {ss_util:>9}")
         else:
-            print(f"{row['layer']:10s} {row['type']:10s} {'':>16} {row['measured']:>9} "
+            print(f"{row['layer']:{nw}s} {row['type']:{tw}s} {'':>16} {row['measured']:>9} "
                   f"{row['predicted']:>7}")
     macs = sum(r["macs"] for r in res["layers"])
     print(f"end to end: {macs} MACs in {res['cycles_per_batch']} cycles = "

@@ -250,26 +250,13 @@ def test_verilator_weights_streamed_in_slices(tmp_path, sim_seed):
     check_cycle_model(model, 2, rep)
 
 
-def dscnn_shaped_model(seed, channels=16):
-    """DS-CNN's shape, narrowed: a 10x4 stride-2 convolution of a 49x10 map with Keras 'same'
-    padding (top 4, left 1, bottom 5, right 1), a depthwise-separable block, the 25x5 average
-    pooling (non-square: it runs as a depthwise convolution) and the dense classifier."""
-    rng = np.random.default_rng(seed)
-    c = channels
-    layers = [
-        {"type": "conv2d", "name": "conv0", "kernel": [10, 4], "stride": 2,
-         "padding": [4, 1, 5, 1], "in_channels": 1, "out_channels": c, "activation": "relu"},
-        {"type": "depthwise_conv2d", "name": "dw1", "kernel": 3, "stride": 1, "padding": 1,
-         "channels": c, "activation": "relu"},
-        {"type": "conv2d", "name": "pw1", "kernel": 1, "stride": 1, "padding": 0,
-         "in_channels": c, "out_channels": c, "activation": "relu"},
-        {"type": "avgpool2d", "name": "pool", "kernel": [25, 5], "stride": 1, "padding": 0},
-        {"type": "flatten", "name": "flatten"},
-        {"type": "dense", "name": "fc", "in_features": c, "out_features": 12,
-         "activation": "none", "rounding": "single"},
-    ]
-    return quantized({"name": "dscnn_shaped", "input_shape": [49, 10, 1], "layers": layers},
-                     rng)
+def dscnn_shaped_model(seed):
+    """DS-CNN's shape with 16 channels and one block: a 10x4 stride-2 convolution of a 49x10
+    map with TFLite 'same' padding (top 4, left 1, bottom 5, right 1), a depthwise-separable
+    block, the 25x5 average pooling (non-square: it runs as a depthwise convolution) and the
+    dense classifier."""
+    from golden.mlperf_archs import ds_cnn
+    return quantized(ds_cnn(channels=16, blocks=1), np.random.default_rng(seed))
 
 
 def test_verilator_dscnn_shaped(tmp_path, sim_seed):
@@ -280,3 +267,24 @@ def test_verilator_dscnn_shaped(tmp_path, sim_seed):
     rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(8), batch=1, model=model)
     assert all(r["exact"] for r in rep["records"])
     check_cycle_model(model, 1, rep)
+
+
+def resnet_shaped_model(seed):
+    """ResNet-8's structure, narrowed and on 12x12 images: a stem convolution, an identity
+    residual stack and a stride-2 stack with its 1x1 stride-2 projection (TFLite 'same'
+    padding: one row and column after), ReLU after each add, the global average pooling and
+    the dense classifier."""
+    from golden.mlperf_archs import residual_net
+    arch = residual_net(f"resnet_shaped{seed}", [12, 12, 3], 8, ((8, 1), (16, 2)), 10)
+    return quantized(arch, np.random.default_rng(seed))
+
+
+def test_verilator_resnet_shaped(tmp_path, sim_seed):
+    """Residual adds (ELTWISE) with an identity and a projection shortcut, at batch 1 and 2:
+    bit-exact and cycle-exact."""
+    model = resnet_shaped_model(sim_seed(9))
+    for batch in (1, 2):
+        rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(9), batch=batch,
+                      model=model)
+        assert all(r["exact"] for r in rep["records"])
+        check_cycle_model(model, batch, rep)
