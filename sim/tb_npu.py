@@ -153,6 +153,26 @@ async def error_paths(dut):
     conv[Reg.OUT_ADDR] = 1      # overlaps the input region [0, 2)
     prog = [encode_set(r, v) for r, v in conv.items()] + [encode(Op.CONV), encode(Op.DONE)]
     await expect_error(host, prog, Error.ADDRESS, what="CONV output overlapping its input")
+    # Back to back: a valid ELTWISE, then one whose output overlaps its second input. Each
+    # instruction's checks must see its own registers (hw.sizes.CHECK_SETTLE), not the
+    # previous one's: the second is refused at its own pc and writes nothing.
+    a, b, out = 256, 512, 768                      # far apart: whole groups of ACT banks
+    elt = {Reg.IN_ADDR: a, Reg.IN2_ADDR: b, Reg.OUT_ADDR: out, Reg.IN_CW: 1, Reg.OUT_CW: 1,
+           Reg.IN_H: 1, Reg.IN_W: 4, Reg.BATCH: 1, Reg.IN_ROW: 4, Reg.IN_IMG: 4,
+           Reg.IN2_ROW: 4, Reg.IN2_IMG: 4, Reg.OUT_ROW: 4, Reg.OUT_IMG: 4, Reg.IN_ZP: 0,
+           Reg.IN2_ZP: 0, Reg.OUT_ZP: 0, Reg.QMIN: -128, Reg.QMAX: 127, Reg.USE_LUT: 0,
+           Reg.ELT_MODE: 0, Reg.ELT_M1: 1 << 30, Reg.ELT_S1: 0, Reg.ELT_M2: 1 << 30,
+           Reg.ELT_S2: 0, Reg.ELT_MO: 1 << 30, Reg.ELT_SO: 0}
+    prog = ([encode_load(Mem.ACT, b, 4)] + [encode_set(r, v) for r, v in elt.items()]
+            + [encode(Op.ELTWISE), encode_set(Reg.OUT_ADDR, b + 2), encode(Op.ELTWISE),
+               encode(Op.DONE)])
+    st = await expect_error(host, prog, Error.ADDRESS, pattern,
+                            what="ELTWISE output overlapping its input, after a valid ELTWISE")
+    assert st.error_pc == len(prog) - 2, st
+    await host.load_program([encode_store(b, 4), encode(Op.DONE)])
+    st = await host.run(0)
+    assert st.done and not st.failed, st
+    assert np.array_equal(await host.receive(4), pattern), "a refused ELTWISE wrote ACT"
     # Running off the end of IMEM without DONE.
     await expect_error(host, [encode(Op.NOP)] * imem, Error.PC_OVERFLOW, what="no DONE")
     # Background LOADs: only into WGT or PARAM, range-checked before the program goes on.
