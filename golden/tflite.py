@@ -400,7 +400,8 @@ def relu_tflite(x, input_scale, input_zero_point, output_scale, output_zero_poin
 def _sigmoid_f32(x):
     """``1.0f / (1.0f + expf(-x))`` on float32 ``x``: float32 add and divide (IEEE, as C
     does them); ``expf`` as the correctly rounded float32 of the float64 ``exp``."""
-    e = np.exp(-x.astype(np.float64)).astype(np.float32)
+    with np.errstate(over="ignore"):               # expf overflows to inf too: 1/(1+inf) = 0
+        e = np.exp(-x.astype(np.float64)).astype(np.float32)
     return np.float32(1.0) / (np.float32(1.0) + e)
 
 
