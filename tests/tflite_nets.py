@@ -136,11 +136,11 @@ class Net:
 
 # ---- Networks --------------------------------------------------------------------------------
 
-def mobilenet_v1_025(rng, blocks=((2, 16), (1, 16), (2, 32), (2, 64))):
+def mobilenet_v1_025(rng, blocks=((2, 16), (1, 16), (2, 32), (2, 64)), softmax=True):
     """MobileNetV1 0.25 shaped like the MLPerf Tiny visual wake words model: 96x96x3, a 3x3
     stride-2 SAME conv to 8 channels, then (depthwise 3x3 SAME with ``stride``, pointwise to
-    ``channels``) blocks, ReLU6 fused, global average pool, reshape, dense to 2, softmax.
-    ``blocks`` defaults to 4 of the 13 (test speed)."""
+    ``channels``) blocks, ReLU6 fused, global average pool, reshape, dense to 2, softmax
+    (without ``softmax``: the logits). ``blocks`` defaults to 4 of the 13 (test speed)."""
     net = Net(rng, (1, 96, 96, 3), scale=1 / 128, zero_point=0)
     x = net.conv(net.input, 8, (3, 3), (2, 2), "SAME", "RELU6")
     for stride, channels in blocks:
@@ -149,7 +149,25 @@ def mobilenet_v1_025(rng, blocks=((2, 16), (1, 16), (2, 32), (2, 64))):
     h, w = x[1][1:3]
     x = net.pool(x, "AVERAGE_POOL_2D", (h, w), (h, w), "VALID")
     x = net.reshape(x, (1, x[1][3]))
-    return net.build(net.softmax(net.fc(x, 2)))
+    logits = net.fc(x, 2)
+    return net.build(net.softmax(logits) if softmax else logits)
+
+
+def small_resnet(rng):
+    """A residual network of the operators the compiler takes today: SAME convs with stride
+    1 and 2 (fused ReLU), a 1x1 stride-2 VALID shortcut, ADD with ReLU, a depthwise stride-2
+    SAME conv, global average pooling, RESHAPE, FULLY_CONNECTED (the logits). Input (scale 1,
+    zero point -128) like ResNet-8's."""
+    net = Net(rng, (1, 16, 16, 3), scale=1.0, zero_point=-128)
+    a = net.conv(net.input, 8, (3, 3), (1, 1), "SAME", "RELU")
+    b = net.conv(a, 8, (3, 3), (2, 2), "SAME", "RELU")
+    c = net.conv(b, 8, (3, 3), (1, 1), "SAME")
+    d = net.conv(a, 8, (1, 1), (2, 2), "VALID")
+    x = net.add(c, d, "RELU")
+    x = net.depthwise(x, (3, 3), (2, 2), "SAME", "RELU")
+    x = net.pool(x, "AVERAGE_POOL_2D", (4, 4), (4, 4), "VALID")
+    x = net.reshape(x, (1, 8))
+    return net.build(net.fc(x, 10))
 
 
 def autoencoder(rng, width=128, inputs=640):
