@@ -63,7 +63,6 @@ import numpy as np
 from golden import tflite as g
 from golden.model import FORMAT, FORMAT_VERSION, INPUT, load_model, model_from_arrays, save_model
 from golden.model import softmax_to_file
-from golden.quant import quantize_multipliers
 from golden.tflite_io import read_model
 
 __all__ = ["TfliteImportError", "import_tflite", "load_tflite", "HANDLERS"]
@@ -220,13 +219,15 @@ def _bias(gr, op, bi, channels):
 
 
 def _gemm_layer(gr, op, typ, src, weights, bias, scales, extra, rounding):
-    """A conv2d / depthwise_conv2d / dense layer: multipliers from the file's scales."""
+    """A conv2d / depthwise_conv2d / dense layer: (M0, shift) as TFLite derives them from the
+    file's float32 scales (golden.tflite.conv_multipliers); the model format checks them
+    against its own quantize_multiplier(S_x * S_w / S_y) on load."""
     xi, yi = op.inputs[0], op.outputs[0]
     s_x, _ = gr.quant(op, xi)
     s_y, z_y = gr.quant(op, yi)
     act, qmin, qmax = _fused(gr, op, s_y, z_y)
     try:
-        m0, shift = quantize_multipliers(s_x * scales / s_y)
+        m0, shift = g.conv_multipliers(s_x, scales, s_y)
     except ValueError as e:
         gr.refuse(op, f"requantization multiplier S_x*S_w/S_y out of range: {e}")
     name = gr.add(op, typ, [src], yi, fused_activation=act, qmin=int(qmin), qmax=int(qmax),

@@ -178,3 +178,16 @@ def autoencoder(rng, width=128, inputs=640):
     for n in [width] * 4 + [8] + [width] * 4:
         x = net.fc(x, n, "RELU")
     return net.build(net.fc(x, inputs))
+
+
+def two_residual_stages(rng, size=16):
+    """ResNet-8's first two residual stages, narrowed: (conv, conv, ADD identity) at 16
+    channels, then (stride-2 conv, conv, 1x1 stride-2 projection, ADD) at 32 channels; the
+    second ADD is the one whose regions differ from the first's."""
+    net = Net(rng, (1, size, size, 3), scale=1.0, zero_point=-128)
+    a = net.conv(net.input, 16, (3, 3), (1, 1), "SAME", "RELU")
+    b = net.conv(a, 16, (3, 3), (1, 1), "SAME", "RELU")
+    x = net.add(a, net.conv(b, 16, (3, 3), (1, 1), "SAME"), "RELU")
+    b = net.conv(x, 32, (3, 3), (2, 2), "SAME", "RELU")
+    c = net.conv(b, 32, (3, 3), (1, 1), "SAME")
+    return net.build(net.add(c, net.conv(x, 32, (1, 1), (2, 2), "SAME"), "RELU"))
