@@ -367,6 +367,9 @@ def _softmax(gr, op):
     xi, yi = op.inputs[0], op.outputs[0]
     beta = float(op.options.get("beta", 1.0))
     s_x, _ = gr.quant(op, xi)
+    if gr.quant(op, yi) != (1.0 / 256, -128):
+        gr.refuse(op, f"output quantization {gr.quant(op, yi)} is not TFLite's int8 softmax "
+                  "output (scale 1/256, zero point -128)")
     try:
         params = g.softmax_params(s_x, beta)
     except ValueError as e:

@@ -308,6 +308,9 @@ def test_refuses_unsupported_options():
     msg = refusal(b.build([x], [y]))
     assert "operator 0 ADD" in msg and "broadcasting" in msg
 
+    msg = refusal(single_op("SOFTMAX", (1, 10), (1, 10), beta=1.0))
+    assert "operator 0 SOFTMAX" in msg and "scale 1/256, zero point -128" in msg
+
     msg = refusal(single_op("MAX_POOL_2D", (1, 4, 4, 1), (1, 4, 4, 1), padding="SAME",
                             stride_h=1, stride_w=1, filter_height=2, filter_width=2,
                             fused_activation_function="TANH"))
