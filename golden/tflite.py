@@ -32,8 +32,10 @@ What differs from the project's golden functions, kernel by kernel
   not always equal (about 2 outputs in 10,000 differ by 1 on random logits).
 * RELU / RELU6 as operators: a requantization (:func:`relu_tflite`); a once-rounded
   ``golden.activation.build_table`` differs by 1 at ties.
-* LOGISTIC / TANH need nothing new: LiteRT's int8 outputs are a 256-entry table equal to
-  ``golden.activation.build_table(sigmoid | tanh, ...)`` (output (1/256, -128) and (1/128, 0)).
+* LOGISTIC / TANH: LiteRT's int8 kernels look the output up in a 256-entry table that
+  Prepare fills in **float32** arithmetic (:func:`lut_table_tflite`);
+  ``golden.activation.build_table`` (float64) gives the same table except where the float32
+  rounding crosses a rounding boundary of the output (measured: 1 entry in 204,800).
 """
 
 import math
@@ -53,7 +55,8 @@ __all__ = [
     "conv_multipliers", "requantize_single_rounding", "fully_connected_scale",
     "requantize_double_scale", "fully_connected_tflite", "conv2d_tflite",
     "depthwise_conv2d_tflite", "divide_round_half_away_c",
-    "avg_pool2d_tflite", "max_pool2d_tflite", "relu_tflite", "add_params", "add_int8",
+    "avg_pool2d_tflite", "max_pool2d_tflite", "relu_tflite", "LUT_FUNCTIONS",
+    "lut_table_tflite", "add_params", "add_int8",
     "SoftmaxTfliteParams", "softmax_params", "softmax_tflite", "exp_on_negative_values",
     "one_over_one_plus_x_for_x_in_0_1",
 ]
@@ -389,6 +392,52 @@ def relu_tflite(x, input_scale, input_zero_point, output_scale, output_zero_poin
         hi = min(127, int(output_zero_point) + int(round_half_away(top)))
     return requantize(x.astype(np.int32) - int(input_zero_point), m0, shift,
                       output_zero_point, qmin=lo, qmax=hi)
+
+
+# --------------------------------------------------------------------------------------------
+# LOGISTIC / TANH: a table filled in float32
+
+def _sigmoid_f32(x):
+    """``1.0f / (1.0f + expf(-x))`` on float32 ``x``: float32 add and divide (IEEE, as C
+    does them); ``expf`` as the correctly rounded float32 of the float64 ``exp``."""
+    with np.errstate(over="ignore"):               # expf overflows to inf too: 1/(1+inf) = 0
+        e = np.exp(-x.astype(np.float64)).astype(np.float32)
+    return np.float32(1.0) / (np.float32(1.0) + e)
+
+
+def _tanh_f32(x):
+    """``tanhf(x)``, as the correctly rounded float32 of the float64 ``tanh``."""
+    return np.tanh(x.astype(np.float64)).astype(np.float32)
+
+
+#: Operator -> TFLite's float32 transform of its int8 lookup table.
+LUT_FUNCTIONS = {"LOGISTIC": _sigmoid_f32, "TANH": _tanh_f32}
+
+
+def lut_table_tflite(op, input_scale, input_zero_point, output_scale, output_zero_point):
+    """The 256-entry int8 table of LiteRT's int8 LOGISTIC or TANH (``table[x + 128]`` is the
+    output for input ``x``, :mod:`golden.activation`'s convention), filled as TFLite's
+    Prepare does it, in float32 (``float`` in C)::
+
+        dequantized = s_x * float(x - z_x)                       (float32 product)
+        transformed = 1 / (1 + expf(-dequantized))  |  tanhf(dequantized)
+        rescaled    = roundf(transformed * (1.0f / s_y))        (half away from zero)
+        table[x]    = clamp(int(rescaled + float(z_y)), -128, 127)
+
+    ``expf``/``tanhf`` are taken as correctly rounded (C libraries are within 1 ulp); the
+    tests compare every entry with LiteRT over random quantizations (the float64
+    ``golden.activation.build_table`` differs at rare near-ties)."""
+    if op not in LUT_FUNCTIONS:
+        raise ValueError(f"no lookup table for {op!r}; known: {sorted(LUT_FUNCTIONS)}")
+    s_x, s_y = np.float32(input_scale), np.float32(output_scale)
+    if not (np.isfinite(s_x) and np.isfinite(s_y) and s_x > 0 and s_y > 0):
+        raise ValueError(f"scales must be finite and > 0, got {input_scale!r}, {output_scale!r}")
+    x = np.arange(-128, 128, dtype=np.int64)
+    dequantized = s_x * (x - int(input_zero_point)).astype(np.float32)
+    rescaled = LUT_FUNCTIONS[op](dequantized) * (np.float32(1.0) / s_y)
+    rounded = round_half_away(rescaled.astype(np.float64)).astype(np.float32)
+    quantized = (rounded + np.float32(output_zero_point)).astype(np.int64)
+    return np.clip(quantized, -128, 127).astype(np.int8)
 
 
 # --------------------------------------------------------------------------------------------

@@ -112,6 +112,8 @@ class Tensor:
     dtype: np.dtype
     quantization: Quantization = None
     data: np.ndarray = None          #: constant contents (weights, biases), else None
+    #: the shape with -1 for every dynamic dimension (``shape_signature``; ``shape`` if absent)
+    signature: tuple = None
 
 
 @dataclass
@@ -129,6 +131,8 @@ class TfliteModel:
     operators: list
     inputs: tuple
     outputs: tuple
+    #: subgraphs in the file (only subgraph 0 is read)
+    subgraph_count: int = 1
 
     def ops(self, name):
         """The operators of one builtin type, in execution order."""
@@ -186,7 +190,10 @@ def read_model(model):
         if data is not None:
             data = np.frombuffer(data, dtype).reshape(shape).copy()
         name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-        tensors.append(Tensor(i, name, shape, dtype, _quantization(t.quantization), data))
+        signature = shape if t.shapeSignature is None or not len(t.shapeSignature) else \
+            tuple(int(d) for d in t.shapeSignature)
+        tensors.append(Tensor(i, name, shape, dtype, _quantization(t.quantization), data,
+                              signature))
     operators = []
     for i, op in enumerate(sg.operators):
         code = m.operatorCodes[op.opcodeIndex]
@@ -195,7 +202,7 @@ def read_model(model):
         operators.append(Operator(i, op_names[builtin], tuple(int(x) for x in op.inputs),
                                   tuple(int(x) for x in op.outputs), _options(op)))
     return TfliteModel(tensors, operators, tuple(int(x) for x in sg.inputs),
-                       tuple(int(x) for x in sg.outputs))
+                       tuple(int(x) for x in sg.outputs), len(m.subgraphs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,11 +545,17 @@ def _golden_relu(c):
                          upper=6.0 if c.op.op == "RELU6" else None)
 
 
+def _golden_lut(c):
+    xi = c.op.inputs[0]
+    table = g.lut_table_tflite(c.op.op, *c.quant(xi).scalar, c.s_y, c.z_y)
+    return table[c.values[xi].astype(np.int64) + 128]
+
+
 _GOLDEN = {"CONV_2D": _golden_conv, "DEPTHWISE_CONV_2D": _golden_conv,
            "FULLY_CONNECTED": _golden_fully_connected, "ADD": _golden_add,
            "AVERAGE_POOL_2D": _golden_pool, "MAX_POOL_2D": _golden_pool,
            "RESHAPE": _golden_reshape, "SOFTMAX": _golden_softmax, "RELU": _golden_relu,
-           "RELU6": _golden_relu}
+           "RELU6": _golden_relu, "LOGISTIC": _golden_lut, "TANH": _golden_lut}
 #: Operators :func:`golden_operator` evaluates.
 GOLDEN_OPS = tuple(_GOLDEN)
 

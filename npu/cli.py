@@ -19,6 +19,10 @@ table: cycle model against the hardware counters, PE utilization against the ide
 MACs / (R*C), and the SCALE-Sim textbook prediction. It exits 1 on any mismatch.
 Images: ``A:B`` indexes the reference test set (scikit-learn digits, committed), or the
 ``images`` array of ``--data FILE.npz`` (int8 N x H x W x C, optional ``labels``).
+A ``.tflite`` ``--model`` (int8) is imported as it is (npu/tflite_import.py) and its images
+also go through LiteRT's reference kernels (npu/litert_reference.py): ``npu run`` prints
+whether every output equals LiteRT's, puts ``"litert_reference"`` in ``--json`` and exits 1 on
+a difference. ``--json`` records carry each image's int8 ``"output"`` vector.
 ``--waves`` writes the whole run's trace (one simulator run) as FST, with Icarus or Verilator
 (Verilator needs zlib's header, ``zlib1g-dev``; without it the trace is VCD).
 """
@@ -91,10 +95,22 @@ def config_params(args: argparse.Namespace) -> dict[str, int]:
 
 # ---- npu compile / npu run ---------------------------------------------------------------
 
-def _load(args):
-    if str(args.model).lower().endswith(".onnx"):     # import + quantize (or reuse), see
+def _native_model(args):
+    """Dispatch on the suffix of ``--model``: an ``.onnx`` or ``.tflite`` file is imported
+    (``args.tflite`` keeps the ``.tflite`` path for LiteRT); returns the golden.model file."""
+    suffix = Path(args.model).suffix.lower()
+    args.tflite = args.model if suffix == ".tflite" else None
+    if suffix == ".onnx":                              # import + quantize (or reuse), see
         from npu.onnx_import import load_or_quantize    # npu/onnx_import.py
-        args.model = str(load_or_quantize(args.model, args.calib))
+        return str(load_or_quantize(args.model, args.calib))
+    if suffix == ".tflite":                            # int8 as it is, see npu/tflite_import.py
+        from npu.tflite_import import load_tflite
+        return str(load_tflite(args.model))
+    return args.model
+
+
+def _load(args):
+    args.model = _native_model(args)
     model = load_model(args.model)
     return model, compile_model(model, args.params, batch=args.batch)
 
@@ -153,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {problem}")
     model, prog = _load(args)
     index, images, labels = _images(args)
-    if images.dtype.kind == "f":        # float images in the ONNX layout (N, C, H, W)
+    if images.dtype.kind == "f" and not args.tflite:   # float images in ONNX's (N, C, H, W)
         from npu.onnx_import import to_model_input
         images = to_model_input(model, images)
     if images.shape[1:] != tuple(model.input_shape) or images.dtype != np.int8:
@@ -196,6 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     measured = batches[-1]["instr"] if batches else None
     table = layer_table(prog, measured)
     exact = all(r["exact"] for r in records)
+    litert = _litert_reference(args, images, records)
     per_batch = [b["cycles"] for b in batches]
     result = {
         "model": str(args.model), "config": cfg.as_dict(), "batch": args.batch,
@@ -207,6 +224,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "hw_wall_seconds_per_batch": float(np.mean([b["wall_s"] for b in batches])),
         "layers": table, "waves": waves,
     }
+    if litert is not None:
+        result["litert_reference"] = litert
     if labels is not None:
         for rec, lab in zip(records, labels):
             rec["label"] = int(lab)
@@ -215,7 +234,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1))
     else:
         _print_result(result, cfg, args)
-    return 0 if exact else 1
+    return 0 if exact and (litert is None or litert["exact"]) else 1
+
+
+def _litert_reference(args, images, records):
+    """A ``.tflite`` model's images through LiteRT's reference kernels against the RTL's
+    outputs (npu/litert_reference.py); None for other models."""
+    if not args.tflite:
+        return None
+    from npu.litert_reference import compare
+    return compare(args.tflite, images, [r["output"] for r in records])
 
 
 def _print_result(res, cfg, args):
@@ -230,6 +258,11 @@ def _print_result(res, cfg, args):
     bad = [r["image"] for r in res["images"] if not r["exact"]]
     print(f"bit-exact against golden: {len(res['images']) - len(bad)}/{len(res['images'])}"
           + (f"  MISMATCH on images {bad[:20]}" if bad else ""))
+    if "litert_reference" in res:
+        lr = res["litert_reference"]
+        print(f"bit-exact against LiteRT (reference kernels): "
+              + ("yes" if lr["exact"] else f"NO, up to {lr['max_abs_diff_lsb']} LSB apart")
+              + f", {lr['images']} images")
     if "accuracy" in res:
         print(f"accuracy on the RTL: {100 * res['accuracy']:.2f} %")
     print(f"cycles per batch: {res['cycles_per_batch']} measured, "
@@ -262,7 +295,8 @@ def _print_result(res, cfg, args):
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=str(REFERENCE_MODEL),
-                        help="model file (golden.model format; default: the reference CNN)")
+                        help="model file: golden.model .npz (default: the reference CNN), "
+                        ".onnx (with --calib) or int8 .tflite (imported as it is)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--calib", help="with an .onnx --model: .npz of float calibration images "
                         "(N, C, H, W); quantizes and saves <model>.int8.npz for later runs")
@@ -276,7 +310,9 @@ def _add_compile_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_arguments(parser)
     parser.add_argument("--images", default="0:32", help="A:B range of images (default 0:32)")
-    parser.add_argument("--data", help=".npz with int8 'images' (and 'labels')")
+    parser.add_argument("--data", help=".npz with int8 'images' (and 'labels') in the model's "
+                        "input layout: N x H x W x C (a .tflite model's NHWC input without "
+                        "its batch axis)")
     parser.add_argument("--sim", default="verilator", choices=SIMULATORS)
     parser.add_argument("--waves", action="store_true",
                         help="write an FST trace (Verilator needs zlib1g-dev, else VCD)")

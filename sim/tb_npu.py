@@ -53,6 +53,7 @@ async def run_batches(host, prog, model, images, rng, stall, log):
             exact = bool(np.array_equal(out[j], want[start + j]))
             records.append({"image": start + j, "exact": exact,
                             "pred": int(np.argmax(out[j].reshape(-1))),
+                            "output": [int(v) for v in out[j].reshape(-1)],
                             "golden_pred": int(np.argmax(want[start + j].reshape(-1)))})
             if not exact:
                 diff = np.argwhere(out[j] != want[start + j])
