@@ -92,8 +92,10 @@ def config_params(args: argparse.Namespace) -> dict[str, int]:
 # ---- npu compile / npu run ---------------------------------------------------------------
 
 def _load(args):
+    args.onnx = None
     if str(args.model).lower().endswith(".onnx"):     # import + quantize (or reuse), see
         from npu.onnx_import import load_or_quantize    # npu/onnx_import.py
+        args.onnx = args.model
         args.model = str(load_or_quantize(args.model, args.calib))
     model = load_model(args.model)
     return model, compile_model(model, args.params, batch=args.batch)
@@ -153,9 +155,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {problem}")
     model, prog = _load(args)
     index, images, labels = _images(args)
+    float_images = None
     if images.dtype.kind == "f":        # float images in the ONNX layout (N, C, H, W)
         from npu.onnx_import import to_model_input
-        images = to_model_input(model, images)
+        float_images, images = images, to_model_input(model, images)
     if images.shape[1:] != tuple(model.input_shape) or images.dtype != np.int8:
         raise SystemExit(f"error: images are {images.dtype} {images.shape[1:]}, the model takes "
                          f"int8 {tuple(model.input_shape)}")
@@ -211,6 +214,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         for rec, lab in zip(records, labels):
             rec["label"] = int(lab)
         result["accuracy"] = float(np.mean([r["pred"] == r["label"] for r in records]))
+    outputs = [rec.pop("output") for rec in records]
+    if args.onnx and float_images is not None:       # how far is int8 from the float graph
+        from npu.float_reference import run_report
+        result["float_reference"] = run_report(args.onnx, float_images, outputs, model, labels,
+                                               args.calib)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -254,6 +262,9 @@ def _print_result(res, cfg, args):
     print(f"end to end: {macs} MACs in {res['cycles_per_batch']} cycles = "
           f"{100 * macs / (cfg.rows * cfg.cols * res['cycles_per_batch']):.1f}% of the "
           f"{cfg.rows}x{cfg.cols} array's peak")
+    if "float_reference" in res:
+        from npu.float_reference import format_report
+        print("\n" + "\n".join(format_report(res["float_reference"])))
     if res["waves"]:
         print(f"waves: {res['waves']}")
 
@@ -274,7 +285,9 @@ def _add_compile_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_arguments(parser)
     parser.add_argument("--images", default="0:32", help="A:B range of images (default 0:32)")
-    parser.add_argument("--data", help=".npz with int8 'images' (and 'labels')")
+    parser.add_argument("--data", help=".npz with 'images' (and 'labels'): int8 in the model's "
+                        "layout, or float in the ONNX input layout (an .onnx --model then "
+                        "also reports the float reference: onnxruntime on the same images)")
     parser.add_argument("--sim", default="verilator", choices=SIMULATORS)
     parser.add_argument("--waves", action="store_true",
                         help="write an FST trace (Verilator needs zlib1g-dev, else VCD)")

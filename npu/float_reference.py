@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["float_outputs", "compare_outputs", "ort_static_top1", "float_reference"]
+__all__ = ["float_outputs", "compare_outputs", "ort_static_top1", "float_reference",
+           "run_report", "format_report"]
 
 
 def _session(model):
@@ -169,3 +170,35 @@ def float_reference(onnx_model, images, int8_out, scale, zero_point, labels=None
     if calib_images is not None:
         r.update(ort_static_top1(onnx_model, calib_images, images, y))
     return r
+
+
+def run_report(onnx_path, images, outputs, model, labels=None, calib=None):
+    """The ``"float_reference"`` block of ``npu run``: float ``images`` (ONNX layout), the
+    int8 ``outputs`` of the hardware, the int8 ``model``; ``calib``: the calibration file
+    (default: the one recorded next to the saved int8 model), for onnxruntime's static
+    quantization."""
+    from npu.onnx_import import int8_path, load_calibration
+    if calib is None:
+        meta = int8_path(onnx_path).with_suffix(".json")
+        if meta.exists():
+            import json
+            calib = json.loads(meta.read_text()).get("calib")
+    calib_images = load_calibration(calib)[0] if calib and Path(calib).exists() else None
+    out = np.asarray(outputs, np.int8).reshape(len(images), *model.output_shape)
+    return float_reference(onnx_path, images, out, model.output_scale,
+                           model.output_zero_point, labels, calib_images)
+
+
+def format_report(r):
+    """The lines ``npu run`` prints."""
+    lines = [f"float reference (onnxruntime, {r['images']} images): top-1 agreement "
+             f"{100 * r['top1_agreement']:.2f} %, max |error| {r['max_abs_error_lsb']:.2f} "
+             f"output LSB, mean cosine {r['mean_cosine']:.5f}"]
+    if "float_accuracy" in r:
+        lines.append(f"accuracy: float {100 * r['float_accuracy']:.2f} %, int8 "
+                     f"{100 * r['int8_accuracy']:.2f} %")
+    if "ort_static_top1_agreement" in r:
+        lines.append(f"onnxruntime quantize_static (QDQ, per-channel, MinMax, same calibration): "
+                     f"top-1 agreement with float {100 * r['ort_static_top1_agreement']:.2f} % "
+                     f"(int8 hardware: {100 * r['top1_agreement']:.2f} %)")
+    return lines

@@ -53,7 +53,8 @@ async def run_batches(host, prog, model, images, rng, stall, log):
             exact = bool(np.array_equal(out[j], want[start + j]))
             records.append({"image": start + j, "exact": exact,
                             "pred": int(np.argmax(out[j].reshape(-1))),
-                            "golden_pred": int(np.argmax(want[start + j].reshape(-1)))})
+                            "golden_pred": int(np.argmax(want[start + j].reshape(-1))),
+                            "output": out[j].reshape(-1).tolist()})
             if not exact:
                 diff = np.argwhere(out[j] != want[start + j])
                 log.error("image %d: %d outputs differ from golden, first at %s: %s vs %s",
