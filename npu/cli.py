@@ -93,6 +93,8 @@ def config_params(args: argparse.Namespace) -> dict[str, int]:
 
 def _load(args):
     args.onnx = None
+    if args.calib and not str(args.model).lower().endswith(".onnx"):
+        raise ValueError(f"--calib is for an .onnx --model; {args.model} is already quantized")
     if str(args.model).lower().endswith(".onnx"):     # import + quantize (or reuse), see
         from npu.onnx_import import load_or_quantize    # npu/onnx_import.py
         args.onnx = args.model
@@ -155,6 +157,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {problem}")
     model, prog = _load(args)
     index, images, labels = _images(args)
+    from golden import digits
+    if args.onnx and not args.data and (model.input_scale, model.input_zero_point) != (
+            digits.INPUT_SCALE, digits.INPUT_ZERO_POINT):
+        raise SystemExit(f"error: {args.onnx}: pass --data with float images in the ONNX "
+                         f"input layout (the reference digits are quantized for the "
+                         f"reference CNN's input, not this model's)")
     float_images = None
     if images.dtype.kind == "f":        # float images in the ONNX layout (N, C, H, W)
         from npu.onnx_import import to_model_input

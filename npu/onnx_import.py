@@ -220,9 +220,29 @@ class _Importer:
         if len(inputs) != 1:
             self.fail(f"the graph has {len(inputs)} inputs "
                       f"({', '.join(i.name for i in inputs)}); exactly one is supported")
+        self._check_operators(inputs[0].name)
         if len(g.output) != 1:
             self.fail(f"the graph has {len(g.output)} outputs; exactly one is supported")
         self._input(inputs[0])
+
+    def _check_operators(self, data_input):
+        """The first operator on the data (what the graph input flows through; shape
+        computations aside) that the importer has no handler for, before anything else: a
+        model is refused for what it is (an LSTM, ...), not for a symptom."""
+        data = {data_input}
+        for idx, node in enumerate(self.proto.graph.node):
+            if node.op_type == "Shape" or not any(i in data for i in node.input if i):
+                continue
+            data.update(node.output)
+            foreign = node.domain not in ("", "ai.onnx")
+            if foreign or node.op_type not in HANDLERS:
+                self.at = (idx, node)
+                what = (f" of domain {node.domain!r}" if foreign else
+                        " of activation tensors (the accelerator has no concatenation)"
+                        if node.op_type == "Concat" else "")
+                self.fail(f"unsupported operator {node.op_type}{what}; supported: "
+                          f"{', '.join(SUPPORTED_OPS)}")
+        self.at = None
 
     def _check_proto(self):
         import onnx
@@ -907,6 +927,8 @@ def load_or_quantize(onnx_path, calib=None):
 
     With ``calib``, import + quantize and save ``<name>.int8.npz`` (and ``.int8.json``);
     without, reuse the saved file if it was made from this very ONNX file."""
+    if not Path(onnx_path).is_file():
+        raise OnnxImportError(f"{onnx_path}: no such ONNX file")
     out = int8_path(onnx_path)
     meta = out.with_suffix(".json")
     if calib is None:
@@ -937,5 +959,9 @@ def to_model_input(model, images):
     _check_finite(x, "images")
     if x.ndim == 4 and len(shp) == 3 and x.shape[1:] == (shp[2], shp[0], shp[1]):
         x = x.transpose(0, 2, 3, 1)
+    elif x.shape[1:] != shp:
+        want = f"(N, {shp[2]}, {shp[0]}, {shp[1]})" if len(shp) == 3 else f"(N, {shp[0]})"
+        raise OnnxImportError(f"float images of shape {x.shape}; the model takes {want} in the "
+                              f"ONNX layout (or (N, {', '.join(map(str, shp))}))")
     q = np.floor(np.abs(x / model.input_scale) + 0.5) * np.sign(x / model.input_scale)
     return np.clip(q + model.input_zero_point, -128, 127).astype(np.int8)

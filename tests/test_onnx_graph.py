@@ -396,3 +396,39 @@ def test_resnet8_onnx_on_the_rtl(tmp_path, capsys):
     m, cal, test = zoo.resnet8(seed=1, calib=32, test=1)
     status, res = _cli_run(tmp_path, capsys, m, cal, test)
     assert status == 0 and res["all_exact"]
+
+
+def test_refuses_an_operator_before_its_symptoms():
+    """An LSTM (rank-3 input) is refused for the operator, not for the input's rank."""
+    lstm = helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="lstm", hidden_size=2)
+    m = _model([lstm], [_init("W", np.ones((1, 8, 3))), _init("R", np.ones((1, 8, 2)))],
+               (5, "N", 3), (5, 1, "N", 2))
+    refuse(m, "'lstm' (LSTM)", "unsupported operator LSTM")
+
+
+def test_cli_refusals_of_data_and_files(tmp_path, capsys):
+    """A missing .onnx file, --calib with an int8 model, float images of the wrong shape and
+    an .onnx model without --data whose input is not the reference digits' quantization:
+    each one line, a non-zero exit status."""
+    from npu import cli
+    from npu.cli import REFERENCE_MODEL
+    m, cal, _ = zoo.resnet8(seed=1, calib=4, test=1, widths=(8, 8, 8))
+    onnx.save(m, str(tmp_path / "r.onnx"))
+    np.savez(tmp_path / "cal.npz", images=cal)
+    np.savez(tmp_path / "bad.npz", images=np.zeros((2, 3, 32, 31), np.float32))
+    cases = [
+        (["compile", "--model", str(tmp_path / "missing.onnx")], "no such ONNX file"),
+        (["compile", "--model", str(REFERENCE_MODEL), "--calib", str(tmp_path / "cal.npz")],
+         "--calib is for an .onnx --model"),
+        (["run", "--model", str(tmp_path / "r.onnx"), "--calib", str(tmp_path / "cal.npz"),
+          "--data", str(tmp_path / "bad.npz"), "--images", "0:2"],
+         "float images of shape (2, 3, 32, 31)"),
+        (["run", "--model", str(tmp_path / "r.onnx")], "pass --data with float images"),
+    ]
+    for argv, needle in cases:
+        try:
+            status = cli.main(argv)
+            err = capsys.readouterr().err.strip()
+        except SystemExit as e:       # npu run's own checks exit with the message (status 1)
+            status, err = 1, str(e.code)
+        assert status in (1, 2) and needle in err and err.count("\n") == 0, (argv, err)
