@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["float_outputs", "compare_outputs", "ort_static_top1", "float_reference",
-           "run_report", "format_report"]
+           "run_report", "format_report", "zoo_agreement"]
 
 
 def _session(model):
@@ -202,3 +202,18 @@ def format_report(r):
                      f"top-1 agreement with float {100 * r['ort_static_top1_agreement']:.2f} % "
                      f"(int8 hardware: {100 * r['top1_agreement']:.2f} %)")
     return lines
+
+
+def zoo_agreement(name, seed=1, calib=64, test=200, **kw):
+    """For ``npu bench``: a graph of :mod:`npu.zoo` imported and quantized by the project
+    (its int8 outputs from the golden inference, which the RTL matches bit for bit), against
+    onnxruntime's float output, with onnxruntime's static quantization side by side."""
+    from golden.inference import run
+    from npu import zoo
+    from npu.onnx_import import import_onnx, to_model_input
+    m, cal, images = zoo.MODELS[name](seed=seed, calib=calib, test=test, **kw)
+    model = import_onnx(m, cal)
+    q = run(model, to_model_input(model, images))
+    return {"model": name, "seed": seed, "calibration_images": calib,
+            **float_reference(m, images, q, model.output_scale, model.output_zero_point,
+                              calib_images=cal)}

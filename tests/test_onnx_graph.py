@@ -49,10 +49,15 @@ def _graph(name, seed, test=64):
 
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_graph_import_float_matches_onnxruntime(name):
+    """The imported float graph, and its export back to ONNX, against onnxruntime on the
+    original graph."""
     m, cal, test = _graph(name, seed=1, test=8)
     arch, params = onnx_to_arch(m)
     got = nchw_forward(arch, params, test)
-    assert np.abs(got - float_outputs(m, test)).max() <= 1e-5
+    want = float_outputs(m, test)
+    assert np.abs(got - want).max() <= 1e-5
+    # exported back (graph, windows, depthwise, add) and run by onnxruntime
+    assert np.abs(float_outputs(export_float(arch, params), test) - want).max() <= 1e-5
 
 
 @pytest.mark.parametrize("name,seed", [(n, 1) for n in sorted(GRAPHS)])
