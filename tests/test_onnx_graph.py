@@ -393,8 +393,10 @@ def test_residual_onnx_on_the_rtl_with_float_reference(tmp_path, capsys):
 
 
 @pytest.mark.xfail(strict=True, reason="npu_top ends the ELTWISE of the second stack's add "
-                   "(16x16x32, IN_CW=4) with Error.ADDRESS although its regions are disjoint "
-                   "and inside ACT: a compiler/hardware problem, reported to the lead")
+                   "(16x16x32, IN_CW=4: A at 1024, B at 0, OUT at 2048, 1024 words each) with "
+                   "Error.ADDRESS although the regions are disjoint and inside ACT; the same "
+                   "add alone runs bit-exact, and so does ResNet-8 with 8 channels per stack: "
+                   "a compiler/hardware problem, reported to the lead")
 def test_resnet8_onnx_on_the_rtl(tmp_path, capsys):
     """The issue's ResNet-8 (16/32/64 channels) at the default configuration, batch 1."""
     _need_verilator()
