@@ -18,7 +18,10 @@ inference and prints per image the class, the cycles and whether it matched, the
 table: cycle model against the hardware counters, PE utilization against the ideal bound
 MACs / (R*C), and the SCALE-Sim textbook prediction. It exits 1 on any mismatch.
 Images: ``A:B`` indexes the reference test set (scikit-learn digits, committed), or the
-``images`` array of ``--data FILE.npz`` (int8 N x H x W x C, optional ``labels``).
+``images`` array of ``--data FILE.npz`` (int8 N x H x W x C, or float in the ONNX input
+layout; optional ``labels``). With an ``.onnx`` model and float images, ``npu run`` also
+reports the float reference (:mod:`npu.float_reference`: onnxruntime's float graph on the same
+images against the int8 outputs of the RTL, and onnxruntime's own static quantization).
 ``--waves`` writes the whole run's trace (one simulator run) as FST, with Icarus or Verilator
 (Verilator needs zlib's header, ``zlib1g-dev``; without it the trace is VCD).
 """
