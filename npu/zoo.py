@@ -202,7 +202,8 @@ def resnet8(seed=1, calib=32, test=4, widths=(16, 32, 64), style="pytorch"):
     """MLPerf Tiny's image-classification ResNet-8 on 32x32x3: conv 3x3 + BN + ReLU, three
     residual stacks (``widths``; the 2nd and 3rd start with a 3x3 stride-2 conv and a 1x1
     stride-2 projection on the shortcut; ReLU after each Add), average pool 8, dense 10
-    (centred on the calibration images, :meth:`OnnxBuilder.center_classifier`), softmax. ``style`` "pytorch": symmetric pads 1; "tf": tf2onnx's ``auto_pad`` SAME_UPPER."""
+    (centred on the calibration images, :meth:`OnnxBuilder.center_classifier`), softmax.
+    ``style`` "pytorch": symmetric pads 1; "tf": tf2onnx's ``auto_pad`` SAME_UPPER."""
     b = OnnxBuilder("resnet8", [3, 32, 32], seed)
     same = {"auto_pad": "SAME_UPPER"} if style == "tf" else {"pad": 1}
     x = b.conv(widths[0], 3, bn=True, **same)
