@@ -42,11 +42,11 @@ Transpose NHWC <-> NCHW                nothing: an NHWC input straight into Tran
 Identity, Dropout                      nothing (inference)
 =====================================  ===================================================
 
-Activations move up to the layer that computes their input when nothing else reads it, where
-the accelerator applies them: through max pooling and flatten too (PyTorch's
-``relu(max_pool2d(conv(x)))``), but only a *non-decreasing* function commutes with max pooling
-(ReLU, ReLU6, Sigmoid, Tanh, LeakyRelu with alpha >= 0); any other (LeakyRelu with a negative
-slope) stays where it is.
+Layers whose results the output does not need are dropped. Activations move up to the layer
+that computes their input when nothing else reads it, where the accelerator applies them:
+through max pooling and flatten too (PyTorch's ``relu(max_pool2d(conv(x)))``), but only a
+*non-decreasing* function commutes with max pooling (ReLU, ReLU6, Sigmoid, Tanh, LeakyRelu
+with alpha >= 0); any other (LeakyRelu with a negative slope) stays where it is.
 
 Layout. ONNX tensors are NCHW, the project's are NHWC: the input and the calibration images
 are transposed, conv weights go from OIHW to (kh, kw, cin) x cout, and a Flatten of an NCHW
@@ -456,6 +456,17 @@ class _Importer:
             self.fail("the model has no layers")
         self.output = out.src
         self.output_layout = out.lay.upper() if out.lay else None
+        self.prune()
+
+    def prune(self):
+        """Drop the layers the output does not need (ONNX nodes whose results nothing reads):
+        the model computes only what it returns."""
+        needed = {self.output}
+        for L in reversed(self.layers):
+            if L["name"] in needed:
+                needed.update(L["inputs"])
+        self.layers = [L for L in self.layers if L["name"] in needed]
+        self.params = {k: v for k, v in self.params.items() if k in needed}
 
     @staticmethod
     def _fmt(shp):

@@ -439,3 +439,76 @@ def test_cli_refusals_of_data_and_files(tmp_path, capsys):
         except SystemExit as e:       # npu run's own checks exit with the message (status 1)
             status, err = 1, str(e.code)
         assert status in (1, 2) and needle in err and err.count("\n") == 0, (argv, err)
+
+
+def random_dag(seed):
+    """A random residual graph: convs (3x3 / 1x1, stride 1 or 2, depthwise sometimes) reading
+    any earlier tensor, Adds of two earlier tensors of the same shape (several skips, a
+    tensor read by several nodes), ReLU after some; then global average pooling, a dense
+    layer. Returns ``(model, images)``."""
+    rng = np.random.default_rng(seed)
+    b = zoo.OnnxBuilder(f"dag{seed}", [3, 8, 8], seed)
+    tensors = [b.conv(8, 3, pad=1, x="x")]
+    for _ in range(int(rng.integers(5, 10))):
+        same = {}
+        for t in tensors:
+            same.setdefault(tuple(b.shapes[t]), []).append(t)
+        pairs = [v for v in same.values() if len(v) >= 2]
+        if pairs and rng.random() < 0.5:
+            grp = pairs[int(rng.integers(len(pairs)))]
+            i, j = rng.choice(len(grp), 2, replace=False)
+            tensors.append(b.add(grp[i], grp[j], relu=bool(rng.random() < 0.6)))
+            continue
+        src = tensors[-1 - int(rng.integers(min(3, len(tensors))))]    # mostly recent ones
+        c, h, _ = b.shapes[src]
+        stride = 2 if h >= 8 and rng.random() < 0.2 else 1
+        k = int(rng.choice([1, 3]))
+        if k == 3 and rng.random() < 0.3:
+            tensors.append(b.conv(c, 3, stride=stride, pad=1, x=src, group=c))
+        else:
+            tensors.append(b.conv(int(rng.choice([8, 16])), k, stride=stride, pad=k // 2,
+                                  x=src, relu=bool(rng.random() < 0.7)))
+    out, read = tensors[-1], {i for n in b.nodes for i in n.input}
+    for t in tensors[:-1]:        # dangling tensors of the output's shape join the output
+        if t not in read and b.shapes[t] == b.shapes[out]:
+            out = b.add(out, t, relu=False)
+    b.cur = out
+    b.global_avgpool()
+    b.flatten()
+    b.dense(5, relu=False)
+    return b.model(), b.smooth_images(32, -1, 1)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_residual_graphs_against_onnxruntime(seed):
+    """Random DAGs with several skip connections: the import against onnxruntime (1e-5), and
+    the golden int8 inference of its quantization close to the float output; the compiler
+    takes it or refuses it with a CompileError naming a layer."""
+    from npu.compiler import CompileError, compile_model
+    m, x = random_dag(seed)
+    arch, params = onnx_to_arch(m)
+    read = {n for L in arch["layers"] for n in L["inputs"]} | {arch["output"]}
+    assert all(L["name"] in read for L in arch["layers"])     # dead branches pruned
+    want = float_outputs(m, x)
+    assert np.abs(nchw_forward(arch, params, x) - want).max() <= 1e-4 * max(
+        1.0, np.abs(want).max()), f"seed={seed}"
+    model = import_onnx(m, x)
+    r = compare_outputs(want, golden_run(model, to_model_input(model, x)), model.output_scale,
+                        model.output_zero_point)
+    assert r["mean_cosine"] >= 0.9, (seed, r)
+    try:
+        compile_model(model, {}, batch=1)
+    except CompileError as e:
+        assert "layer" in str(e) and "\n" not in str(e), (seed, str(e))
+
+
+def test_random_residual_graph_on_the_rtl(tmp_path, capsys, sim_seed):
+    """A random DAG with several skip connections (seed 3: nine adds, four tensors read by
+    several layers) through ``npu run``: bit-exact against golden, cycles as predicted."""
+    _need_verilator()
+    seed = sim_seed(3)
+    m, x = random_dag(seed)
+    status, res = _cli_run(tmp_path, capsys, m, x, x[:2])
+    assert status == 0 and res["all_exact"], f"seed={seed}"
+    assert res["cycles_per_batch"] == res["predicted_cycles_per_batch"], f"seed={seed}"
+    assert [r["type"] for r in res["layers"]].count("add") >= 4, f"seed={seed}"
