@@ -393,10 +393,12 @@ def test_residual_onnx_on_the_rtl_with_float_reference(tmp_path, capsys):
 
 
 @pytest.mark.xfail(strict=True, reason="npu_top ends the ELTWISE of the second stack's add "
-                   "(16x16x32, IN_CW=4: A at 1024, B at 0, OUT at 2048, 1024 words each) with "
-                   "Error.ADDRESS although the regions are disjoint and inside ACT; the same "
-                   "add alone runs bit-exact, and so does ResNet-8 with 8 channels per stack: "
-                   "a compiler/hardware problem, reported to the lead")
+                   "(16x16x32, A at 1024, OUT at 2048) with Error.ADDRESS: its disjointness "
+                   "check reads a_last_row/b_last_row, the last two setup products, before "
+                   "they reach it (product -> tensor_end b, end -> regions_disjoint in_hi, ok "
+                   "-> engine_fsm oks: 5 registers, CHECK_SETTLE = 3), so it sees the previous "
+                   "ELTWISE's (add8, 32 rows): A becomes [1024, 3072) and overlaps OUT. "
+                   "A hardware fix for the lead (hw/sizes.py, hw/eltwise_engine.py)")
 def test_resnet8_onnx_on_the_rtl(tmp_path, capsys):
     """The issue's ResNet-8 (16/32/64 channels) at the default configuration, batch 1."""
     _need_verilator()
