@@ -18,7 +18,10 @@ inference and prints per image the class, the cycles and whether it matched, the
 table: cycle model against the hardware counters, PE utilization against the ideal bound
 MACs / (R*C), and the SCALE-Sim textbook prediction. It exits 1 on any mismatch.
 Images: ``A:B`` indexes the reference test set (scikit-learn digits, committed), or the
-``images`` array of ``--data FILE.npz`` (int8 N x H x W x C, optional ``labels``).
+``images`` array of ``--data FILE.npz`` (int8 N x H x W x C, or float in the ONNX input
+layout; optional ``labels``). With an ``.onnx`` model and float images, ``npu run`` also
+reports the float reference (:mod:`npu.float_reference`: onnxruntime's float graph on the same
+images against the int8 outputs of the RTL, and onnxruntime's own static quantization).
 A ``.tflite`` ``--model`` (int8) is imported as it is (npu/tflite_import.py) and its images
 also go through LiteRT's reference kernels (npu/litert_reference.py): ``npu run`` prints
 whether every output equals LiteRT's, puts ``"litert_reference"`` in ``--json`` and exits 1 on
@@ -97,13 +100,17 @@ def config_params(args: argparse.Namespace) -> dict[str, int]:
 
 def _native_model(args):
     """Dispatch on the suffix of ``--model``: an ``.onnx`` or ``.tflite`` file is imported
-    (``args.tflite`` keeps the ``.tflite`` path for LiteRT); returns the golden.model file."""
+    (``args.onnx`` / ``args.tflite`` keep its path, for the float reference and LiteRT);
+    returns the golden.model file."""
     suffix = Path(args.model).suffix.lower()
     args.tflite = args.model if suffix == ".tflite" else None
-    if suffix == ".onnx":                              # import + quantize (or reuse), see
+    args.onnx = args.model if suffix == ".onnx" else None
+    if args.calib and not args.onnx:
+        raise ValueError(f"--calib is for an .onnx --model; {args.model} is already quantized")
+    if args.onnx:                                      # import + quantize (or reuse), see
         from npu.onnx_import import load_or_quantize    # npu/onnx_import.py
         return str(load_or_quantize(args.model, args.calib))
-    if suffix == ".tflite":                            # int8 as it is, see npu/tflite_import.py
+    if args.tflite:                                    # int8 as it is, see npu/tflite_import.py
         from npu.tflite_import import load_tflite
         return str(load_tflite(args.model))
     return args.model
@@ -169,9 +176,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {problem}")
     model, prog = _load(args)
     index, images, labels = _images(args)
+    from golden import digits
+    if args.onnx and not args.data and (model.input_scale, model.input_zero_point) != (
+            digits.INPUT_SCALE, digits.INPUT_ZERO_POINT):
+        raise SystemExit(f"error: {args.onnx}: pass --data with float images in the ONNX "
+                         f"input layout (the reference digits are quantized for the "
+                         f"reference CNN's input, not this model's)")
+    float_images = None
     if images.dtype.kind == "f" and not args.tflite:   # float images in ONNX's (N, C, H, W)
         from npu.onnx_import import to_model_input
-        images = to_model_input(model, images)
+        float_images, images = images, to_model_input(model, images)
     if images.shape[1:] != tuple(model.input_shape) or images.dtype != np.int8:
         raise SystemExit(f"error: images are {images.dtype} {images.shape[1:]}, the model takes "
                          f"int8 {tuple(model.input_shape)}")
@@ -230,6 +244,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         for rec, lab in zip(records, labels):
             rec["label"] = int(lab)
         result["accuracy"] = float(np.mean([r["pred"] == r["label"] for r in records]))
+    outputs = [rec["output"] for rec in records]
+    if args.onnx and float_images is not None:       # how far is int8 from the float graph
+        from npu.float_reference import run_report
+        result["float_reference"] = run_report(args.onnx, float_images, outputs, model, labels,
+                                               args.calib)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -289,6 +308,9 @@ def _print_result(res, cfg, args):
     print(f"end to end: {macs} MACs in {res['cycles_per_batch']} cycles = "
           f"{100 * macs / (cfg.rows * cfg.cols * res['cycles_per_batch']):.1f}% of the "
           f"{cfg.rows}x{cfg.cols} array's peak")
+    if "float_reference" in res:
+        from npu.float_reference import format_report
+        print("\n" + "\n".join(format_report(res["float_reference"])))
     if res["waves"]:
         print(f"waves: {res['waves']}")
 
@@ -310,9 +332,10 @@ def _add_compile_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_arguments(parser)
     parser.add_argument("--images", default="0:32", help="A:B range of images (default 0:32)")
-    parser.add_argument("--data", help=".npz with int8 'images' (and 'labels') in the model's "
-                        "input layout: N x H x W x C (a .tflite model's NHWC input without "
-                        "its batch axis)")
+    parser.add_argument("--data", help=".npz with 'images' (and 'labels'): int8 in the model's "
+                        "input layout, N x H x W x C (a .tflite model's NHWC input without its "
+                        "batch axis), or float in the ONNX input layout (an .onnx --model then "
+                        "also reports the float reference: onnxruntime on the same images)")
     parser.add_argument("--sim", default="verilator", choices=SIMULATORS)
     parser.add_argument("--waves", action="store_true",
                         help="write an FST trace (Verilator needs zlib1g-dev, else VCD)")

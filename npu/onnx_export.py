@@ -3,11 +3,13 @@
     npu onnx --compare        # the figures in the README (or python -m npu.onnx_export --compare)
     npu onnx                  # just write the files (build/onnx/)
 
-* :func:`export_float`: a float architecture (:mod:`golden.float_model`) as an ONNX model in
-  the layout PyTorch exports: input ``(N, C, H, W)`` float32 with a symbolic batch, Conv (OIHW
-  weights), Relu / Clip(0, 6), MaxPool / AveragePool (count_include_pad = 1), Flatten (the
-  (c, h, w) order, so the first Gemm's weight rows are permuted from the project's (h, w, c)),
-  Gemm (transB = 1), LeakyRelu / Sigmoid / Tanh, Softmax. Opset 13.
+* :func:`export_float`: a float architecture (:mod:`golden.float_model`, a chain or a graph)
+  as an ONNX model in the layout PyTorch exports: input ``(N, C, H, W)`` float32 with a
+  symbolic batch, Conv (OIHW weights; depthwise: group = channels; kernel, strides and pads
+  [top, left, bottom, right] from the layer's window), Add, Relu / Clip(0, 6), MaxPool /
+  AveragePool (count_include_pad 1 for count "kernel", 0 for "valid"), Flatten (the (c, h, w)
+  order, so the first Gemm's weight rows are permuted from the project's (h, w, c)), Gemm
+  (transB = 1), LeakyRelu / Sigmoid / Tanh, Softmax. Opset 13.
 * :func:`export_qdq`: an int8 model (:mod:`golden.model`) in the QDQ format: every activation
   goes through QuantizeLinear/DequantizeLinear with the layer's scale and zero point; weights
   are the model's int8 tensors (OIHW / (N, K)) behind a per-channel DequantizeLinear (scale
@@ -100,22 +102,50 @@ def _onnx_in_shape(shape):
     return [shape[2], shape[0], shape[1]] if len(shape) == 3 else list(shape)
 
 
+def _window_attrs(win):
+    """ONNX Conv/pool attributes of a golden.conv.Window (pads: top, left, bottom, right)."""
+    return {"kernel_shape": [win.kh, win.kw], "strides": [win.sy, win.sx],
+            "pads": [win.pt, win.pl, win.pb, win.pr]}
+
+
+def _pool_node(g, typ, win, count, x, name):
+    kw = _window_attrs(win)
+    if typ == "avgpool2d":
+        kw["count_include_pad"] = int(count == "kernel")
+    return g.node("MaxPool" if typ == "maxpool2d" else "AveragePool", [x], name, **kw)
+
+
+def _conv_weights(typ, w, win, n):
+    """The project's GEMM weights ``(K, N)`` as ONNX OIHW (``(C, 1, kh, kw)`` depthwise)."""
+    if typ == "depthwise_conv2d":
+        return np.ascontiguousarray(w.reshape(win.kh, win.kw, n).transpose(2, 0, 1)[:, None])
+    return np.ascontiguousarray(w.reshape(win.kh, win.kw, -1, n).transpose(3, 2, 0, 1))
+
+
+def _conv_node(g, typ, win, n, x, w, b, name):
+    group = {"group": n} if typ == "depthwise_conv2d" else {}
+    return g.node("Conv", [x, w, b], name, **_window_attrs(win), **group)
+
+
 def export_float(arch, params, path=None):
-    """Float ONNX of ``(arch, params)``; returns the ModelProto (and saves it to ``path``)."""
-    from golden.float_model import output_shapes
+    """Float ONNX of ``(arch, params)`` (a chain or a graph); returns the ModelProto (and
+    saves it to ``path``). Window geometry (non-square kernels and strides, asymmetric
+    padding) comes from each layer's :class:`golden.conv.Window`."""
+    from golden.float_model import layer_inputs, output_shapes, window
     shapes = output_shapes(arch)
     g = _Graph()
-    x = "input"
-    shape, perm = tuple(arch["input_shape"]), None
-    for L, out_shape in zip(arch["layers"], shapes):
-        t, name = L["type"], L.get("name") or L["type"]
-        if t == "conv2d":
-            k, cin, cout = L["kernel"], L["in_channels"], L["out_channels"]
-            w = np.asarray(params[name]["weights"], np.float32).reshape(k, k, cin, cout)
-            x = g.node("Conv", [x, g.const(f"{name}.weight", w.transpose(3, 2, 0, 1)),
-                                g.const(f"{name}.bias", np.asarray(params[name]["bias"],
-                                                                   np.float32))], name,
-                       kernel_shape=[k, k], strides=[L["stride"]] * 2, pads=[L["padding"]] * 4)
+    env = {"input": ("input", tuple(arch["input_shape"]), None)}   # tensor, shape, perm
+    names = []
+    for i, (L, ins, out_shape) in enumerate(zip(arch["layers"], layer_inputs(arch), shapes)):
+        t, name = L["type"], L.get("name") or f"{L['type']}{i}"
+        names.append(name)
+        x, shape, perm = env[ins[0]]
+        if t in ("conv2d", "depthwise_conv2d"):
+            win, n = window(L), out_shape[-1]
+            w = _conv_weights(t, np.asarray(params[name]["weights"], np.float32), win, n)
+            x = _conv_node(g, t, win, n, x, g.const(f"{name}.weight", w),
+                           g.const(f"{name}.bias", np.asarray(params[name]["bias"],
+                                                              np.float32)), name)
         elif t == "dense":
             w = np.asarray(params[name]["weights"], np.float32)
             if perm is not None:
@@ -125,11 +155,7 @@ def export_float(arch, params, path=None):
                                                                    np.float32))], name,
                        transB=1)
         elif t in ("maxpool2d", "avgpool2d"):
-            kw = dict(kernel_shape=[L["kernel"]] * 2, strides=[L["stride"]] * 2,
-                      pads=[L["padding"]] * 4)
-            if t == "avgpool2d":
-                kw["count_include_pad"] = 1
-            x = g.node("MaxPool" if t == "maxpool2d" else "AveragePool", [x], name, **kw)
+            x = _pool_node(g, t, window(L), L.get("count", "kernel"), x, name)
         elif t == "flatten":
             if len(shape) == 3:
                 perm = flatten_perm(*shape)
@@ -138,23 +164,28 @@ def export_float(arch, params, path=None):
             x = _act_node(g, L["function"], x, name)
         elif t == "softmax":
             x = g.node("Softmax", [x], name, axis=-1)
-        if t in ("conv2d", "dense") and L.get("activation", "none") != "none":
+        elif t == "add":
+            x = g.node("Add", [x, env[ins[1]][0]], name)
+        if t in ("conv2d", "depthwise_conv2d", "dense", "add") and \
+                L.get("activation", "none") != "none":
             x = _act_node(g, L["activation"], x, f"{name}_{L['activation']}")
-        shape = out_shape
+        env[name] = (x, out_shape, perm)
     import onnx
+    out = env[arch.get("output", names[-1])]
     m = g.model(arch.get("name", "model"), "input", _onnx_in_shape(arch["input_shape"]),
-                [(x, onnx.TensorProto.FLOAT, shapes[-1])])
+                [(out[0], onnx.TensorProto.FLOAT, out[1])])
     if path is not None:
         onnx.save(m, str(path))
     return m
 
 
 def export_qdq(model, path=None, start=0):
-    """QDQ ONNX of the int8 ``model`` (layers ``start`` ..); returns the ModelProto.
+    """QDQ ONNX of the int8 ``model`` (layers ``start`` ..; with ``start`` > 0 a chain from
+    there, its first layer reading the graph input); returns the ModelProto.
 
     The graph input is float in the ONNX layout, quantized by the first layer's input
-    quantization; graph outputs: the last layer's dequantized output, then ``<layer>_q``
-    (int8) of every layer."""
+    quantization; graph outputs: the model's output dequantized, then ``<layer>_q`` (int8)
+    of every layer."""
     import onnx
     layers = model.layers[start:]
     first = layers[0]
@@ -167,25 +198,29 @@ def export_qdq(model, path=None, start=0):
         q = g.node("QuantizeLinear", [x, sc, zp], f"{name}_quant", out=f"{name}_q")
         return q, g.node("DequantizeLinear", [q, sc, zp], f"{name}_dequant")
 
-    q_in, x = qdq("input", s_in, z_in, "input")
+    q_in, x_in = qdq("input", s_in, z_in, "input")
+    in_name = first.inputs[0] if start else "input"
+    env = {in_name: (x_in, None)}               # tensor -> (dequantized ONNX tensor, perm)
     outputs, quant = [], {"input": [s_in, z_in]}
-    perm = None
     in_shape = first.in_shape
     for L in layers:
         a, name, t = L.attrs, L.name, L.type
+        if any(n not in env for n in L.inputs):
+            raise ValueError(f"layer {name!r} reads {L.inputs}, not all computed from layer "
+                             f"{start} on: export the whole graph (start = 0)")
+        x, perm = env[L.inputs[0]]
         s_x = a["input"]["scale"]
         s_y, z_y = a["output"]["scale"], a["output"]["zero_point"]
         quant[name] = {"output": [s_y, z_y]}
-        if t in ("conv2d", "dense"):
+        if t in ("conv2d", "depthwise_conv2d", "dense"):
             wq, ws = L.tensors["weights"], L.tensors["weight_scale"]
             n = wq.shape[1]
-            if t == "conv2d":
-                k, cin = a["kernel"], a["in_channels"]
-                w_onnx = wq.reshape(k, k, cin, n).transpose(3, 2, 0, 1)
-            else:
+            if t == "dense":
                 if perm is not None:
                     wq, perm = wq[perm], None
                 w_onnx = wq.T
+            else:
+                w_onnx = _conv_weights(t, wq, L.window, n)
             wd = g.node("DequantizeLinear", [
                 g.const(f"{name}.weight_int8", np.ascontiguousarray(w_onnx).astype(np.int8)),
                 g.const(f"{name}.weight_scale", ws.astype(np.float32)),
@@ -194,20 +229,13 @@ def export_qdq(model, path=None, start=0):
                 g.const(f"{name}.bias_int32", L.tensors["bias"].astype(np.int32)),
                 g.const(f"{name}.bias_scale", (s_x * ws).astype(np.float32)),
                 g.const(f"{name}.bias_zp", np.zeros(n, np.int32))], f"{name}_bdq", axis=0)
-            if t == "conv2d":
-                y = g.node("Conv", [x, wd, bd], name, kernel_shape=[k, k],
-                           strides=[a["stride"]] * 2, pads=[a["padding"]] * 4)
-            else:
+            if t == "dense":
                 y = g.node("Gemm", [x, wd, bd], name, transB=1)
-            if a["fused_activation"] != "none":
-                y = _act_node(g, a["fused_activation"], y, f"{name}_{a['fused_activation']}")
+            else:
+                y = _conv_node(g, t, L.window, n, x, wd, bd, name)
             quant[name].update(weight_scale=ws.tolist(), bias_scale=(s_x * ws).tolist())
         elif t in ("maxpool2d", "avgpool2d"):
-            kw = dict(kernel_shape=[a["kernel"]] * 2, strides=[a["stride"]] * 2,
-                      pads=[a["padding"]] * 4)
-            if t == "avgpool2d":
-                kw["count_include_pad"] = 1
-            y = g.node("MaxPool" if t == "maxpool2d" else "AveragePool", [x], name, **kw)
+            y = _pool_node(g, t, L.window, a.get("count", "kernel"), x, name)
         elif t == "flatten":
             if len(L.in_shape) == 3:
                 perm = flatten_perm(*L.in_shape)
@@ -216,13 +244,20 @@ def export_qdq(model, path=None, start=0):
             y = _act_node(g, a.get("function", ""), x, name)
         elif t == "softmax":
             y = g.node("Softmax", [x], name, axis=-1)
+        elif t == "add":
+            y = g.node("Add", [x, env[L.inputs[1]][0]], name)
         else:
             raise ValueError(f"layer {name!r}: type {t} has no QDQ export")
+        if t in ("conv2d", "depthwise_conv2d", "dense", "add") and \
+                a.get("fused_activation", "none") != "none":
+            y = _act_node(g, a["fused_activation"], y, f"{name}_{a['fused_activation']}")
         q, x = qdq(y, s_y, z_y, name)
+        env[name] = (x, perm)
         outputs.append((q, onnx.TensorProto.INT8, L.out_shape))
     meta = {"npu.quantization": json.dumps(quant)}
+    out = model.output if model.output in env else layers[-1].name
     m = g.model(f"{model.name}_qdq", "input", _onnx_in_shape(in_shape),
-                [(x, onnx.TensorProto.FLOAT, layers[-1].out_shape),
+                [(env[out][0], onnx.TensorProto.FLOAT, model.layer(out).out_shape),
                  (q_in, onnx.TensorProto.INT8, in_shape)] + outputs, meta)
     if path is not None:
         onnx.save(m, str(path))
@@ -314,10 +349,9 @@ def near_tie(L, x):
     float32, ties to even). Returns a bool array in the golden layout."""
     from golden.conv import conv2d_int8
     from golden.gemm import gemm
-    a = L.attrs
     if L.type == "conv2d":
-        acc = conv2d_int8(x, L.tensors["weights"], L.gemm_bias, a["kernel"], a["stride"],
-                          a["padding"], L.in_zero_point)
+        acc = conv2d_int8(x, L.tensors["weights"], L.gemm_bias, L.window,
+                          input_zero_point=L.in_zero_point)
     else:
         acc = gemm(x, L.tensors["weights"], L.gemm_bias)
     sh = L.tensors["shift"].astype(np.float64)

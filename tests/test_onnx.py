@@ -63,7 +63,11 @@ def test_import_of_exported_reference_gives_the_same_models(reference, tmp_path)
     export_float(arch, params, path)
     arch2, params2 = onnx_to_arch(path)
     strip = [{k: v for k, v in L.items() if k != "name"} for L in arch["layers"]]
-    assert [{k: v for k, v in L.items() if k != "name"} for L in arch2["layers"]] == strip
+    assert [{k: v for k, v in L.items() if k not in ("name", "inputs")}
+            for L in arch2["layers"]] == strip
+    # a chain: each layer reads the one before it
+    assert [L["inputs"] for L in arch2["layers"]] == [["input"]] + [
+        [L["name"]] for L in arch2["layers"][:-1]]
     for L, L2 in zip(arch["layers"], arch2["layers"]):
         if L["type"] in ("conv2d", "dense"):   # incl. the Flatten row permutation of fc1
             for t in ("weights", "bias"):
@@ -517,7 +521,7 @@ def test_refuses_dynamic_shape():
 def test_refuses_grouped_conv():
     conv, w = _conv(cin=2, cout=4, group=2, name="dw")
     refuse(_chain([conv], [w], in_dims=("N", 2, 8, 8)), "'dw'", "(Conv)", "grouped",
-           "group = 2")
+           "group = 2", "depthwise")
 
 
 def test_refuses_malformed_files(tmp_path):
@@ -536,9 +540,10 @@ def test_refuses_malformed_files(tmp_path):
 
 
 @pytest.mark.parametrize("case,needles", [
-    ("opset", ("opset 11",)),
-    ("branch", ("'sum'", "(Add)", "not a simple chain")),
-    ("asym_pads", ("'conv0'", "(Conv)", "asymmetric pads")),
+    ("opset", ("opset 6", ">= 7")),
+    ("branch", ("'sum'", "(Add)", "shapes (N, 4, 6, 6) and (N, 1, 8, 8)", "no broadcasting")),
+    ("auto_pad_and_pads", ("'conv0'", "(Conv)", "auto_pad SAME_UPPER together with explicit "
+                           "pads", "forbids")),
     ("dilation", ("'conv0'", "(Conv)", "dilations")),
     ("clip", ("'clip'", "(Clip)", "Clip(-1.0, 1.0)")),
     ("ceil", ("'pool'", "(MaxPool)", "ceil_mode")),
@@ -549,11 +554,11 @@ def test_refuses_other_cases(case, needles):
     conv, w = _conv()
     nodes, inits, kw = [conv], [w], {}
     if case == "opset":
-        kw["opset"] = 11
+        kw["opset"] = 6
     elif case == "branch":
         nodes.append(helper.make_node("Add", ["c", "x"], ["y"], name="sum"))
-    elif case == "asym_pads":
-        nodes[0], inits[0] = _conv(pads=[0, 0, 1, 1])
+    elif case == "auto_pad_and_pads":
+        nodes[0], inits[0] = _conv(pads=[1, 1, 1, 1], auto_pad="SAME_UPPER")
     elif case == "dilation":
         nodes[0], inits[0] = _conv(dilations=[2, 2])
     elif case == "clip":
