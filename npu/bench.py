@@ -149,6 +149,23 @@ def print_mlperf(rows: list[dict], R: int, C: int, fmax: float | None, stale: st
                   f"{100 * low['utilization']:.1f}%")
 
 
+def float_agreement() -> list[dict]:
+    """How far int8 is from float on the MLPerf-shaped ONNX graphs of :mod:`npu.zoo`: top-1
+    agreement with onnxruntime's float output of the project's quantization (golden, which
+    the RTL matches bit for bit) and of onnxruntime's quantize_static, on the same images."""
+    from npu.float_reference import zoo_agreement
+    return [zoo_agreement(name) for name in ("resnet8", "ds_cnn", "mobilenet_v1")]
+
+
+def print_float_agreement(rows: list[dict]):
+    print("\nint8 against the float ONNX graph (npu.zoo, seeded weights; top-1 agreement with "
+          "onnxruntime's float output):")
+    print(f"  {'model':13s} {'images':>6} {'this project':>12} {'ORT quantize_static':>19}")
+    for r in rows:
+        print(f"  {r['model']:13s} {r['images']:>6} {100 * r['top1_agreement']:>11.1f}% "
+              f"{100 * r['ort_static_top1_agreement']:>18.1f}%")
+
+
 def main(args: argparse.Namespace) -> int:
     """Measure, print the report and write ``docs/bench/`` (``npu bench``)."""
     params = args.params
@@ -159,6 +176,7 @@ def main(args: argparse.Namespace) -> int:
     fmax = synth["fmax_mhz"] if synth and not stale else None
     lenet_rows, lenet_cycles = lenet5(params)
     mlperf = mlperf_shapes(params)
+    agreement = float_agreement()
     # Double buffering: WGT too small for the resident weights, so they stream per batch.
     streamed_params = {**params, "wgt_depth": STREAMED_WGT_DEPTH}
     streamed = run_reference(streamed_params, 1, "0:4")
@@ -204,6 +222,7 @@ def main(args: argparse.Namespace) -> int:
           f"SCALE-Sim {100 * macs / (R * C * ss):.1f}%; whole program {lenet_cycles} cycles")
 
     print_mlperf(mlperf, R, C, fmax, stale)
+    print_float_agreement(agreement)
 
     OUT.mkdir(parents=True, exist_ok=True)
     report = {"rows": R, "cols": C, "reference": {str(b): {k: v for k, v in r.items()
@@ -215,7 +234,7 @@ def main(args: argparse.Namespace) -> int:
                                    "foreground_only_predicted": single_cycles},
               "fmax_mhz": fmax, "synth": synth, "lenet5": {"layers": lenet_rows,
                                                             "cycles": lenet_cycles},
-              "mlperf_shapes": mlperf}
+              "mlperf_shapes": mlperf, "float_agreement": agreement}
     (OUT / "bench.json").write_text(json.dumps(report, indent=1))
     _plots(runs, R, C)
     print(f"\nwrote {OUT / 'bench.json'} and plots in {OUT}")
