@@ -10,7 +10,7 @@ import pytest
 from golden import float_model
 from golden.model import save_model
 from golden.ptq import activation_qparams, quantize_model
-from hw.isa import Op, decode
+from hw.isa import Mem, Op, decode
 from npu.compiler import compile_model
 from npu.perf import predict
 from flow.simulate import missing_simulator, run
@@ -246,5 +246,40 @@ def test_verilator_weights_streamed_in_slices(tmp_path, sim_seed):
     # and (PARAM being resident) nothing else
     assert sum(decode(w)["background"] for w in prog.infer if decode(w)["op"] == Op.LOAD) == 4
     rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(51), batch=2, model=model)
+    assert all(r["exact"] for r in rep["records"])
+    check_cycle_model(model, 2, rep)
+
+
+def tflite_softmax_model(seed, beta):
+    """Dense layers ending in softmax variant "tflite" (golden.tflite.softmax_tflite, with
+    ``beta``) over 37 classes (not a multiple of C: a partial last word)."""
+    import dataclasses
+    from golden.tflite import softmax_params as tflite_softmax_params
+    rng = np.random.default_rng(seed)
+    arch = {"name": "tflsoftmax", "input_shape": [3, 3, 4], "layers": [
+        {"type": "flatten", "name": "flatten"},
+        {"type": "dense", "name": "fc0", "in_features": 36, "out_features": 37,
+         "activation": "none"},
+        {"type": "softmax", "name": "softmax"},
+    ]}
+    model = quantized(arch, rng)
+    L = model.layers[-1]
+    params = tflite_softmax_params(L.in_quant[0][0], beta)
+    L.attrs.update({"variant": "tflite", "beta": beta, "params": dataclasses.asdict(params)})
+    L.softmax_params = params
+    return model
+
+
+@pytest.mark.parametrize("seed,beta", [(61, 1.0), (62, 24.0)])
+def test_verilator_tflite_softmax(tmp_path, sim_seed, seed, beta):
+    """SOFTMAX in TFLite mode (SM_MODE 1, its exp table LOADed into SM_EXP) bit-exact with
+    golden.tflite.softmax_tflite and cycle-exact; beta 24 cuts most values off (diff_min)
+    and saturates the maximum at 127."""
+    model = tflite_softmax_model(sim_seed(seed), beta)
+    prog = compile_model(model, CONFIG, batch=2)
+    assert any(decode(w)["op"] == Op.LOAD and decode(w)["mem"] == Mem.SM_EXP
+               for w in prog.infer)
+    rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(seed), batch=2,
+                  model=model)
     assert all(r["exact"] for r in rep["records"])
     check_cycle_model(model, 2, rep)
