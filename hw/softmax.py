@@ -1,4 +1,5 @@
-"""Streaming int8 softmax unit, bit-exact with :func:`golden.softmax.softmax`.
+"""Streaming int8 softmax unit, bit-exact with :func:`golden.softmax.softmax` (``mode`` 0) or
+:func:`golden.tflite.softmax_tflite` (``mode`` 1, "TFLite mode").
 
 Contract
 --------
@@ -9,7 +10,13 @@ final beat. ``multiplier`` (31 bits) and ``right_shift`` (5 bits) are the ``M0``
 of :func:`golden.softmax.softmax_params`; they are static configuration and must not change
 while a vector is in the unit.
 
-A frame longer than ``max_len`` is refused without hanging: it is consumed and discarded up to
+``mode`` is static configuration too. In TFLite mode ``multiplier`` and ``right_shift`` are
+unused; the exp table (:func:`golden.tflite.softmax_exp_table` of the input's
+:class:`golden.tflite.SoftmaxTfliteParams`) must have been written through ``exp_table`` (one
+entry per beat, always ready; it keeps its contents until rewritten; write it only while no
+vector is in the unit) and vectors are at most ``tflite_max_len`` = min(max_len, 511) long.
+
+A frame longer than ``max_len`` (TFLite mode: ``tflite_max_len``) is refused without hanging: it is consumed and discarded up to
 its ``last`` beat, produces no output frame, sets the sticky ``overflow`` flag (cleared only by
 reset) and increments ``dropped`` (16 bits, wraps). Vectors before and after it are unaffected.
 
@@ -35,6 +42,15 @@ a bank is held for about 3L + 36 cycles. A steady stream of length-L vectors the
 ``max(L + 1, 20, (3L + 36) / banks)`` cycles per vector: L + 1 for L >= 19 with the default
 8 banks (measured: 257 cycles for L = 256, 65 for L = 64, 20 for L <= 19). The last output
 element of a lone vector leaves 3L + 54 cycles after its first input element.
+
+TFLite mode (:mod:`hw.softmax_tflite`) keeps the stages and their timing but for two: B
+looks ``e`` up in the exp table (:class:`hw.softmax_tflite.TableExp`, the ExpUnit's latency)
+and sums ``RDBPOT(e, 12)``; D is :class:`hw.softmax_tflite.TfliteReciprocal`
+(:data:`TFLITE_RECIP_STEPS` = 54 cycles: clz and the Newton-Raphson reciprocal on one SRDHM
+pipeline, so about 56 cycles per vector with hand-over); C computes
+``RDBPOT(SRDHM(R, e), shift)`` with an :class:`hw.softmax_tflite.Srdhm` (four 17 x 17
+multipliers), :data:`TFLITE_OUT_EXTRA` (4) stages more than the project output path. A
+steady stream then runs at ``max(L + 1, 56, about (3L + 72) / banks)`` cycles per vector.
 
 Timing: every register stage holds at most one carry chain, one multiplexer tree or one
 block RAM read. Block RAM reads (:class:`BlockRam`) are registered twice, the array and an

@@ -75,12 +75,21 @@ def test_reciprocal_matches_golden():
         assert g == golden_reciprocal(total), f"seed={seed} S={total}"
 
 
-def run_tflite(vectors, params, max_len, seed, stall_in=0.0, stall_out=0.0, banks=hs.BANKS):
+def run_tflite(vectors, params, max_len, seed, stall_in=0.0, stall_out=0.0, banks=hs.BANKS,
+               done_cycles=None):
     """Load the exp table of ``params``, stream ``vectors`` through the unit in TFLite mode;
-    returns the output vectors."""
+    returns the output vectors (and appends the cycle of each output's end to
+    ``done_cycles``)."""
     dut = SoftmaxUnit(max_len, banks)
     table = gt.softmax_exp_table(params)
     outputs = []
+    done_cycles = [] if done_cycles is None else done_cycles
+    cycle = [0]
+
+    async def clock_count(ctx):
+        while True:
+            await ctx.tick()
+            cycle[0] += 1
 
     async def feed(ctx):
         ctx.set(dut.mode, 1)
@@ -94,10 +103,11 @@ def run_tflite(vectors, params, max_len, seed, stall_in=0.0, stall_out=0.0, bank
         stalls = Stalls(stall_out, [seed, 1])
         while len(outputs) < len(vectors):
             outputs.append(as_array(await receive(ctx, dut.probs, stalls=stalls), dtype=np.int8))
+            done_cycles.append(cycle[0])
 
     total = sum(len(v) for v in vectors)
     slow = 1 + 4 * max(stall_in, stall_out)
-    simulate(dut, feed, collect,
+    simulate(dut, feed, collect, processes=[clock_count],
              cycles=int((3 * total + (ht.RECIP_STEPS + 60) * len(vectors)) * slow + 600))
     return outputs
 
@@ -143,3 +153,20 @@ def test_pysim_random(max_len, banks, seed):
         np.testing.assert_array_equal(g, gt.softmax_tflite(v, params),
                                       err_msg=f"seed={seed} scale {scale} beta {beta} "
                                               f"vector {n}")
+
+
+@pytest.mark.parametrize("L", [4, 64])
+def test_pysim_throughput(L):
+    """Back-to-back vectors, no backpressure: max(L + 1, TFLITE_RECIP_STEPS + 2) cycles per
+    vector (stages A, B and C stream one element per cycle; stage D takes its steps + 2)."""
+    bound = max(L + 1, hs.TFLITE_RECIP_STEPS + 2)
+    count = 5
+    rng = np.random.default_rng(5)
+    params = gt.softmax_params(np.float32(0.1))
+    vectors = [random_logits(rng, L) for _ in range(count)]
+    done = []
+    got = run_tflite(vectors, params, L, seed=5, done_cycles=done)
+    for v, g in zip(vectors, got):
+        np.testing.assert_array_equal(g, gt.softmax_tflite(v, params))
+    per_vector = (done[-1] - done[1]) / (count - 2)
+    assert per_vector <= bound, f"L={L}: {per_vector} cycles per vector"
