@@ -75,8 +75,8 @@ OPCODES = (
      "takes `count` words from `s_axis` into memory `mem` at `addr` (PARAM: `count` entries of "
      "`param_beats(C)` beats each; LUT: ceil(256/C) beats of table bytes, `addr` and `count` "
      "ignored; SM_EXP: `sm_exp_beats(C)` beats of the softmax exp table's 256 little-endian "
-     "int32 entries, `addr` and `count` ignored). With `background` (WGT, PARAM only) the sequencer goes on after the range check "
-     "while the LOAD runs; any LOAD first waits for a background LOAD still running"),
+     "int32 entries, `addr` and `count` ignored). With `background` (WGT, PARAM only) the "
+     "sequencer goes on after the range check while the LOAD runs; any LOAD first waits for a background LOAD still running"),
     ("STORE", 0x03, "transfer", ("addr", "shift", "count"),
      "sends ACT words `addr` .. `addr + count - 1` on `m_axis`, `tlast` on the last"),
     ("CONV", 0x04, None, (), "conv / dense layer: im2col addressing, the systolic array, "
@@ -107,7 +107,8 @@ class Mem(IntEnum):
 
 
 #: How the README's instruction table names each field.
-_FIELD_DOC = {"reg": "register", "value": "value", "mem": "memory (0 ACT, 1 WGT, 2 PARAM, 3 LUT, 4 SM_EXP)",
+_FIELD_DOC = {"reg": "register", "value": "value",
+              "mem": "memory (0 ACT, 1 WGT, 2 PARAM, 3 LUT, 4 SM_EXP)",
               "addr": "address", "background": "background", "count": "count",
               "shift": "pixel shift (ACT: 2**shift words per pixel)"}
 

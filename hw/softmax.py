@@ -16,9 +16,9 @@ unused; the exp table (:func:`golden.tflite.softmax_exp_table` of the input's
 entry per beat, always ready; it keeps its contents until rewritten; write it only while no
 vector is in the unit) and vectors are at most ``tflite_max_len`` = min(max_len, 511) long.
 
-A frame longer than ``max_len`` (TFLite mode: ``tflite_max_len``) is refused without hanging: it is consumed and discarded up to
-its ``last`` beat, produces no output frame, sets the sticky ``overflow`` flag (cleared only by
-reset) and increments ``dropped`` (16 bits, wraps). Vectors before and after it are unaffected.
+A frame longer than ``max_len`` (TFLite mode: ``tflite_max_len``) is refused without hanging:
+it is consumed and discarded up to its ``last`` beat, produces no output frame, sets the sticky
+``overflow`` flag (cleared only by reset) and increments ``dropped`` (16 bits, wraps). Vectors before and after it are unaffected.
 
 Method (see :mod:`golden.softmax` for the arithmetic and rounding): the two-pass softmax
 (maximum, then exp and sum) on a buffered vector, plus an output pass; ``x`` stays in the
