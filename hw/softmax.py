@@ -18,7 +18,8 @@ vector is in the unit) and vectors are at most ``tflite_max_len`` = min(max_len,
 
 A frame longer than ``max_len`` (TFLite mode: ``tflite_max_len``) is refused without hanging:
 it is consumed and discarded up to its ``last`` beat, produces no output frame, sets the sticky
-``overflow`` flag (cleared only by reset) and increments ``dropped`` (16 bits, wraps). Vectors before and after it are unaffected.
+``overflow`` flag (cleared only by reset) and increments ``dropped`` (16 bits, wraps). Vectors
+before and after it are unaffected.
 
 Method (see :mod:`golden.softmax` for the arithmetic and rounding): the two-pass softmax
 (maximum, then exp and sum) on a buffered vector, plus an output pass; ``x`` stays in the
@@ -98,7 +99,8 @@ RECIP_WIDTH = RECIP_BITS - EXP_ONE_BITS + 1        # R <= 2**17: 18 bits
 DIV_STEPS = RECIP_WIDTH
 #: Width of R as the output multiplier takes it (R saturated to 2**17 - 1, see SoftmaxUnit).
 RECIP_SAT_BITS = RECIP_WIDTH - 1
-#: ``mode``: 0 :func:`golden.softmax.softmax`, 1 :func:`golden.tflite.softmax_tflite`.
+#: ``mode`` by softmax variant (the model format's): 0 :func:`golden.softmax.softmax`, 1
+#: :func:`golden.tflite.softmax_tflite`.
 MODES = ("project", "tflite")
 #: Cycles of stage D in TFLite mode (:class:`hw.softmax_tflite.TfliteReciprocal`).
 TFLITE_RECIP_STEPS = RECIP_STEPS
@@ -398,7 +400,8 @@ class SoftmaxUnit(wiring.Component):
                      tex_b.table_data.eq(ttab.r0_data)]
         acc = Signal(AW)
         acc_next = Signal(AW)
-        m.d.comb += acc_next.eq(Mux(exp_b.tag_out[0], 0, acc) + Mux(tflite, tex_b.share, exp_b.e))
+        m.d.comb += acc_next.eq(Mux(exp_b.tag_out[0], 0, acc)
+                                + Mux(tflite, tex_b.share, exp_b.e))
         with m.If(exp_b.valid_out):
             m.d.sync += acc.eq(acc_next)
         m.d.comb += [fifo_bd.w_data.eq(acc_next),

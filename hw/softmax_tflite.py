@@ -16,7 +16,7 @@ The unit's output stage then computes ``q = RDBPOT(SRDHM(R, e), shift) - 128`` c
 (``e`` and ``R`` are non-negative, so RDBPOT rounds half up).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 

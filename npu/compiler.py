@@ -37,6 +37,7 @@ from hw.isa import Mem, Reg, decode, encode, encode_load, encode_set, encode_sto
 from hw.isa import Op as Op_
 from hw.isa import pack_param_entries, pack_sm_exp_table
 from hw.npu import NpuConfig
+from hw.softmax import MODES as SOFTMAX_MODES
 from npu.layout import (ConvUse, LayoutError, TensorLayout, choose_layout, pack_tensor,
                         unpack_tensor)
 
@@ -595,14 +596,16 @@ def _softmax_mode_regs(e, ctx, L, Cin):
     """SM_MODE and its parameters: variant "project" SM_MULT / SM_SHIFT; "tflite" the LOAD of
     its exp table (golden.tflite.softmax_exp_table of the layer's SoftmaxTfliteParams)."""
     p_ = L.softmax_params
-    if L.attrs.get("variant", "project") == "project":
-        return {Reg.SM_MODE: 0, Reg.SM_MULT: p_.multiplier, Reg.SM_SHIFT: p_.right_shift}
+    variant = L.attrs.get("variant", "project")
+    if variant == "project":
+        return {Reg.SM_MODE: SOFTMAX_MODES.index(variant), Reg.SM_MULT: p_.multiplier,
+                Reg.SM_SHIFT: p_.right_shift}
     if Cin > SOFTMAX_TFLITE_MAX_LEN:
         raise CompileError(f"layer {L.index} {L.name!r}: softmax variant 'tflite' over {Cin} "
                            f"values exceeds {SOFTMAX_TFLITE_MAX_LEN} (TFLite's sum would "
                            "overflow its output shift)")
     e.load(Mem.SM_EXP, 0, pack_sm_exp_table(softmax_exp_table(p_), ctx.cfg.cols), 1)
-    return {Reg.SM_MODE: 1}
+    return {Reg.SM_MODE: SOFTMAX_MODES.index(variant)}
 
 
 def _lower_softmax(e, ctx, k, op):

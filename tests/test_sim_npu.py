@@ -250,18 +250,24 @@ def test_verilator_weights_streamed_in_slices(tmp_path, sim_seed):
     check_cycle_model(model, 2, rep)
 
 
-def tflite_softmax_model(seed, beta):
-    """Dense layers ending in softmax variant "tflite" (golden.tflite.softmax_tflite, with
-    ``beta``) over 37 classes (not a multiple of C: a partial last word)."""
+def tflite_softmax_model(seed, beta, classes, spatial):
+    """A layer ending in softmax variant "tflite" (golden.tflite.softmax_tflite, with
+    ``beta``) over ``classes`` values: a dense layer, or (``spatial``) a 3x3 convolution whose
+    every pixel is one vector (many vectors: the unit's steady state)."""
     import dataclasses
     from golden.tflite import softmax_params as tflite_softmax_params
     rng = np.random.default_rng(seed)
-    arch = {"name": "tflsoftmax", "input_shape": [3, 3, 4], "layers": [
-        {"type": "flatten", "name": "flatten"},
-        {"type": "dense", "name": "fc0", "in_features": 36, "out_features": 37,
-         "activation": "none"},
-        {"type": "softmax", "name": "softmax"},
-    ]}
+    if spatial:
+        layers = [{"type": "conv2d", "name": "conv", "kernel": 3, "stride": 1, "padding": 1,
+                   "in_channels": 3, "out_channels": classes, "activation": "none"}]
+        shape = [6, 6, 3]
+    else:
+        layers = [{"type": "flatten", "name": "flatten"},
+                  {"type": "dense", "name": "fc0", "in_features": 36, "out_features": classes,
+                   "activation": "none"}]
+        shape = [3, 3, 4]
+    arch = {"name": "tflsoftmax", "input_shape": shape,
+            "layers": layers + [{"type": "softmax", "name": "softmax"}]}
     model = quantized(arch, rng)
     L = model.layers[-1]
     params = tflite_softmax_params(L.in_quant[0][0], beta)
@@ -270,12 +276,15 @@ def tflite_softmax_model(seed, beta):
     return model
 
 
-@pytest.mark.parametrize("seed,beta", [(61, 1.0), (62, 24.0)])
-def test_verilator_tflite_softmax(tmp_path, sim_seed, seed, beta):
+@pytest.mark.parametrize("seed,beta,classes,spatial", [
+    (61, 1.0, 37, False), (62, 24.0, 200, False), (63, 0.5, 19, True)])
+def test_verilator_tflite_softmax(tmp_path, sim_seed, seed, beta, classes, spatial):
     """SOFTMAX in TFLite mode (SM_MODE 1, its exp table LOADed into SM_EXP) bit-exact with
-    golden.tflite.softmax_tflite and cycle-exact; beta 24 cuts most values off (diff_min)
-    and saturates the maximum at 127."""
-    model = tflite_softmax_model(sim_seed(seed), beta)
+    golden.tflite.softmax_tflite and cycle-exact: a partial last word (37), vectors longer
+    than the reciprocal sequence (200; beta 24 cuts most values off at diff_min and
+    saturates the maximum at 127), 72 short vectors back to back (19 channels of 6x6 pixels,
+    batch 2)."""
+    model = tflite_softmax_model(sim_seed(seed), beta, classes, spatial)
     prog = compile_model(model, CONFIG, batch=2)
     assert any(decode(w)["op"] == Op.LOAD and decode(w)["mem"] == Mem.SM_EXP
                for w in prog.infer)
