@@ -278,10 +278,10 @@ class SoftmaxUnit(wiring.Component):
         super().__init__({
             "logits": In(stream.Signature(element_layout())),
             "probs": Out(stream.Signature(element_layout())),
-            "mode": In(1),
-            "exp_table": In(stream.Signature(table_entry_layout())),
             "multiplier": In(31),
             "right_shift": In(5),
+            "mode": In(1),
+            "exp_table": In(stream.Signature(table_entry_layout())),
             "overflow": Out(1),
             "dropped": Out(16),
         })

@@ -235,14 +235,14 @@ class SoftmaxTop(StreamTop):
     m_axis_y_tdata                 out  8      one int8 probability per beat (scale 1/256, zp -128)
     m_axis_y_tvalid/ready               1      handshake
     m_axis_y_tlast                 out  1      last element of a vector
+    cfg_multiplier                 in   31     ``M0`` of :func:`golden.softmax.softmax_params`
+    cfg_right_shift                in   5      ``-shift`` of the same (static while vectors are in
+                                               flight)
     cfg_mode                       in   1      0: :func:`golden.softmax.softmax`; 1: TFLite
                                                (:func:`golden.tflite.softmax_tflite`); static
     s_axis_exp_table_tdata         in   39     TFLite mode's exp table: bits 0..7 the entry, 8..38
                                                its value (:func:`golden.tflite.softmax_exp_table`)
     s_axis_exp_table_tvalid/ready       1      handshake (always ready)
-    cfg_multiplier                 in   31     ``M0`` of :func:`golden.softmax.softmax_params`
-    cfg_right_shift                in   5      ``-shift`` of the same (static while vectors are in
-                                               flight)
     overflow                       out  1      sticky: a frame longer than L_max was dropped
     dropped                        out  16     number of dropped over-long frames (wraps)
     =============================  ===  =====  ====================================================
