@@ -122,8 +122,7 @@ def all_differences(max_len):
 
 #: (input scale, beta): scales 1/256 .. 1 and large ones where diff_min cuts off early or
 #: every non-maximum is cut off (input_multiplier saturated).
-CASES = [(1 / 256, 1.0), (0.01, 0.5), (0.05, 1.0), (0.1, 2.0), (0.25, 1.0), (1.0, 1.0),
-         (3.0, 0.5), (100.0, 1.0)]
+CASES = [(1 / 256, 1.0), (0.01, 0.5), (0.1, 2.0), (1.0, 1.0), (3.0, 0.5), (100.0, 1.0)]
 
 
 @pytest.mark.parametrize("scale,beta", CASES)
@@ -136,7 +135,7 @@ def test_pysim_every_difference(scale, beta):
                                       err_msg=f"scale {scale} beta {beta} vector {n}")
 
 
-@pytest.mark.parametrize("max_len,banks,seed", [(16, 4, 1), (7, 2, 2), (1, 2, 3), (24, 3, 4)])
+@pytest.mark.parametrize("max_len,banks,seed", [(16, 4, 1), (7, 2, 2), (1, 2, 3)])
 def test_pysim_random(max_len, banks, seed):
     rng = np.random.default_rng(seed)
     scale = np.float32(2.0 ** rng.uniform(-8, 0))
