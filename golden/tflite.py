@@ -58,7 +58,8 @@ __all__ = [
     "avg_pool2d_tflite", "max_pool2d_tflite", "relu_tflite", "LUT_FUNCTIONS",
     "lut_table_tflite", "add_params", "add_int8",
     "SoftmaxTfliteParams", "softmax_params", "softmax_tflite", "exp_on_negative_values",
-    "one_over_one_plus_x_for_x_in_0_1",
+    "one_over_one_plus_x_for_x_in_0_1", "softmax_exp_table", "SOFTMAX_TFLITE_MAX_LEN",
+    "RECIPROCAL_START", "RECIPROCAL_NEWTON_STEPS",
 ]
 
 #: Fused activations of TFLite's options tables (``ActivationFunctionType``) handled here.
@@ -464,6 +465,10 @@ def add_int8(x1, x2, params, qmin=-128, qmax=127):
 #: Softmax's scaled differences are Q5.26 (``kScaledDiffIntegerBits``); the sum of exps Q12.19.
 SOFTMAX_DIFF_INTEGER_BITS = 5
 SOFTMAX_ACCUM_INTEGER_BITS = 12
+#: Longest vector :func:`softmax_tflite` takes for any data: each used element adds at most
+#: RDBPOT(2**31 - 1, 12) = 2**19 to the sum S, and the output shift ``12 - clz(S) + 31 - 8``
+#: stays <= 31 only while S < 2**28 (clz >= 4): 511 elements.
+SOFTMAX_TFLITE_MAX_LEN = ((1 << 28) - 1) >> (31 - SOFTMAX_ACCUM_INTEGER_BITS)
 
 
 def _fixed(value, fraction_bits):
@@ -480,6 +485,10 @@ _EXP_BARREL = tuple((k, _fixed(math.exp(-2.0 ** k), 31)) for k in range(-2, 5))
 #: Newton-Raphson start for 1/(1+x): 48/17 and -32/17 in Q2.29.
 _48_OVER_17 = _fixed(48 / 17, 29)
 _NEG_32_OVER_17 = _fixed(-32 / 17, 29)
+#: :func:`one_over_one_plus_x_for_x_in_0_1`'s constants, for the hardware: the start
+#: ``48/17 + d * (-32/17)`` (Q2.29 raw values) and the number of Newton-Raphson steps.
+RECIPROCAL_START = (_48_OVER_17, _NEG_32_OVER_17)
+RECIPROCAL_NEWTON_STEPS = 3
 
 
 def _wrap32(v):
@@ -566,7 +575,7 @@ def one_over_one_plus_x_for_x_in_0_1(a):
     d = _rounding_half_sum(a, INT32_MAX)
     x = _wrap32(_48_OVER_17 + _mul(d, _NEG_32_OVER_17))
     one = 1 << 29
-    for _ in range(3):
+    for _ in range(RECIPROCAL_NEWTON_STEPS):
         err = _wrap32(one - _mul(d, x))
         x = _wrap32(x + _saturating_shift_left(_mul(x, err), 2))
     return _saturating_shift_left(x, 1)
@@ -609,6 +618,21 @@ def softmax_params(input_scale, beta=1.0):
     radius = ((1 << SOFTMAX_DIFF_INTEGER_BITS) - 1) * (1 << (31 - SOFTMAX_DIFF_INTEGER_BITS))
     diff_min = -math.floor(radius / (1 << exp))
     return SoftmaxTfliteParams(m0, exp, diff_min)
+
+
+def softmax_exp_table(params):
+    """The 256 values ``e`` step 3 of :func:`softmax_tflite` can take, by ``a = max(x) - x``
+    (0 .. 255): ``exp_on_negative_values(SRDHM(-a * 2**left_shift, M))`` (Q0.31, 0 .. 2**31 - 1)
+    where ``-a >= diff_min``, else 0 (the element takes no part; an ``e`` of 0 also makes its
+    output -128 and its share of the sum 0). int64 array; the hardware's exp table
+    (``hw.isa.Mem.SM_EXP``)."""
+    if not isinstance(params, SoftmaxTfliteParams):
+        raise ValueError(f"params must be SoftmaxTfliteParams (from softmax_params), got "
+                         f"{params!r}")
+    d = -np.arange(256, dtype=np.int64)
+    used = d >= params.diff_min
+    z = _mul(np.where(used, d, 0) << params.input_left_shift, params.input_multiplier)
+    return np.where(used, exp_on_negative_values(z), 0).astype(np.int64)
 
 
 def softmax_tflite(x, params):

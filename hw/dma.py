@@ -8,6 +8,12 @@
   ``addr + n``;
 * LUT: ``ceil(256 / C)`` beats carry the 256 table bytes in index order (entry for input
   ``x`` at index ``x + 128``); ``addr`` and ``count`` are ignored.
+* SM_EXP: ``hw.isa.sm_exp_beats(C)`` beats carry the softmax exp table's 256 little-endian
+  int32 entries in index order (``sm_table``, one entry per 4 bytes; bit 31, always 0 in a
+  valid table, is not stored); ``addr`` and ``count`` are ignored.
+
+LUT and SM_EXP bytes are written one per cycle, each beat taking one cycle more to arrive
+and one to finish: ``bytes + 2 * beats`` cycles.
 
 :class:`StoreEngine` sends ACT words ``addr .. addr + count - 1`` on its ``data`` stream,
 ``last`` on the final beat, under backpressure, through a :class:`TensorReader`; ACT reads
@@ -25,15 +31,16 @@ Both latch their arguments when ``start`` pulses and check the range in the next
 passes. ``done`` pulses for one cycle.
 """
 
-from amaranth.hdl import Cat, Module, ResetInserter, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .activation import table_layout
+from .softmax import table_entry_layout
 from .act_memory import READ_LATENCY as ACT_LATENCY
 from .act_memory import SHIFT_BITS
-from .isa import Error, Mem, param_beats, param_entry_layout
+from .isa import SM_EXP_ENTRIES, SM_EXP_ENTRY_BYTES, Error, Mem, param_beats, param_entry_layout
 from .sizes import SIZE_BITS, addr_bits
 
 __all__ = ["LoadEngine", "StoreEngine", "TensorWalker", "TensorReader", "geometry_layout",
@@ -70,6 +77,7 @@ class LoadEngine(wiring.Component):
             "prm_we": Out(1), "prm_addr": Out(addr_bits(param_depth)),
             "prm_data": Out(param_entry_layout(cols)),
             "lut_table": Out(stream.Signature(table_layout())),
+            "sm_table": Out(stream.Signature(table_entry_layout())),
         })
 
     def elaborate(self, platform):
@@ -82,7 +90,10 @@ class LoadEngine(wiring.Component):
         beats = param_beats(C)
         beat = Signal(range(beats))
         entry = Signal(8 * C * beats)      # the beats of one entry, the newest at the top
-        lut_idx = Signal(9)
+        lut_idx = Signal(11)        # byte of the LUT / SM_EXP table
+        lut_last = Signal(11)       # its last byte
+        lut_end = Signal()          # the last byte is written
+        sm_low = Signal(8 * (SM_EXP_ENTRY_BYTES - 1))   # SM_EXP: an entry's bytes so far
         lut_word = Signal(data.ArrayLayout(unsigned(8), C))
         lut_lane = Signal(range(C))
         ok_r = Signal()
@@ -100,7 +111,10 @@ class LoadEngine(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [mem.eq(self.mem), shift.eq(self.shift), ptr.eq(self.addr),
                                  left.eq(self.count),
-                                 end.eq(self.addr + self.count), beat.eq(0), lut_idx.eq(0)]
+                                 end.eq(self.addr + self.count), beat.eq(0), lut_idx.eq(0),
+                                 lut_end.eq(0),
+                                 lut_last.eq(Mux(self.mem == Mem.SM_EXP,
+                                                 SM_EXP_ENTRIES * SM_EXP_ENTRY_BYTES - 1, 255))]
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += self.busy.eq(1)
@@ -109,7 +123,7 @@ class LoadEngine(wiring.Component):
                     for kind, depth in self.depths.items():
                         with m.Case(kind):
                             m.d.comb += ok.eq((left != 0) & (end <= depth))
-                    with m.Case(Mem.LUT):
+                    with m.Case(Mem.LUT, Mem.SM_EXP):
                         m.d.comb += ok.eq(1)
                 m.d.sync += ok_r.eq(ok)     # registered: the check is a carry chain
                 m.next = "CHECK2"
@@ -144,22 +158,30 @@ class LoadEngine(wiring.Component):
                                     m.next = "DONE"
                             with m.Else():
                                 m.d.sync += beat.eq(beat + 1)
-                    with m.Case(Mem.LUT):
+                    with m.Case(Mem.LUT, Mem.SM_EXP):
                         m.d.comb += self.data.ready.eq(1)
                         with m.If(take):
                             m.d.sync += [lut_word.eq(word), lut_lane.eq(0)]
                             m.next = "LUT_WRITE"
             with m.State("LUT_WRITE"):
+                byte = lut_word[lut_lane]
+                entry_done = lut_idx[:2] == SM_EXP_ENTRY_BYTES - 1
                 m.d.comb += [self.busy.eq(1),
-                             self.lut_table.valid.eq(lut_idx < 256),
+                             self.lut_table.valid.eq(mem == Mem.LUT),
                              self.lut_table.payload.index.eq(lut_idx[:8]),
-                             self.lut_table.payload.value.eq(lut_word[lut_lane])]
-                m.d.sync += [lut_idx.eq(lut_idx + 1), lut_lane.eq(lut_lane + 1)]
-                with m.If((lut_lane == C - 1) | (lut_idx == 255)):
+                             self.lut_table.payload.value.eq(byte),
+                             self.sm_table.valid.eq((mem == Mem.SM_EXP) & entry_done),
+                             self.sm_table.payload.index.eq(lut_idx[2:]),
+                             self.sm_table.payload.value.eq(Cat(sm_low, byte))]
+                m.d.sync += [lut_idx.eq(lut_idx + 1), lut_lane.eq(lut_lane + 1),
+                             sm_low.eq(Cat(sm_low[8:], byte))]
+                with m.If(lut_idx == lut_last):
+                    m.d.sync += lut_end.eq(1)
+                with m.If((lut_lane == C - 1) | (lut_idx == lut_last)):
                     m.next = "LUT_NEXT"
             with m.State("LUT_NEXT"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(lut_idx >= 256):
+                with m.If(lut_end):
                     m.next = "DONE"
                 with m.Else():
                     m.next = "RUN"

@@ -27,7 +27,8 @@ __all__ = ["Op", "Reg", "Mem", "Error", "CSR", "ID_MAGIC", "ISA_VERSION",
            "CSR_MAP", "Ctrl", "Status", "HwConfig", "IrqEnable",
            "encode", "decode", "encode_set", "encode_load", "encode_store",
            "param_entry_layout", "param_beats", "pack_param_entries", "numpy_dtype",
-           "markdown_tables"]
+           "markdown_tables", "SM_EXP_ENTRIES", "SM_EXP_ENTRY_BYTES", "sm_exp_beats",
+           "pack_sm_exp_table"]
 
 ID_MAGIC = 0x4E505531          # "NPU1"
 ISA_VERSION = 3                # 2: background LOAD, WAIT; 3: banked ACT, pitches, depthwise,
@@ -73,8 +74,9 @@ OPCODES = (
     ("LOAD", 0x02, "transfer", ("mem", "addr", "background", "shift", "count"),
      "takes `count` words from `s_axis` into memory `mem` at `addr` (PARAM: `count` entries of "
      "`param_beats(C)` beats each; LUT: ceil(256/C) beats of table bytes, `addr` and `count` "
-     "ignored). With `background` (WGT, PARAM only) the sequencer goes on after the range check "
-     "while the LOAD runs; any LOAD first waits for a background LOAD still running"),
+     "ignored; SM_EXP: `sm_exp_beats(C)` beats of the softmax exp table's 256 little-endian "
+     "int32 entries, `addr` and `count` ignored). With `background` (WGT, PARAM only) the "
+     "sequencer goes on after the range check while the LOAD runs; any LOAD first waits for a background LOAD still running"),
     ("STORE", 0x03, "transfer", ("addr", "shift", "count"),
      "sends ACT words `addr` .. `addr + count - 1` on `m_axis`, `tlast` on the last"),
     ("CONV", 0x04, None, (), "conv / dense layer: im2col addressing, the systolic array, "
@@ -101,10 +103,12 @@ class Mem(IntEnum):
     WGT = 1
     PARAM = 2
     LUT = 3
+    SM_EXP = 4
 
 
 #: How the README's instruction table names each field.
-_FIELD_DOC = {"reg": "register", "value": "value", "mem": "memory (0 ACT, 1 WGT, 2 PARAM, 3 LUT)",
+_FIELD_DOC = {"reg": "register", "value": "value",
+              "mem": "memory (0 ACT, 1 WGT, 2 PARAM, 3 LUT, 4 SM_EXP)",
               "addr": "address", "background": "background", "count": "count",
               "shift": "pixel shift (ACT: 2**shift words per pixel)"}
 
@@ -226,6 +230,9 @@ REGISTERS = (
     ("ELT_S2", False, "ELTWISE add: its right shift (-shift2, 0..31)"),
     ("ELT_MO", False, "ELTWISE add: the output multiplier"),
     ("ELT_SO", True, "ELTWISE add: the output shift (<= 0)"),
+    ("SM_MODE", False, "SOFTMAX: 0 golden.softmax (SM_MULT, SM_SHIFT), 1 TFLite "
+                       "(golden.tflite.softmax_tflite with the exp table last loaded into "
+                       "SM_EXP; CIN <= 511)"),
 )
 
 Reg = IntEnum("Reg", [(name, i) for i, (name, _, _) in enumerate(REGISTERS)], module=__name__)
@@ -249,7 +256,8 @@ ERRORS = {
                    "layer's output overlapping its input",
     Error.CONFIG: "a configuration the hardware cannot run: a zero size, K > 131071, a size "
                   "over a unit's limit, int8 fields out of range, an unknown SET register, a "
-                  "background LOAD into ACT or LUT",
+                  "background LOAD into ACT or LUT, an unknown SM_MODE, SOFTMAX in TFLite mode "
+                  "before any SM_EXP LOAD",
     Error.PC_OVERFLOW: "no DONE before the end of IMEM, or a start address past it",
 }
 
@@ -302,6 +310,33 @@ def pack_param_entries(bias, m0, shift, cols):
     beats = param_beats(cols) * cols
     raw = np.zeros((nb, beats), np.uint8)
     raw[:, :dt.itemsize] = entries.view(np.uint8).reshape(nb, dt.itemsize)
+    return raw.reshape(-1, cols)
+
+
+# ---- The SOFTMAX unit's exp table (TFLite mode) ------------------------------------------------
+
+#: Entries of the exp table (one per difference max(x) - x = 0 .. 255) and bytes per entry:
+#: a little-endian int32, 0 .. 2**31 - 1 (golden.tflite.softmax_exp_table).
+SM_EXP_ENTRIES = 256
+SM_EXP_ENTRY_BYTES = 4
+
+
+def sm_exp_beats(cols):
+    """``s_axis`` beats of a LOAD into SM_EXP."""
+    return -(-SM_EXP_ENTRIES * SM_EXP_ENTRY_BYTES // cols)
+
+
+def pack_sm_exp_table(table, cols):
+    """The uint8 beats (``sm_exp_beats(cols)`` x ``cols``) of a LOAD into SM_EXP; ``table``
+    must be 256 integers in 0 .. 2**31 - 1 (``ValueError`` otherwise)."""
+    table = np.asarray(table)
+    if table.shape != (SM_EXP_ENTRIES,) or not np.issubdtype(table.dtype, np.integer):
+        raise ValueError(f"the exp table must be {SM_EXP_ENTRIES} integers, got {table.dtype} "
+                         f"{table.shape}")
+    if table.min() < 0 or table.max() > (1 << 31) - 1:
+        raise ValueError("exp table entries must be in 0 .. 2**31 - 1")
+    raw = np.zeros(sm_exp_beats(cols) * cols, np.uint8)
+    raw[:SM_EXP_ENTRIES * SM_EXP_ENTRY_BYTES] = table.astype("<i4").view(np.uint8)
     return raw.reshape(-1, cols)
 
 

@@ -223,6 +223,7 @@ class NpuTop(wiring.Component):
                      prm.w_data.eq(load.prm_data), prm.r0_en.eq(1),
                      prm.r0_addr.eq(conv.prm_rd_addr), conv.prm_rd_data.eq(prm.r0_data)]
         wiring.connect(m, load.lut_table, conv.lut_table)
+        wiring.connect(m, load.sm_table, self.softmax.exp_table)
         # The ELTWISE engine borrows the CONV engine's requantizer and activation table.
         elt = self.eltwise
         wiring.connect(m, elt.acc, conv.ext_acc)

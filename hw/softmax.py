@@ -1,4 +1,5 @@
-"""Streaming int8 softmax unit, bit-exact with :func:`golden.softmax.softmax`.
+"""Streaming int8 softmax unit, bit-exact with :func:`golden.softmax.softmax` (``mode`` 0) or
+:func:`golden.tflite.softmax_tflite` (``mode`` 1, "TFLite mode").
 
 Contract
 --------
@@ -9,9 +10,16 @@ final beat. ``multiplier`` (31 bits) and ``right_shift`` (5 bits) are the ``M0``
 of :func:`golden.softmax.softmax_params`; they are static configuration and must not change
 while a vector is in the unit.
 
-A frame longer than ``max_len`` is refused without hanging: it is consumed and discarded up to
-its ``last`` beat, produces no output frame, sets the sticky ``overflow`` flag (cleared only by
-reset) and increments ``dropped`` (16 bits, wraps). Vectors before and after it are unaffected.
+``mode`` is static configuration too. In TFLite mode ``multiplier`` and ``right_shift`` are
+unused; the exp table (:func:`golden.tflite.softmax_exp_table` of the input's
+:class:`golden.tflite.SoftmaxTfliteParams`) must have been written through ``exp_table`` (one
+entry per beat, always ready; it keeps its contents until rewritten; write it only while no
+vector is in the unit) and vectors are at most ``tflite_max_len`` = min(max_len, 511) long.
+
+A frame longer than ``max_len`` (TFLite mode: ``tflite_max_len``) is refused without hanging:
+it is consumed and discarded up to its ``last`` beat, produces no output frame, sets the sticky
+``overflow`` flag (cleared only by reset) and increments ``dropped`` (16 bits, wraps). Vectors
+before and after it are unaffected.
 
 Method (see :mod:`golden.softmax` for the arithmetic and rounding): the two-pass softmax
 (maximum, then exp and sum) on a buffered vector, plus an output pass; ``x`` stays in the
@@ -36,6 +44,15 @@ a bank is held for about 3L + 36 cycles. A steady stream of length-L vectors the
 8 banks (measured: 257 cycles for L = 256, 65 for L = 64, 20 for L <= 19). The last output
 element of a lone vector leaves 3L + 54 cycles after its first input element.
 
+TFLite mode (:mod:`hw.softmax_tflite`) keeps the stages and their timing but for two: B
+looks ``e`` up in the exp table (:class:`hw.softmax_tflite.TableExp`, the ExpUnit's latency)
+and sums ``RDBPOT(e, 12)``; D is :class:`hw.softmax_tflite.TfliteReciprocal`
+(:data:`TFLITE_RECIP_STEPS` = 54 cycles: clz and the Newton-Raphson reciprocal on one SRDHM
+pipeline, so about 56 cycles per vector with hand-over); C computes
+``RDBPOT(SRDHM(R, e), shift)`` with an :class:`hw.softmax_tflite.Srdhm` (four 17 x 17
+multipliers), :data:`TFLITE_OUT_EXTRA` (4) stages more than the project output path. A
+steady stream then runs at ``max(L + 1, 56, about (3L + 72) / banks)`` cycles per vector.
+
 Timing: every register stage holds at most one carry chain, one multiplexer tree or one
 block RAM read. Block RAM reads (:class:`BlockRam`) are registered twice, the array and an
 output register, so that no logic follows a block RAM's clock-to-output; multipliers are
@@ -52,11 +69,16 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
+from golden.tflite import SOFTMAX_TFLITE_MAX_LEN
+
 from .pe import RegisteredMultiplier, check_dsp
 from .ram import RAM_LATENCY, BlockRam
+from .softmax_tflite import (ENTRY_BITS, RECIP_STEPS, SHARE_BITS, SHIFT_BASE, SRDHM_LATENCY,
+                             Srdhm, TableExp, TfliteReciprocal)
 
 __all__ = ["SoftmaxUnit", "ExpUnit", "BlockRam", "exp_table", "MAX_LEN_LIMIT", "BANKS",
-           "EXP_LATENCY", "RAM_LATENCY", "MUL_STAGES", "DIV_STEPS", "element_layout"]
+           "EXP_LATENCY", "RAM_LATENCY", "MUL_STAGES", "DIV_STEPS", "element_layout",
+           "table_entry_layout", "MODES", "TFLITE_RECIP_STEPS", "TFLITE_OUT_EXTRA"]
 
 #: Largest supported ``max_len``.
 MAX_LEN_LIMIT = 1 << 16
@@ -77,6 +99,14 @@ RECIP_WIDTH = RECIP_BITS - EXP_ONE_BITS + 1        # R <= 2**17: 18 bits
 DIV_STEPS = RECIP_WIDTH
 #: Width of R as the output multiplier takes it (R saturated to 2**17 - 1, see SoftmaxUnit).
 RECIP_SAT_BITS = RECIP_WIDTH - 1
+#: ``mode`` by softmax variant (the model format's): 0 :func:`golden.softmax.softmax`, 1
+#: :func:`golden.tflite.softmax_tflite`.
+MODES = ("project", "tflite")
+#: Cycles of stage D in TFLite mode (:class:`hw.softmax_tflite.TfliteReciprocal`).
+TFLITE_RECIP_STEPS = RECIP_STEPS
+#: Register stages the TFLite output path has beyond the project one (SRDHM and the shift
+#: instead of the multiplier).
+TFLITE_OUT_EXTRA = SRDHM_LATENCY + 1 - MUL_STAGES
 
 
 def exp_table():
@@ -87,6 +117,12 @@ def exp_table():
 
 def element_layout():
     return data.StructLayout({"data": signed(8), "last": 1})
+
+
+def table_entry_layout():
+    """One write of the TFLite mode's exp table: entry ``index`` (``a = max - x``) gets
+    ``value`` (Q0.31, :func:`golden.tflite.softmax_exp_table`)."""
+    return data.StructLayout({"index": 8, "value": ENTRY_BITS})
 
 
 class ExpUnit(wiring.Component):
@@ -235,11 +271,17 @@ class SoftmaxUnit(wiring.Component):
         self.dsp = check_dsp(dsp)
         self.idx_bits = max(1, (max_len - 1).bit_length())
         self.sum_width = (max_len << EXP_ONE_BITS).bit_length()
+        #: TFLite mode: vectors of at most this many elements (longer ones are dropped like
+        #: those over max_len) and the width of their sum of RDBPOT(e, 12) <= 2**19 each.
+        self.tflite_max_len = min(max_len, SOFTMAX_TFLITE_MAX_LEN)
+        self.tflite_sum_width = (self.tflite_max_len << (SHARE_BITS - 1)).bit_length()
         super().__init__({
             "logits": In(stream.Signature(element_layout())),
             "probs": Out(stream.Signature(element_layout())),
             "multiplier": In(31),
             "right_shift": In(5),
+            "mode": In(1),
+            "exp_table": In(stream.Signature(table_entry_layout())),
             "overflow": Out(1),
             "dropped": Out(16),
         })
@@ -249,19 +291,26 @@ class SoftmaxUnit(wiring.Component):
         NB, L = self.banks, self.max_len
         IB = self.idx_bits
         SW = self.sum_width
+        AW = max(SW, self.tflite_sum_width)         # the accumulator holds either mode's sum
+        tflite = self.mode
 
         # A bank is never read and written in the same cycle (A writes only free banks).
         buf = m.submodules.buf = BlockRam(8, NB << IB, reads=2, dsp=self.dsp)
         # The exponent table, one read port for each ExpUnit.
         rom = m.submodules.rom = BlockRam(EXP_ONE_BITS + 1, 1 << EXP_FRAC_BITS, reads=2,
                                           write=False, init=exp_table(), dsp=self.dsp)
+        # TFLite mode's exp table, written through `exp_table`, one read port per TableExp.
+        ttab = m.submodules.ttab = BlockRam(ENTRY_BITS, 256, reads=2, dsp=self.dsp)
+        m.d.comb += [ttab.w_addr.eq(self.exp_table.payload.index),
+                     ttab.w_data.eq(self.exp_table.payload.value),
+                     ttab.w_en.eq(self.exp_table.valid), self.exp_table.ready.eq(1)]
 
         # Descriptors between stages; NB entries each, so they never fill (at most NB
         # vectors are in flight, one per bank).
         desc_w = (NB - 1).bit_length() + IB + 8     # bank, last index, max
         fifo_ab = m.submodules.fifo_ab = SyncFIFO(width=desc_w, depth=NB)
         fifo_bc = m.submodules.fifo_bc = SyncFIFO(width=desc_w, depth=NB)
-        fifo_bd = m.submodules.fifo_bd = SyncFIFO(width=SW, depth=NB)
+        fifo_bd = m.submodules.fifo_bd = SyncFIFO(width=AW, depth=NB)
         desc = data.StructLayout({"bank": range(NB), "last": IB, "max": signed(8)})
 
         free = Signal(range(NB + 1), init=NB)
@@ -281,6 +330,8 @@ class SoftmaxUnit(wiring.Component):
         x_in = inp.payload.data
         new_max = Mux(a_first | (x_in > wmax), x_in, wmax)
         too_long = dropping | (wcount == L)
+        if self.tflite_max_len < L:
+            too_long = too_long | (tflite & (wcount == self.tflite_max_len))
         # The descriptor goes into fifo_ab one cycle after the last beat, from registers (the
         # maximum including the last element is in `wmax` then).
         a_take = Signal()
@@ -343,9 +394,14 @@ class SoftmaxUnit(wiring.Component):
             rom.r0_addr.eq(exp_b.rom_addr), rom.r0_en.eq(1), exp_b.rom_data.eq(rom.r0_data),
             exp_b.multiplier.eq(self.multiplier), exp_b.right_shift.eq(self.right_shift),
         ]
-        acc = Signal(SW)
-        acc_next = Signal(SW)
-        m.d.comb += acc_next.eq(Mux(exp_b.tag_out[0], 0, acc) + exp_b.e)
+        tex_b = m.submodules.tex_b = TableExp(EXP_LATENCY)
+        m.d.comb += [tex_b.en.eq(1), tex_b.x.eq(buf.r0_data), tex_b.mx.eq(b_in.max),
+                     ttab.r0_addr.eq(tex_b.table_addr), ttab.r0_en.eq(1),
+                     tex_b.table_data.eq(ttab.r0_data)]
+        acc = Signal(AW)
+        acc_next = Signal(AW)
+        m.d.comb += acc_next.eq(Mux(exp_b.tag_out[0], 0, acc)
+                                + Mux(tflite, tex_b.share, exp_b.e))
         with m.If(exp_b.valid_out):
             m.d.sync += acc.eq(acc_next)
         m.d.comb += [fifo_bd.w_data.eq(acc_next),
@@ -365,10 +421,13 @@ class SoftmaxUnit(wiring.Component):
         d_div = Signal(SW)
         d_rem = Signal(RW)
         d_q = Signal(qbits)
-        d_step = Signal(range(steps))
+        d_step = Signal(range(max(steps, TFLITE_RECIP_STEPS)))
+        # TFLite mode: the reciprocal sequence runs beside, and stage D lasts its length.
+        trec = m.submodules.trec = TfliteReciprocal(AW, dsp=self.dsp)
         d_take = Signal()                             # C takes the quotient
         d_load = Signal()
         m.d.comb += [d_load.eq(~d_busy & ~d_done & fifo_bd.r_rdy), fifo_bd.r_en.eq(d_load)]
+        m.d.comb += [trec.start.eq(d_load), trec.total.eq(fifo_bd.r_data)]
         neg = d_rem[-1]
         operand = Signal(RW)                          # S if r < 0, else ~S (with carry in: -S)
         m.d.comb += operand.eq(Mux(neg, d_div, ~Cat(d_div, Const(0, 2))))
@@ -377,12 +436,12 @@ class SoftmaxUnit(wiring.Component):
         m.d.comb += rem_next.eq((Cat(Const(1, 1), Const(0, 1), d_rem[:-1])
                                  + Cat(~neg, operand))[1:])
         with m.If(d_load):
-            m.d.sync += [d_busy.eq(1), d_div.eq(fifo_bd.r_data),
+            m.d.sync += [d_busy.eq(1), d_div.eq(fifo_bd.r_data[:SW]),
                          d_rem.eq(1 << (RECIP_BITS - qbits)), d_q.eq(0), d_step.eq(0)]
         with m.If(d_busy):
             m.d.sync += [d_rem.eq(rem_next), d_q.eq(Cat(~rem_next[-1], d_q)),
                          d_step.eq(d_step + 1)]
-            with m.If(d_step == steps - 1):
+            with m.If(d_step == Mux(tflite, TFLITE_RECIP_STEPS - 1, steps - 1)):
                 m.d.sync += [d_busy.eq(0), d_done.eq(1)]
         with m.If(d_take):
             m.d.sync += d_done.eq(0)
@@ -395,7 +454,9 @@ class SoftmaxUnit(wiring.Component):
 
         c_active = Signal()
         c_desc = Signal(desc)
-        c_recip = Signal(RECIP_SAT_BITS)
+        # The quotient R (project) or the reciprocal and the output shift (TFLite).
+        PW = max(RECIP_SAT_BITS, ENTRY_BITS + len(trec.shift))
+        c_recip = Signal(PW)
         c_idx = Signal(IB)
         c_is_last = c_idx == c_desc.last
         c_load = Signal()
@@ -405,10 +466,11 @@ class SoftmaxUnit(wiring.Component):
             # R = 2**17 only if S = 2**15: then every e is 2**15 or 0, and 2**17 - 1 gives the
             # same outputs (255 after the clamp, 0); the product operand fits 17 bits.
             m.d.sync += [c_active.eq(1), c_desc.eq(fifo_bc.r_data), c_idx.eq(0),
-                         c_recip.eq(Mux(d_q[-1], (1 << RECIP_SAT_BITS) - 1, d_q))]
+                         c_recip.eq(Mux(tflite, Cat(trec.recip, trec.shift),
+                                        Mux(d_q[-1], (1 << RECIP_SAT_BITS) - 1, d_q)))]
         m.d.comb += [buf.r1_addr.eq(Cat(c_idx, c_desc.bank)), buf.r1_en.eq(adv)]
         c_pipe = [Signal(data.StructLayout({"v": 1, "last": 1, "max": signed(8),
-                                            "recip": RECIP_SAT_BITS}), name=f"c_pipe{i}")
+                                            "recip": PW}), name=f"c_pipe{i}")
                   for i in range(RAM_LATENCY)]
         c_in = c_pipe[-1]
         with m.If(adv):
@@ -419,7 +481,7 @@ class SoftmaxUnit(wiring.Component):
                 with m.If(c_is_last):
                     m.d.sync += c_active.eq(0)
 
-        exp_c = m.submodules.exp_c = ExpUnit(tag_width=1 + RECIP_SAT_BITS, dsp=self.dsp)
+        exp_c = m.submodules.exp_c = ExpUnit(tag_width=1 + PW, dsp=self.dsp)
         m.d.comb += [
             exp_c.en.eq(adv), exp_c.valid.eq(c_in.v), exp_c.x.eq(buf.r1_data),
             exp_c.mx.eq(c_in.max), exp_c.tag.eq(Cat(c_in.last, c_in.recip)),
@@ -429,7 +491,8 @@ class SoftmaxUnit(wiring.Component):
         # e * R on a RegisteredMultiplier (MUL_STAGES); then v; then the clamp.
         mul = m.submodules.mul = RegisteredMultiplier(EXP_ONE_BITS + 2, RECIP_SAT_BITS + 1,
                                                       self.dsp)
-        m.d.comb += [mul.a.eq(exp_c.e), mul.b.eq(exp_c.tag_out[1:]), mul.ce.eq(adv)]
+        m.d.comb += [mul.a.eq(exp_c.e), mul.b.eq(exp_c.tag_out[1:1 + RECIP_SAT_BITS]),
+                     mul.ce.eq(adv)]
         prod = mul.p[:EXP_ONE_BITS + 1 + RECIP_SAT_BITS]     # e * R < 2**32
         mv = [Signal(name=f"mul_v{i}") for i in range(MUL_STAGES)]
         ml = [Signal(name=f"mul_last{i}") for i in range(MUL_STAGES)]
@@ -437,14 +500,42 @@ class SoftmaxUnit(wiring.Component):
         v = Signal(len(prod) - OUT_SHIFT + 1, reset_less=True)
         v_v = Signal()
         v_last = Signal()
+        # TFLite: e from the table beside the ExpUnit; SRDHM(R, e), then w = that >> (shift
+        # + SHIFT_BASE) (a fixed shift, then 0 .. 8), then v = (w + 1) >> 1: RDBPOT(., shift
+        # + SHIFT_BASE + 1) of a non-negative value.
+        tex_c = m.submodules.tex_c = TableExp(EXP_LATENCY)
+        m.d.comb += [tex_c.en.eq(adv), tex_c.x.eq(buf.r1_data), tex_c.mx.eq(c_in.max),
+                     ttab.r1_addr.eq(tex_c.table_addr), ttab.r1_en.eq(adv),
+                     tex_c.table_data.eq(ttab.r1_data)]
+        srdhm = m.submodules.srdhm = Srdhm(self.dsp)
+        t_recip = exp_c.tag_out[1:1 + ENTRY_BITS]
+        t_shift = exp_c.tag_out[1 + ENTRY_BITS:1 + ENTRY_BITS + len(trec.shift)]
+        m.d.comb += [srdhm.en.eq(adv), srdhm.a.eq(tex_c.e), srdhm.b.eq(t_recip)]
+        tv = [Signal(name=f"tfl_v{i}") for i in range(SRDHM_LATENCY)]
+        tl = [Signal(name=f"tfl_last{i}") for i in range(SRDHM_LATENCY)]
+        tsh = [Signal(len(trec.shift), name=f"tfl_shift{i}", reset_less=True)
+               for i in range(SRDHM_LATENCY)]
+        w = Signal(ENTRY_BITS - SHIFT_BASE, reset_less=True)
+        w_v, w_last = Signal(), Signal()
+        tq = Signal(len(w), reset_less=True)
+        tq_v, tq_last = Signal(), Signal()
+        with m.If(adv):
+            m.d.sync += [tv[0].eq(exp_c.valid_out), tl[0].eq(exp_c.tag_out[0]),
+                         tsh[0].eq(t_shift)]
+            for chain in (tv, tl, tsh):
+                m.d.sync += [chain[i].eq(chain[i - 1]) for i in range(1, SRDHM_LATENCY)]
+            m.d.sync += [w.eq(srdhm.h[SHIFT_BASE:ENTRY_BITS] >> tsh[-1]), w_v.eq(tv[-1]),
+                         w_last.eq(tl[-1]),
+                         tq.eq((w + 1) >> 1), tq_v.eq(w_v), tq_last.eq(w_last)]
         with m.If(adv):
             m.d.sync += [mv[0].eq(exp_c.valid_out), ml[0].eq(exp_c.tag_out[0])]
             m.d.sync += [mv[i].eq(mv[i - 1]) for i in range(1, MUL_STAGES)]
             m.d.sync += [ml[i].eq(ml[i - 1]) for i in range(1, MUL_STAGES)]
             m.d.sync += [
                 v.eq((prod[OUT_SHIFT - 1:] + 1) >> 1), v_v.eq(prod_v), v_last.eq(prod_last),
-                o_valid.eq(v_v),
-                out.payload.last.eq(v_last),
-                out.payload.data.eq(Mux(v[8:].any(), 255, v[:8]) - 128),
+                o_valid.eq(Mux(tflite, tq_v, v_v)),
+                out.payload.last.eq(Mux(tflite, tq_last, v_last)),
+                out.payload.data.eq(Mux(Mux(tflite, tq[8:], v[8:]).any(), 255,
+                                        Mux(tflite, tq[:8], v[:8])) - 128),
             ]
         return m

@@ -15,20 +15,26 @@ channels to the unit (words wholly past ``len_v`` are read and dropped). The pac
 word is written and the masked channels read as probability 0. In the word holding the
 last probability of a vector, lanes after it are -128 in either mode.
 
-Sizes and regions are checked first (CIN <= the unit's max_len, regions inside ACT and
-disjoint, SM_MULT < 2**31, SM_SHIFT <= 31, SM_CAUSAL <= 1); a refused configuration ends with
-``Error.CONFIG`` / ``Error.ADDRESS`` before touching memory.
+Mode (SM_MODE): 0 computes :func:`golden.softmax.softmax` with SM_MULT and SM_SHIFT, 1
+:func:`golden.tflite.softmax_tflite` with the exp table (``exp_table``: the LoadEngine's
+SM_EXP writes, kept in the unit until the next such LOAD; SM_MULT and SM_SHIFT are not used).
+
+Sizes and regions are checked first (CIN <= the unit's max_len, and in mode 1 <= its
+``tflite_max_len`` (511), regions inside ACT and disjoint, SM_MULT < 2**31, SM_SHIFT <= 31,
+SM_CAUSAL <= 1, SM_MODE <= 1, mode 1 only once a whole table has been loaded since reset); a
+refused configuration ends with ``Error.CONFIG`` / ``Error.ADDRESS`` before touching memory.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In
 
 from .act_memory import banks
 from .dma import TensorReader, TensorWalker
 from .isa import Error, Reg
 from .sizes import (SIZE_BITS, ProductSteps, addr_bits, engine_fsm, pixel_shift,
                     regions_disjoint, streaming_engine_members, tensor_end)
-from .softmax import SoftmaxUnit
+from .softmax import SoftmaxUnit, table_entry_layout
 
 __all__ = ["SoftmaxEngine", "SETUP_DEPS"]
 
@@ -44,7 +50,8 @@ class SoftmaxEngine(wiring.Component):
         self.unit = SoftmaxUnit(max_len=max_len, dsp=dsp)
         self.reader = TensorReader(cols, act_depth)
         self.writer = TensorWalker(addr_bits(act_depth))
-        super().__init__(streaming_engine_members(cols, act_depth))
+        super().__init__({**streaming_engine_members(cols, act_depth),
+                          "exp_table": In(stream.Signature(table_entry_layout()))})
 
     def elaborate(self, platform):
         m = Module()
@@ -66,13 +73,21 @@ class SoftmaxEngine(wiring.Component):
             (out_total, reg(Reg.OUT_IMG), reg(Reg.BATCH)),
             (last_row, reg(Reg.OUT_ROW), reg(Reg.IN_H) - 1),
         ], SETUP_DEPS, dsp=self.dsp)
+        # TFLite mode: the whole exp table has been written (its last entry) since reset.
+        table_loaded = Signal()
+        wiring.connect(m, wiring.flipped(self.exp_table), sm.exp_table)
+        with m.If(self.exp_table.valid & (self.exp_table.payload.index == 255)):
+            m.d.sync += table_loaded.eq(1)
+        mode_ok = ((reg(Reg.SM_MODE) == 0)
+                   | ((reg(Reg.SM_MODE) == 1) & table_loaded
+                      & (reg(Reg.CIN) <= sm.tflite_max_len)))
         size_regs = [Reg.IN_H, Reg.IN_W, Reg.IN_CW, Reg.CIN, Reg.BATCH]
         sizes_ok = (Cat(*[(reg(r) != 0) & (reg(r) < (1 << SIZE_BITS)) for r in size_regs]).all()
                     & (reg(Reg.CIN) <= self.max_len)
                     & (reg(Reg.CIN) <= reg(Reg.IN_CW) * C)
                     & (reg(Reg.OUT_CW) == reg(Reg.IN_CW))
                     & (reg(Reg.SM_MULT) < (1 << 31)) & (reg(Reg.SM_SHIFT) <= 31)
-                    & (reg(Reg.SM_CAUSAL) <= 1))
+                    & (reg(Reg.SM_CAUSAL) <= 1) & mode_ok)
         shift, pow2 = pixel_shift(m, reg(Reg.IN_CW), "in")
         cw_mask = reg(Reg.IN_CW) - 1
         pitch_ok = Signal()
@@ -89,6 +104,7 @@ class SoftmaxEngine(wiring.Component):
         addr_ok = (in_end <= self.act_depth) & (out_end <= self.act_depth) & disjoint
 
         m.d.comb += [sm.multiplier.eq(reg(Reg.SM_MULT)), sm.right_shift.eq(reg(Reg.SM_SHIFT)),
+                     sm.mode.eq(reg(Reg.SM_MODE)[0]),
                      rd.geometry.base.eq(reg(Reg.IN_ADDR)), rd.geometry.batch.eq(reg(Reg.BATCH)),
                      rd.geometry.h.eq(reg(Reg.IN_H)), rd.geometry.w.eq(reg(Reg.IN_W)),
                      rd.geometry.groups.eq(reg(Reg.IN_CW)), rd.geometry.cw.eq(reg(Reg.IN_CW)),

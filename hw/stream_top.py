@@ -226,21 +226,26 @@ class SoftmaxTop(StreamTop):
     ``max_len``); ``dsp``: ``"generic"`` or ``"ecp5"`` (MULT18X18D and DP16KD primitives with
     their registers), same behaviour and cycle counts.
 
-    =====================  ===  =====  ========================================================
-    port                   dir  width  meaning
-    =====================  ===  =====  ========================================================
-    s_axis_x_tdata         in   8      one int8 logit per beat
-    s_axis_x_tvalid/ready       1      handshake
-    s_axis_x_tlast         in   1      last element of a vector (a vector is one frame)
-    m_axis_y_tdata         out  8      one int8 probability per beat (scale 1/256, zp -128)
-    m_axis_y_tvalid/ready       1      handshake
-    m_axis_y_tlast         out  1      last element of a vector
-    cfg_multiplier         in   31     ``M0`` of :func:`golden.softmax.softmax_params`
-    cfg_right_shift        in   5      ``-shift`` of the same (static while vectors are in
-                                       flight)
-    overflow               out  1      sticky: a frame longer than L_max was dropped
-    dropped                out  16     number of dropped over-long frames (wraps)
-    =====================  ===  =====  ========================================================
+    =============================  ===  =====  ====================================================
+    port                           dir  width  meaning
+    =============================  ===  =====  ====================================================
+    s_axis_x_tdata                 in   8      one int8 logit per beat
+    s_axis_x_tvalid/ready               1      handshake
+    s_axis_x_tlast                 in   1      last element of a vector (a vector is one frame)
+    m_axis_y_tdata                 out  8      one int8 probability per beat (scale 1/256, zp -128)
+    m_axis_y_tvalid/ready               1      handshake
+    m_axis_y_tlast                 out  1      last element of a vector
+    cfg_multiplier                 in   31     ``M0`` of :func:`golden.softmax.softmax_params`
+    cfg_right_shift                in   5      ``-shift`` of the same (static while vectors are in
+                                               flight)
+    cfg_mode                       in   1      0: :func:`golden.softmax.softmax`; 1: TFLite
+                                               (:func:`golden.tflite.softmax_tflite`); static
+    s_axis_exp_table_tdata         in   39     TFLite mode's exp table: bits 0..7 the entry, 8..38
+                                               its value (:func:`golden.tflite.softmax_exp_table`)
+    s_axis_exp_table_tvalid/ready       1      handshake (always ready)
+    overflow                       out  1      sticky: a frame longer than L_max was dropped
+    dropped                        out  16     number of dropped over-long frames (wraps)
+    =============================  ===  =====  ====================================================
     """
 
     def __init__(self, max_len=256, banks=BANKS, dsp="generic"):

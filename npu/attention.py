@@ -313,7 +313,7 @@ def compile_attention(seq_len, head_dim, params, kv_len=None, v_dim=None, num_he
                            **pixels("OUT", A, sw), Reg.BATCH: Sq,
                            Reg.SM_MULT: params.softmax.multiplier,
                            Reg.SM_SHIFT: params.softmax.right_shift,
-                           Reg.SM_CAUSAL: int(causal)}.items():
+                           Reg.SM_CAUSAL: int(causal), Reg.SM_MODE: 0}.items():
             set_reg(reg, value)
         pc_p = len(prog)
         prog.append(encode(Op.SOFTMAX))

@@ -32,12 +32,14 @@ from golden.conv import Window
 from golden.gemm import MAX_K
 from golden.model import GEMM_TYPES, INPUT
 from golden.pooling import average_requantizer
+from golden.tflite import SOFTMAX_TFLITE_MAX_LEN, softmax_exp_table
 from hw.dma import LUT_BEATS
 from hw.act_memory import banks
 from hw.isa import Mem, Reg, decode, encode, encode_load, encode_set, encode_store
 from hw.isa import Op as Op_
-from hw.isa import pack_param_entries
+from hw.isa import pack_param_entries, pack_sm_exp_table
 from hw.npu import NpuConfig
+from hw.softmax import MODES as SOFTMAX_MODES
 from npu.layout import (ConvUse, LayoutError, TensorLayout, choose_layout, pack_tensor,
                         unpack_tensor)
 
@@ -648,6 +650,22 @@ def _lower_pool(e, ctx, k, op):
                              {r.name: int(v) for r, v in regs.items()}, 0))
 
 
+def _softmax_mode_regs(e, ctx, L, Cin):
+    """SM_MODE and its parameters: variant "project" SM_MULT / SM_SHIFT; "tflite" the LOAD of
+    its exp table (golden.tflite.softmax_exp_table of the layer's SoftmaxTfliteParams)."""
+    p_ = L.softmax_params
+    variant = L.attrs.get("variant", "project")
+    if variant == "project":
+        return {Reg.SM_MODE: SOFTMAX_MODES.index(variant), Reg.SM_MULT: p_.multiplier,
+                Reg.SM_SHIFT: p_.right_shift}
+    if Cin > SOFTMAX_TFLITE_MAX_LEN:
+        raise CompileError(f"layer {L.index} {L.name!r}: softmax variant 'tflite' over {Cin} "
+                           f"values exceeds {SOFTMAX_TFLITE_MAX_LEN} (TFLite's sum would "
+                           "overflow its output shift)")
+    e.load(Mem.SM_EXP, 0, pack_sm_exp_table(softmax_exp_table(p_), ctx.cfg.cols), 1)
+    return {Reg.SM_MODE: SOFTMAX_MODES.index(variant)}
+
+
 def _lower_softmax(e, ctx, k, op):
     L, cfg = op.layer, ctx.cfg
     src, dst = ctx.layouts[op.src], ctx.layouts[op.dst]
@@ -655,14 +673,9 @@ def _lower_softmax(e, ctx, k, op):
     if Cin > cfg.softmax_max_len:
         raise CompileError(f"layer {L.index} {L.name!r}: softmax over {Cin} values exceeds "
                            f"softmax_max_len={cfg.softmax_max_len}")
-    if L.attrs.get("variant", "project") != "project":
-        raise CompileError(f"layer {L.index} {L.name!r}: softmax variant "
-                           f"{L.attrs['variant']!r} has no hardware mode yet (the SOFTMAX "
-                           "engine computes golden.softmax)")
-    p_ = L.softmax_params
     regs = {**tensor_regs("IN", src), Reg.IN_H: H, Reg.IN_W: W, Reg.CIN: Cin,
-            **tensor_regs("OUT", dst), Reg.BATCH: ctx.batch, Reg.SM_MULT: p_.multiplier,
-            Reg.SM_SHIFT: p_.right_shift, Reg.SM_CAUSAL: 0}
+            **tensor_regs("OUT", dst), Reg.BATCH: ctx.batch, Reg.SM_CAUSAL: 0,
+            **_softmax_mode_regs(e, ctx, L, Cin)}
     e.set_regs(regs)
     e.plans.append(LayerPlan(L.name, L.type, (ctx.batch * H * W, Cin, 0), e.op(Op_.SOFTMAX),
                              {r.name: int(v) for r, v in regs.items()}, 0))

@@ -7,7 +7,8 @@ DONE, SET, NOP and WAIT cost 3 (they finish in DECODE), and SET, NOP and WAIT fe
 instruction in their DECODE cycle, so the instruction after them costs one cycle less (a run
 of SETs: 2 cycles each). Engine costs, derived from the RTL (R x C array, beats per tile = K):
 
-* LOAD ACT/WGT of n words: n + 3; PARAM of n entries: param_beats(C) * n + 3; LUT: ceil(256/C) * (C+2) + 3
+* LOAD ACT/WGT of n words: n + 3; PARAM of n entries: param_beats(C) * n + 3; LUT and SM_EXP
+  (256 or 1024 bytes, one per cycle): bytes + 2 * ceil(bytes / C) + 3
   (with ``s_axis`` always valid; the range check takes 2 cycles);
 * background LOAD: 6 (FETCH, LATCH, DECODE, 2 x BG_CHECK, NEXT); its engine stays busy until
   ``beats + 4`` cycles after its DECODE. LOAD, WAIT and DONE wait in DECODE for it, so
@@ -30,7 +31,9 @@ of SETs: 2 cycles each). Engine costs, derived from the RTL (R x C array, beats 
   (L + 1 per vector), divider (19), output (L + 1), 8 vector banks; in steady state
   max(L + 1, 20, about (3L + 36) / 8) cycles per vector after a lone-vector latency of
   3L + 61. With SM_CAUSAL the vectors have lengths (v mod L) + 1, each masked word costs a
-  cycle at the input, and the -128 words written after a vector stall the output.
+  cycle at the input, and the -128 words written after a vector stall the output. SM_MODE 1
+  (TFLite) has the same schedule with the reciprocal sequence (TFLITE_RECIP_STEPS) in place
+  of the divider and TFLITE_OUT_EXTRA more output stages.
 
 ``scalesim_cycles`` is the textbook prediction SCALE-Sim uses for a plain output-stationary
 array, printed for comparison.
@@ -38,8 +41,7 @@ array, printed for comparison.
 
 from math import ceil
 
-from hw.dma import LUT_BEATS
-from hw.isa import Mem, Op, Reg, decode, param_beats
+from hw.isa import SM_EXP_ENTRIES, SM_EXP_ENTRY_BYTES, Mem, Op, Reg, decode, param_beats
 from hw.pe import ProcessingElement
 from hw.pooling import beat_spacing as pool_beat_spacing
 from hw.activation import LATENCY as LUT_LATENCY
@@ -50,6 +52,8 @@ from hw.softmax import BANKS as SM_BANKS
 from hw.softmax import DIV_STEPS as SM_DIV_STEPS
 from hw.softmax import EXP_LATENCY as SM_EXP_LATENCY
 from hw.softmax import MUL_STAGES as SM_MUL_STAGES
+from hw.softmax import TFLITE_OUT_EXTRA as SM_TFLITE_OUT_EXTRA
+from hw.softmax import TFLITE_RECIP_STEPS as SM_TFLITE_RECIP_STEPS
 from hw.act_memory import READ_LATENCY as ACT_LATENCY
 from hw.conv_engine import OPERAND_STAGES, STEPPER_START
 from hw.ram import RAM_LATENCY
@@ -142,9 +146,12 @@ SOFTMAX_DIVIDE = SM_DIV_STEPS + 1               # divider start to quotient avai
 # output stage: start to last probability, beyond L (buffer read, ExpUnit, e * R, v, clamp)
 SOFTMAX_OUT = RAM_LATENCY + SM_EXP_LATENCY + SM_MUL_STAGES + 2
 SOFTMAX_DONE = 4         # last probability (or -128 word) to the end of the instruction
+# SM_MODE 1 (TFLite): the reciprocal sequence instead of the divider, a longer output path.
+SOFTMAX_TFLITE_DIVIDE = SM_TFLITE_RECIP_STEPS + 1
+SOFTMAX_TFLITE_OUT = SOFTMAX_OUT + SM_TFLITE_OUT_EXTRA
 
 
-def softmax_cycles(C, vectors, L, causal=False, words=None):
+def softmax_cycles(C, vectors, L, causal=False, words=None, mode=0):
     """SOFTMAX of ``vectors`` vectors of ``L`` values in pixels of ``words`` words (default
     ``ceil(L / C)``; ``causal``: vector v uses ``(v mod L) + 1`` values, the rest of its
     words are masked).
@@ -154,7 +161,10 @@ def softmax_cycles(C, vectors, L, causal=False, words=None):
     exp-sum stage starts after the input and after the previous vector (L + 1 cycles); the
     divider after the sum and after the output stage took the previous quotient; the output
     stage after the quotient and the previous vector; the engine's -128 words after a vector
-    stall the output stage when the next vector's probabilities are already there."""
+    stall the output stage when the next vector's probabilities are already there.
+    ``mode``: SM_MODE (1: TFLite, a longer stage D and output path)."""
+    divide, out = ((SOFTMAX_TFLITE_DIVIDE, SOFTMAX_TFLITE_OUT) if mode
+                   else (SOFTMAX_DIVIDE, SOFTMAX_OUT))
     W = words or ceil(L / C)
     lengths = [(v % L) + 1 if causal else L for v in range(vectors)]
     pads = [W - ceil(n / C) for n in lengths]
@@ -171,13 +181,13 @@ def softmax_cycles(C, vectors, L, causal=False, words=None):
         d_load = b_load + n + SOFTMAX_SUM_READY
         if v:
             d_load = max(d_load, c_load[v - 1] + 1)
-        c = d_load + SOFTMAX_DIVIDE
+        c = d_load + divide
         if v:
             c = max(c, c_load[v - 1] + lengths[v - 1] + 1 + stall)
-            stall = max(0, out_last[v - 1] + pads[v - 1] + 1 - (c + 1 + SOFTMAX_OUT))
+            stall = max(0, out_last[v - 1] + pads[v - 1] + 1 - (c + 1 + out))
         give.append(c + n + stall)
         c_load.append(c)
-        out_last.append(c + n + SOFTMAX_OUT + stall)
+        out_last.append(c + n + out + stall)
     return EXEC_SEQ + SOFTMAX_SETUP + out_last[-1] + pads[-1] + SOFTMAX_DONE
 
 
@@ -204,8 +214,9 @@ def _instr_cycles(word, regs, cfg):
     if op in FETCH_AHEAD or op == Op.DONE:
         return SEQ - 1          # FETCH, LATCH, DECODE
     if op == Op.LOAD:
-        if f["mem"] == Mem.LUT:
-            return EXEC_SEQ + LUT_BEATS(C) * (C + 2) + LOAD_EXTRA
+        if f["mem"] in SERIAL_BYTES:
+            nbytes = SERIAL_BYTES[f["mem"]]
+            return EXEC_SEQ + nbytes + 2 * ceil(nbytes / C) + LOAD_EXTRA
         return EXEC_SEQ + load_beats(f, C) + LOAD_EXTRA
     if op == Op.STORE:
         return EXEC_SEQ + f["count"] + STORE_EXTRA + ACT_READ_EXTRA
@@ -219,7 +230,7 @@ def _instr_cycles(word, regs, cfg):
                            g[Reg.KH], g[Reg.STRIDE_Y], g[Reg.PAD_TOP])
     if op == Op.SOFTMAX:
         return softmax_cycles(C, g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W], g[Reg.CIN],
-                              bool(g[Reg.SM_CAUSAL]), g[Reg.IN_CW])
+                              bool(g[Reg.SM_CAUSAL]), g[Reg.IN_CW], g[Reg.SM_MODE])
     if op == Op.ELTWISE:
         return eltwise_cycles(g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W] * g[Reg.IN_CW])
     raise ValueError(f"no cycle model for opcode {op:#x}")
@@ -240,6 +251,8 @@ def load_beats(f, cols):
 
 
 LOAD_EXTRA = 3          # LoadEngine: CHECK, CHECK2, DONE
+#: LOADs whose bytes the LoadEngine writes one per cycle (hw.dma): their byte counts.
+SERIAL_BYTES = {Mem.LUT: 256, Mem.SM_EXP: SM_EXP_ENTRIES * SM_EXP_ENTRY_BYTES}
 BG_LOAD = SEQ + 2       # FETCH, LATCH, DECODE, BG_CHECK (2), NEXT
 BG_BUSY = LOAD_EXTRA + 1    # the LoadEngine is idle again beats + 4 cycles after its start
 

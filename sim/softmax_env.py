@@ -29,6 +29,10 @@ class SoftmaxDriver:
         """Static configuration; only change it while the unit is empty."""
         self.dut.cfg_multiplier.value = params.multiplier
         self.dut.cfg_right_shift.value = params.right_shift
+        # The project mode (golden.softmax); the TFLite mode's table port stays idle.
+        self.dut.cfg_mode.value = 0
+        self.dut.s_axis_exp_table_tvalid.value = 0
+        self.dut.s_axis_exp_table_tdata.value = 0
 
     def set_backpressure(self, rng, probability):
         set_pause(self.src, rng, probability)

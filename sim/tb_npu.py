@@ -18,7 +18,8 @@ from cocotb.triggers import ClockCycles
 
 from golden.inference import run as golden_run
 from golden.model import load_model
-from hw.isa import CSR, Error, Mem, Op, Reg, encode, encode_load, encode_set, encode_store
+from hw.isa import (CSR, SM_EXP_ENTRIES, Error, Mem, Op, Reg, encode, encode_load, encode_set,
+                    encode_store, pack_sm_exp_table)
 from npu.compiler import compile_model
 from sim.npu_env import bring_up, start_word
 
@@ -174,6 +175,19 @@ async def error_paths(dut):
     st = await host.run(0)
     assert st.done and not st.failed, st
     assert np.array_equal(await host.receive(4), pattern), "a refused ELTWISE wrote ACT"
+    # SOFTMAX: SM_MODE 1 before any SM_EXP LOAD since reset, and an unknown SM_MODE after
+    # one, are refused before any write (the output words 2, 3 keep the pattern).
+    smx = {Reg.IN_ADDR: 0, Reg.IN_H: 1, Reg.IN_W: 1, Reg.IN_CW: 1, Reg.IN_ROW: 1,
+           Reg.IN_IMG: 1, Reg.CIN: C, Reg.OUT_ADDR: 2, Reg.OUT_CW: 1, Reg.OUT_ROW: 1,
+           Reg.OUT_IMG: 1, Reg.BATCH: 2, Reg.SM_MULT: 1 << 30, Reg.SM_SHIFT: 20,
+           Reg.SM_CAUSAL: 0, Reg.SM_MODE: 1}
+    prog = [encode_set(r, v) for r, v in smx.items()] + [encode(Op.SOFTMAX), encode(Op.DONE)]
+    await expect_error(host, prog, Error.CONFIG, what="SOFTMAX mode 1 without its exp table")
+    table = pack_sm_exp_table(np.zeros(SM_EXP_ENTRIES, np.int64), C)
+    smx[Reg.SM_MODE] = 2
+    prog = ([encode_load(Mem.SM_EXP, 0, 1)] + [encode_set(r, v) for r, v in smx.items()]
+            + [encode(Op.SOFTMAX), encode(Op.DONE)])
+    await expect_error(host, prog, Error.CONFIG, beats=table, what="SOFTMAX mode 2")
     # Running off the end of IMEM without DONE.
     await expect_error(host, [encode(Op.NOP)] * imem, Error.PC_OVERFLOW, what="no DONE")
     # Background LOADs: only into WGT or PARAM, range-checked before the program goes on.

@@ -223,3 +223,51 @@ def test_average_pooling_without_a_form_is_refused():
                                        "count": "valid"})
     with pytest.raises(CompileError, match="layer 1 'pool'.*square windows.*counts only"):
         compile_model(model, {"rows": 8, "cols": 8}, batch=1)
+
+
+def tflite_softmax(model, beta=1.0):
+    """``model`` with its final softmax switched to variant "tflite" (as load_model would set
+    it up from a file)."""
+    import dataclasses
+    from golden.tflite import softmax_params
+    L = model.layers[-1]
+    assert L.type == "softmax"
+    params = softmax_params(L.in_quant[0][0], beta)
+    L.attrs.update({"variant": "tflite", "beta": beta, "params": dataclasses.asdict(params)})
+    L.softmax_params = params
+    return model
+
+
+def test_softmax_tflite_loads_its_exp_table():
+    """variant "tflite": a LOAD of golden.tflite.softmax_exp_table (256 little-endian int32)
+    into SM_EXP before the SOFTMAX, which runs with SM_MODE 1; "project" sets SM_MODE 0."""
+    from golden.tflite import softmax_exp_table
+    model = tflite_softmax(load_model(REFERENCE), beta=0.75)
+    prog = compile_model(model, {}, batch=2)
+    ops = [decode(w) for w in prog.infer]
+    loads = [n for n, f in enumerate(ops) if f["op"] == Op.LOAD and f["mem"] == Mem.SM_EXP]
+    smx = [n for n, f in enumerate(ops) if f["op"] == Op.SOFTMAX]
+    assert len(loads) == 1 and len(smx) == 1 and loads[0] < smx[0]
+    # infer_chunks: the beats of each LOAD, in order (None: the input images)
+    chunk = prog.infer_chunks[[n for n, f in enumerate(ops)
+                               if f["op"] == Op.LOAD].index(loads[0])]
+    entries = np.ascontiguousarray(chunk).reshape(-1)[:1024].view("<i4")
+    np.testing.assert_array_equal(entries, softmax_exp_table(model.layers[-1].softmax_params))
+    modes = [f["value"] for f in ops[:smx[0]] if f["op"] == Op.SET and f["reg"] == Reg.SM_MODE]
+    assert modes[-1] == 1
+    plain = compile_model(load_model(REFERENCE), {}, batch=2)
+    assert [f["value"] for f in map(decode, plain.infer)
+            if f["op"] == Op.SET and f["reg"] == Reg.SM_MODE] == [0]
+
+
+def test_softmax_tflite_over_511_values_refused():
+    rng = np.random.default_rng(5)
+    arch = {"name": "wide", "input_shape": [4], "layers": [
+        {"type": "dense", "name": "fc", "in_features": 4, "out_features": 600,
+         "activation": "none"},
+        {"type": "softmax", "name": "softmax"}]}
+    params = float_model.init_params(arch, rng)
+    calib = rng.uniform(-1, 1, (8, 4)).astype(np.float32)
+    model = tflite_softmax(quantize_model(arch, params, calib, *activation_qparams(-1, 1)))
+    with pytest.raises(CompileError, match=r"layer 1 'softmax'.*600 values exceeds 511"):
+        compile_model(model, {"softmax_max_len": 1024}, batch=1)

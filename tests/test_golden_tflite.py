@@ -234,6 +234,21 @@ def test_softmax_fixed_point_pieces_are_accurate():
     assert np.abs(r - 1 / (1 + x / 2.0 ** 31)).max() < 4e-9
 
 
+def test_softmax_exp_table_is_exp_of_the_scaled_difference():
+    """softmax_exp_table: exp(-a * beta * scale) in Q0.31 for a = 0 .. 255 down to diff_min,
+    0 past it; table[0] is one (2**31 - 1)."""
+    for scale in (1 / 256, 0.01, 0.1, 1.0, 5.0, 300.0):
+        for beta in (1.0, 0.5, 3.0):
+            p = g.softmax_params(f32(scale), beta)
+            t = g.softmax_exp_table(p)
+            a = np.arange(256)
+            used = -a >= p.diff_min
+            assert t[0] == 2 ** 31 - 1 and np.all(t[~used] == 0)
+            want = np.exp(-a * beta * float(f32(scale)))
+            # the scaled difference is rounded to 2**-26 (relative error up to 32 * 2**-26)
+            assert np.abs(t[used] / 2.0 ** 31 - want[used]).max() < 1e-6, (scale, beta)
+
+
 def test_softmax_tflite_is_close_to_float():
     rng = np.random.default_rng(17)
     for scale in (1e-3, 0.05, 0.5, 4.0):

@@ -10,7 +10,7 @@ import pytest
 from golden import float_model
 from golden.model import save_model
 from golden.ptq import activation_qparams, quantize_model
-from hw.isa import Op, decode
+from hw.isa import Mem, Op, decode
 from npu.compiler import compile_model
 from npu.perf import predict
 from flow.simulate import missing_simulator, run
@@ -288,3 +288,47 @@ def test_verilator_resnet_shaped(tmp_path, sim_seed):
                       model=model)
         assert all(r["exact"] for r in rep["records"])
         check_cycle_model(model, batch, rep)
+
+
+def tflite_softmax_model(seed, beta, classes, spatial):
+    """A layer ending in softmax variant "tflite" (golden.tflite.softmax_tflite, with
+    ``beta``) over ``classes`` values: a dense layer, or (``spatial``) a 3x3 convolution whose
+    every pixel is one vector (many vectors: the unit's steady state)."""
+    import dataclasses
+    from golden.tflite import softmax_params as tflite_softmax_params
+    rng = np.random.default_rng(seed)
+    if spatial:
+        layers = [{"type": "conv2d", "name": "conv", "kernel": 3, "stride": 1, "padding": 1,
+                   "in_channels": 3, "out_channels": classes, "activation": "none"}]
+        shape = [6, 6, 3]
+    else:
+        layers = [{"type": "flatten", "name": "flatten"},
+                  {"type": "dense", "name": "fc0", "in_features": 36, "out_features": classes,
+                   "activation": "none"}]
+        shape = [3, 3, 4]
+    arch = {"name": "tflsoftmax", "input_shape": shape,
+            "layers": layers + [{"type": "softmax", "name": "softmax"}]}
+    model = quantized(arch, rng)
+    L = model.layers[-1]
+    params = tflite_softmax_params(L.in_quant[0][0], beta)
+    L.attrs.update({"variant": "tflite", "beta": beta, "params": dataclasses.asdict(params)})
+    L.softmax_params = params
+    return model
+
+
+@pytest.mark.parametrize("seed,beta,classes,spatial", [
+    (61, 1.0, 37, False), (62, 24.0, 200, False), (63, 0.5, 19, True)])
+def test_verilator_tflite_softmax(tmp_path, sim_seed, seed, beta, classes, spatial):
+    """SOFTMAX in TFLite mode (SM_MODE 1, its exp table LOADed into SM_EXP) bit-exact with
+    golden.tflite.softmax_tflite and cycle-exact: a partial last word (37), vectors longer
+    than the reciprocal sequence (200; beta 24 cuts most values off at diff_min and
+    saturates the maximum at 127), 72 short vectors back to back (19 channels of 6x6 pixels,
+    batch 2)."""
+    model = tflite_softmax_model(sim_seed(seed), beta, classes, spatial)
+    prog = compile_model(model, CONFIG, batch=2)
+    assert any(decode(w)["op"] == Op.LOAD and decode(w)["mem"] == Mem.SM_EXP
+               for w in prog.infer)
+    rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(seed), batch=2,
+                  model=model)
+    assert all(r["exact"] for r in rep["records"])
+    check_cycle_model(model, 2, rep)

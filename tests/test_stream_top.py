@@ -46,6 +46,9 @@ def axis(prefix, direction, width, last=True):
                                              **axis("m_axis_y", "out", 8),
                                              "cfg_multiplier": ("in", 31),
                                              "cfg_right_shift": ("in", 5),
+                                             "cfg_mode": ("in", 1),
+                                             **axis("s_axis_exp_table", "in", 8 + 31,
+                                                    last=False),
                                              "overflow": ("out", 1), "dropped": ("out", 16)}),
 ])
 def test_unit_top_ports(name, params, want):
