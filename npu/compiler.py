@@ -538,8 +538,10 @@ def emit(ops, shapes, layouts, slices, cfg, batch, model, tensor_of):
         w_beats[j], p_beats[j] = _slice_data(ops[sl.op], sl, shapes, C)
     src0 = layouts[0]
     e.load(Mem.ACT, src0.addr, None, src0.words, shift=src0.shift)
+    sm_exp = resident_exp_table(ops, C)
     ctx = SimpleNamespace(ops=ops, shapes=shapes, layouts=layouts, slices=slices, cfg=cfg,
-                          batch=batch, w_beats=w_beats, p_beats=p_beats, prefetched=set())
+                          batch=batch, w_beats=w_beats, p_beats=p_beats, prefetched=set(),
+                          sm_exp_resident=sm_exp is not None)
     for k, op in enumerate(ops):
         LOWER[op.kind](e, ctx, k, op)
     out = layouts[tensor_of[model.output]]
@@ -555,8 +557,11 @@ def emit(ops, shapes, layouts, slices, cfg, batch, model, tensor_of):
         setup.append(encode_load(Mem.WGT, 0, wgt_words))
     if prm_entries:
         setup.append(encode_load(Mem.PARAM, 0, prm_entries))
+    if sm_exp is not None:
+        setup.append(encode_load(Mem.SM_EXP, 0, 1))
     setup.append(encode(Op_.DONE))
-    parts = setup_w + setup_p                 # the two setup LOADs take them in this order
+    # the setup LOADs take them in this order
+    parts = setup_w + setup_p + ([sm_exp] if sm_exp is not None else [])
     stream = np.concatenate(parts, axis=0) if parts else np.zeros((0, C), np.uint8)
     check_background_loads(e.infer)
     for plan in e.plans:
@@ -650,9 +655,22 @@ def _lower_pool(e, ctx, k, op):
                              {r.name: int(v) for r, v in regs.items()}, 0))
 
 
+def resident_exp_table(ops, cols):
+    """The SM_EXP LOAD beats the setup program loads once, when every softmax of variant
+    "tflite" uses the same exp table (one softmax, as in every MLPerf Tiny model); else None,
+    and each such softmax LOADs its table in the inference program."""
+    tables = {pack_sm_exp_table(softmax_exp_table(op.layer.softmax_params), cols).tobytes()
+              for op in ops if op.kind == "softmax"
+              and op.layer.attrs.get("variant", "project") == "tflite"}
+    if len(tables) != 1:
+        return None
+    return np.frombuffer(tables.pop(), np.uint8).reshape(-1, cols)
+
+
 def _softmax_mode_regs(e, ctx, L, Cin):
     """SM_MODE and its parameters: variant "project" SM_MULT / SM_SHIFT; "tflite" the LOAD of
-    its exp table (golden.tflite.softmax_exp_table of the layer's SoftmaxTfliteParams)."""
+    its exp table (golden.tflite.softmax_exp_table of the layer's SoftmaxTfliteParams), unless
+    the setup program loads it (:func:`resident_exp_table`)."""
     p_ = L.softmax_params
     variant = L.attrs.get("variant", "project")
     if variant == "project":
@@ -662,7 +680,8 @@ def _softmax_mode_regs(e, ctx, L, Cin):
         raise CompileError(f"layer {L.index} {L.name!r}: softmax variant 'tflite' over {Cin} "
                            f"values exceeds {SOFTMAX_TFLITE_MAX_LEN} (TFLite's sum would "
                            "overflow its output shift)")
-    e.load(Mem.SM_EXP, 0, pack_sm_exp_table(softmax_exp_table(p_), ctx.cfg.cols), 1)
+    if not ctx.sm_exp_resident:          # several different tables: each its own LOAD
+        e.load(Mem.SM_EXP, 0, pack_sm_exp_table(softmax_exp_table(p_), ctx.cfg.cols), 1)
     return {Reg.SM_MODE: SOFTMAX_MODES.index(variant)}
 
 

@@ -158,7 +158,7 @@ async def error_paths(dut):
     # Back to back: a valid ELTWISE, then one whose output overlaps its second input. Each
     # instruction's checks must see its own registers (hw.sizes.CHECK_SETTLE), not the
     # previous one's: the second is refused at its own pc and writes nothing.
-    a, b, out = 256, 512, 768                      # far apart: whole groups of ACT banks
+    a, b, out = act // 4, act // 2, 3 * act // 4   # far apart: other groups of ACT banks
     elt = {Reg.IN_ADDR: a, Reg.IN2_ADDR: b, Reg.OUT_ADDR: out, Reg.IN_CW: 1, Reg.OUT_CW: 1,
            Reg.IN_H: 1, Reg.IN_W: 4, Reg.BATCH: 1, Reg.IN_ROW: 4, Reg.IN_IMG: 4,
            Reg.IN2_ROW: 4, Reg.IN2_IMG: 4, Reg.OUT_ROW: 4, Reg.OUT_IMG: 4, Reg.IN_ZP: 0,

@@ -239,25 +239,32 @@ def tflite_softmax(model, beta=1.0):
 
 
 def test_softmax_tflite_loads_its_exp_table():
-    """variant "tflite": a LOAD of golden.tflite.softmax_exp_table (256 little-endian int32)
-    into SM_EXP before the SOFTMAX, which runs with SM_MODE 1; "project" sets SM_MODE 0."""
+    """variant "tflite": golden.tflite.softmax_exp_table (256 little-endian int32) LOADed into
+    SM_EXP by the setup program (the model's one table), the SOFTMAX runs with SM_MODE 1;
+    "project" sets SM_MODE 0. Softmaxes with different tables each LOAD theirs."""
     from golden.tflite import softmax_exp_table
+    from npu.compiler import Op as CompilerOp, resident_exp_table
     model = tflite_softmax(load_model(REFERENCE), beta=0.75)
     prog = compile_model(model, {}, batch=2)
+    setup = [decode(w) for w in prog.setup]
+    assert [f["mem"] for f in setup if f["op"] == Op.LOAD][-1] == Mem.SM_EXP
+    assert not [f for f in map(decode, prog.infer) if f["op"] == Op.LOAD
+                and f["mem"] == Mem.SM_EXP]
+    # the setup stream ends with the table's beats
+    beats = np.ascontiguousarray(prog.setup_stream[-(1024 // prog.config.cols):]).reshape(-1)
+    np.testing.assert_array_equal(beats.view("<i4"),
+                                  softmax_exp_table(model.layers[-1].softmax_params))
     ops = [decode(w) for w in prog.infer]
-    loads = [n for n, f in enumerate(ops) if f["op"] == Op.LOAD and f["mem"] == Mem.SM_EXP]
     smx = [n for n, f in enumerate(ops) if f["op"] == Op.SOFTMAX]
-    assert len(loads) == 1 and len(smx) == 1 and loads[0] < smx[0]
-    # infer_chunks: the beats of each LOAD, in order (None: the input images)
-    chunk = prog.infer_chunks[[n for n, f in enumerate(ops)
-                               if f["op"] == Op.LOAD].index(loads[0])]
-    entries = np.ascontiguousarray(chunk).reshape(-1)[:1024].view("<i4")
-    np.testing.assert_array_equal(entries, softmax_exp_table(model.layers[-1].softmax_params))
     modes = [f["value"] for f in ops[:smx[0]] if f["op"] == Op.SET and f["reg"] == Reg.SM_MODE]
-    assert modes[-1] == 1
+    assert len(smx) == 1 and modes[-1] == 1
     plain = compile_model(load_model(REFERENCE), {}, batch=2)
     assert [f["value"] for f in map(decode, plain.infer)
             if f["op"] == Op.SET and f["reg"] == Reg.SM_MODE] == [0]
+    a = tflite_softmax(load_model(REFERENCE), beta=0.75).layers[-1]
+    b = tflite_softmax(load_model(REFERENCE), beta=2.0).layers[-1]
+    assert resident_exp_table([CompilerOp("softmax", a), CompilerOp("softmax", a)], 8) is not None
+    assert resident_exp_table([CompilerOp("softmax", a), CompilerOp("softmax", b)], 8) is None
 
 
 def test_softmax_tflite_over_511_values_refused():

@@ -319,7 +319,8 @@ def tflite_softmax_model(seed, beta, classes, spatial):
 @pytest.mark.parametrize("seed,beta,classes,spatial", [
     (61, 1.0, 37, False), (62, 24.0, 200, False), (63, 0.5, 19, True)])
 def test_verilator_tflite_softmax(tmp_path, sim_seed, seed, beta, classes, spatial):
-    """SOFTMAX in TFLite mode (SM_MODE 1, its exp table LOADed into SM_EXP) bit-exact with
+    """SOFTMAX in TFLite mode (SM_MODE 1, its exp table LOADed into SM_EXP by the setup
+    program) bit-exact with
     golden.tflite.softmax_tflite and cycle-exact: a partial last word (37), vectors longer
     than the reciprocal sequence (200; beta 24 cuts most values off at diff_min and
     saturates the maximum at 127), 72 short vectors back to back (19 channels of 6x6 pixels,
@@ -327,7 +328,7 @@ def test_verilator_tflite_softmax(tmp_path, sim_seed, seed, beta, classes, spati
     model = tflite_softmax_model(sim_seed(seed), beta, classes, spatial)
     prog = compile_model(model, CONFIG, batch=2)
     assert any(decode(w)["op"] == Op.LOAD and decode(w)["mem"] == Mem.SM_EXP
-               for w in prog.infer)
+               for w in prog.setup)
     rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(seed), batch=2,
                   model=model)
     assert all(r["exact"] for r in rep["records"])

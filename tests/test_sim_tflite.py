@@ -4,9 +4,7 @@ kernels (computed here), and the cycles as the cycle model predicts.
 
 * ``npu run --model X.tflite --json`` end to end (the CLI's LiteRT check included);
 * the shapes of the MLPerf Tiny visual wake words and anomaly detection models (written here);
-* the official MLPerf Tiny models where ../shared/mlperf_tiny exists: whole, skipped with the
-  compiler's reason while it refuses a layer (it turns on by itself when the hardware has
-  it), and today their longest prefix the compiler takes, against LiteRT's tensor there.
+* the official MLPerf Tiny models where ../shared/mlperf_tiny exists, whole.
 """
 
 import json
@@ -16,12 +14,9 @@ import pytest
 
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed (make venv)")
 
-from golden import tflite_io as io  # noqa: E402
-from golden.model import model_from_arrays, model_to_arrays  # noqa: E402
-from npu.compiler import CompileError, compile_model  # noqa: E402
 from npu.litert_reference import litert_outputs  # noqa: E402
 from npu.tflite_import import import_tflite  # noqa: E402
-from test_sim_npu import CONFIG, check_cycle_model, run_npu  # noqa: E402
+from test_sim_npu import check_cycle_model, run_npu  # noqa: E402
 from test_tflite_import import MLPERF_MODELS, mlperf_path, random_inputs  # noqa: E402
 from tflite_nets import (autoencoder, mobilenet_v1_025, small_resnet,  # noqa: E402
                          two_residual_stages)
@@ -83,10 +78,9 @@ def rtl_against_litert(tmp_path, tflite, seed, batch=1):
 
 
 def test_visual_wake_words_shape_on_rtl(tmp_path, sim_seed):
-    """MobileNetV1 0.25 at 96x96x3 (4 blocks, depthwise stride 2 SAME), up to the logits."""
+    """MobileNetV1 0.25 at 96x96x3 (4 blocks, depthwise stride 2 SAME), with its SOFTMAX."""
     seed = sim_seed(402)
-    rtl_against_litert(tmp_path, mobilenet_v1_025(np.random.default_rng(seed), softmax=False),
-                       seed)
+    rtl_against_litert(tmp_path, mobilenet_v1_025(np.random.default_rng(seed)), seed)
 
 
 def test_anomaly_detection_autoencoder_on_rtl(tmp_path, sim_seed):
@@ -96,46 +90,26 @@ def test_anomaly_detection_autoencoder_on_rtl(tmp_path, sim_seed):
 
 # ---- The official MLPerf Tiny models --------------------------------------------------------
 
-def compile_or_skip(model):
-    try:
-        return compile_model(model, CONFIG)
-    except CompileError as e:
-        pytest.skip(f"the compiler refuses the model today: {e}")
-
-
 @pytest.mark.parametrize("name", sorted(MLPERF_MODELS))
-def test_mlperf_model_on_rtl(tmp_path, sim_seed, name):
-    """The whole official model through ``npu run`` on two images (skipped, naming the layer
-    and the reason, while the compiler refuses one of its layers)."""
+def test_mlperf_model_on_rtl(tmp_path, capsys, sim_seed, name):
+    """The whole official model through ``npu run`` on two images: every output bit-exact
+    against golden and against LiteRT's reference kernels, the cycles as predicted."""
     path = mlperf_path(name)
-    model = import_tflite(path)
-    compile_or_skip(model)
     if missing_simulator("verilator"):
         pytest.skip(missing_simulator("verilator"))
+    model = import_tflite(path)
     from npu.cli import main
-    images = random_inputs(model.input_shape, 2, sim_seed(404))
+    seed = sim_seed(404)
+    images = random_inputs(model.input_shape, 2, seed)
     np.savez(tmp_path / "images.npz", images=images)
     status = main(["run", "--model", str(path), "--data", str(tmp_path / "images.npz"),
-                   "--images", "0:2", "--rows", "8", "--cols", "8", "--json"])
-    assert status == 0
-
-
-def accepted_prefix(model):
-    """The model cut after its last layer such that every layer up to it compiles (a
-    ``(model, name of its output layer)`` pair)."""
-    arrays, header = model_to_arrays(model), model.header()
-    best = None
-    for L in model.layers:
-        names = {h["name"] for h in header["layers"][:L.index + 1]}
-        sub = model_from_arrays(
-            {**header, "layers": header["layers"][:L.index + 1], "output": L.name},
-            {k: v for k, v in arrays.items() if k == "header" or k.split("/")[0] in names})
-        try:
-            compile_model(sub, CONFIG)
-        except CompileError:
-            break
-        best = sub
-    return best
+                   "--images", "0:2", "--batch", "1", "--rows", "8", "--cols", "8", "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert status == 0 and res["all_exact"], f"{name}: seed {seed}"
+    assert res["litert_reference"] == {"exact": True, "images": 2, "max_abs_diff_lsb": 0}
+    assert res["cycles_per_batch"] == res["predicted_cycles_per_batch"]
+    want = litert_outputs(path, images)
+    assert [r["output"] for r in res["images"]] == want.reshape(2, -1).tolist()
 
 
 def test_two_residual_stages_on_rtl(tmp_path, sim_seed):
@@ -144,21 +118,3 @@ def test_two_residual_stages_on_rtl(tmp_path, sim_seed):
     first one's regions."""
     seed = sim_seed(406)
     rtl_against_litert(tmp_path, two_residual_stages(np.random.default_rng(seed)), seed)
-
-
-@pytest.mark.parametrize("name", ["resnet8", "dscnn_kws"])
-def test_mlperf_model_prefix_on_rtl(tmp_path, sim_seed, name):
-    """The official model up to its last layer the compiler takes today (ResNet-8: the
-    logits, before SOFTMAX; DS-CNN: the last pointwise conv, before the 25x5 average pool)
-    on the RTL, against LiteRT's tensor of that operator."""
-    path = mlperf_path(name)
-    model = accepted_prefix(import_tflite(path))
-    seed = sim_seed(405)
-    rep = run_npu(tmp_path, "verilator", "model_inference", seed, batch=1, model=model)
-    images = run_npu_images(model, seed)
-    runner, tfl = io.ReferenceRunner(path), io.read_model(path)
-    op = tfl.operators[int(model.output.split("_")[0][2:])]
-    want = np.stack([runner.run(x[None])[op.outputs[0]].reshape(-1) for x in images])
-    got = np.array([r["output"] for r in rep["records"]])
-    assert np.array_equal(got, want), f"{name} up to {model.output}: RTL differs from LiteRT"
-    check_cycle_model(model, 1, rep)
