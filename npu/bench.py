@@ -124,16 +124,50 @@ def mlperf_shapes(params: dict) -> list[dict]:
     return rows
 
 
+#: The official MLPerf Tiny int8 models, where ../shared/mlperf_tiny (beside the project)
+#: holds them: name -> (file, the shape's name in MLPERF_ANCHORS_MS).
+OFFICIAL = {"resnet8 (official)": ("pretrainedResnet_quant.tflite", "resnet8"),
+            "ds_cnn (official)": ("kws_ref_model.tflite", "ds_cnn")}
+
+
+def mlperf_official(params: dict) -> list[dict]:
+    """The official int8 .tflite models on the RTL at batch 1 (one random input each), through
+    ``npu run`` (bit-exact against golden and LiteRT's reference kernels); [] without them."""
+    import tempfile
+
+    from npu.tflite_import import import_tflite
+    folder = ROOT.parent / "shared" / "mlperf_tiny"
+    rows = []
+    for name, (file, shape) in OFFICIAL.items():
+        path = folder / file
+        if not path.exists():
+            continue
+        model = import_tflite(path)
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "data.npz"
+            rng = np.random.default_rng(1)
+            np.savez(data, images=rng.integers(-128, 128, (1, *model.input_shape), np.int8))
+            res = run_reference(params, 1, "0:1", ["--model", str(path), "--data", str(data)])
+        rows.append({"model": name, "macs": sum(r["macs"] or 0 for r in res["layers"]),
+                     "cycles": res["cycles_per_batch"],
+                     "predicted": res["predicted_cycles_per_batch"],
+                     "exact": res["all_exact"] and res["litert_reference"]["exact"],
+                     "anchor_ms": MLPERF_ANCHORS_MS.get(shape), "layers": res["layers"]})
+    return rows
+
+
 def print_mlperf(rows: list[dict], R: int, C: int, fmax: float | None, stale: str | None):
     print(f"\nMLPerf Tiny shapes on npu_top {R}x{C} at batch 1 (Verilator; seeded weights, "
-          f"golden.mlperf_archs), against MLPerf Tiny v1.1 on a Zynq-7020 (fpgaconvnet):")
+          f"golden.mlperf_archs; the official int8 models where ../shared/mlperf_tiny has "
+          f"them, bit-exact against LiteRT too), against MLPerf Tiny v1.1 on a Zynq-7020 "
+          f"(fpgaconvnet):")
     clock = f"@{fmax:.0f} MHz" if fmax else "@100 MHz*"
-    print(f"  {'model':13s} {'MACs':>10} {'cycles':>8} {'model':>8} {'PE util':>7} "
+    print(f"  {'model':18s} {'MACs':>10} {'cycles':>8} {'model':>8} {'PE util':>7} "
           f"{'ms ' + clock:>12} {'Zynq ms':>7} {'bit-exact':>9}")
     for r in rows:
         ms = r["cycles"] / ((fmax or 100.0) * 1e3)
         anchor = f"{r['anchor_ms']:.2f}" if r["anchor_ms"] else "-"
-        print(f"  {r['model']:13s} {r['macs']:>10,} {r['cycles']:>8} {r['predicted']:>8} "
+        print(f"  {r['model']:18s} {r['macs']:>10,} {r['cycles']:>8} {r['predicted']:>8} "
               f"{100 * r['macs'] / (R * C * r['cycles']):>6.1f}% {ms:>12.3f} {anchor:>7} "
               f"{'yes' if r['exact'] else 'NO':>9}")
     if not fmax:
@@ -175,7 +209,7 @@ def main(args: argparse.Namespace) -> int:
     synth, stale = last_synthesis(params)
     fmax = synth["fmax_mhz"] if synth and not stale else None
     lenet_rows, lenet_cycles = lenet5(params)
-    mlperf = mlperf_shapes(params)
+    mlperf = mlperf_shapes(params) + mlperf_official(params)
     agreement = float_agreement()
     # Double buffering: WGT too small for the resident weights, so they stream per batch.
     streamed_params = {**params, "wgt_depth": STREAMED_WGT_DEPTH}
