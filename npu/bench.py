@@ -90,9 +90,9 @@ def run_reference(params: dict, batch: int, images: str, model: list | None = No
 
 def lenet5(params: dict) -> tuple[list[dict], int]:
     rng = np.random.default_rng(5)
-    params = float_model.init_params(LENET5, rng)
+    weights = float_model.init_params(LENET5, rng)
     calib = rng.uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
-    model = quantize_model(LENET5, params, calib, *activation_qparams(-1, 1))
+    model = quantize_model(LENET5, weights, calib, *activation_qparams(-1, 1))
     prog = compile_model(model, {**params, "wgt_depth": 8192}, batch=1)
     return layer_table(prog), sum(predict(prog.infer, prog.config))
 
