@@ -97,6 +97,11 @@ def lenet5(params: dict) -> tuple[list[dict], int]:
     return layer_table(prog), sum(predict(prog.infer, prog.config))
 
 
+#: The reference CNN at batch 8 on 8x8 before the banked activation memory (the ACT copied
+#: once per array row), measured by make bench at 1b808c2: cycles per layer.
+REPLICATED_ACT_BATCH8 = {"conv1": 668, "conv2": 9308, "pool": 1069, "fc1": 1116, "fc2": 156,
+                         "softmax": 258}
+
 #: MLPerf Tiny v1.1 closed division, Zynq-7020 (fpgaconvnet, ZedBoard): ms per inference.
 MLPERF_ANCHORS_MS = {"resnet8": 0.41, "ds_cnn": 0.32, "mobilenet_v1": 9.5}
 
@@ -200,6 +205,22 @@ def print_float_agreement(rows: list[dict]):
               f"{100 * r['ort_static_top1_agreement']:>18.1f}%")
 
 
+def print_layers(run: dict, R: int, C: int):
+    """The per-layer table of a reference CNN run at batch R, with the cycles before the
+    banked activation memory beside it on 8x8."""
+    before = REPLICATED_ACT_BATCH8 if (R, C) == (8, 8) else {}
+    print(f"\nper layer at batch {R}: measured / model cycles, PE utilization vs MACs/(R*C)"
+          + (", and with the replicated ACT (1b808c2, measured)" if before else ""))
+    for row in run["layers"]:
+        u = f"{100 * row['utilization']:.1f}%" if row["utilization"] else ""
+        was = before.get(row["layer"])
+        then = (f"   before: {was} cycles"
+                + (f", {100 * row['macs'] / (R * C * was):.1f}%" if row["macs"] else "")
+                if was else "")
+        print(f"  {row['layer']:8s} {row['type']:10s} {row['measured']:>7} / "
+              f"{row['predicted']:<7} {u:>6}{then}")
+
+
 def main(args: argparse.Namespace) -> int:
     """Measure, print the report and write ``docs/bench/`` (``npu bench``)."""
     params = args.params
@@ -230,10 +251,7 @@ def main(args: argparse.Namespace) -> int:
               f"{cpi:>12.0f} "
               f"{res['hw_wall_seconds_per_batch'] / b:>12.3f} {ips:>19} "
               f"{'yes' if res['all_exact'] else 'NO':>9}")
-    print(f"\nper layer at batch {R}: measured / model cycles, PE utilization vs MACs/(R*C)")
-    for row in runs[R]["layers"]:
-        u = f"{100 * row['utilization']:.1f}%" if row["utilization"] else ""
-        print(f"  {row['layer']:8s} {row['type']:10s} {row['measured']:>7} / {row['predicted']:<7} {u}")
+    print_layers(runs[R], R, C)
     sc = streamed["cycles_per_batch"]
     print(f"\nweights streamed (wgt_depth={STREAMED_WGT_DEPTH}), batch 1: {sc} cycles measured "
           f"(model {streamed['predicted_cycles_per_batch']}), double buffered; "

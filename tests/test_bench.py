@@ -22,3 +22,13 @@ def test_mlperf_table_prints_every_row(capsys):
     out = capsys.readouterr().out
     assert "mobilenet_v1" in out and "9.50" in out and "1.651" in out and "NO" in out
     assert "nominal 100 MHz" in out and "dw (9, 9, 128) 42.5%" in out
+
+
+def test_layer_table_shows_the_replicated_act_cycles(capsys):
+    run = {"layers": [{"layer": "conv2", "type": "conv2d", "macs": 589824, "measured": 9309,
+                       "predicted": 9309, "utilization": 589824 / (64 * 9309)},
+                      {"layer": "pool", "type": "maxpool2d", "macs": 0, "measured": 1065,
+                       "predicted": 1065, "utilization": None}]}
+    bench.print_layers(run, 8, 8)
+    out = capsys.readouterr().out
+    assert "before: 9308 cycles, 99.0%" in out and "before: 1069 cycles" in out
