@@ -269,8 +269,8 @@ def lower_avgpools(ops, shapes, cfg):
             if problem:
                 dw, why = avgpool_as_depthwise(L)
                 if dw is None:
-                    raise CompileError(f"layer {L.index} {L.name!r}: {problem}, and as a "
-                                       f"depthwise convolution: {why} is not supported")
+                    raise CompileError(f"layer {L.index} {L.name!r}: {problem}; nor does "
+                                       f"it run as a depthwise convolution ({why})")
                 op = Op("depthwise", dw, None, op.srcs, op.dst)
         out.append(op)
     return out
