@@ -175,6 +175,22 @@ async def error_paths(dut):
     st = await host.run(0)
     assert st.done and not st.failed, st
     assert np.array_equal(await host.receive(4), pattern), "a refused ELTWISE wrote ACT"
+    # A POOL whose OUT_H disagrees with its input geometry (4x4, 2x2 windows, stride 2: 2
+    # rows, not 3) ends with CONFIG before it writes: its output region keeps the pattern.
+    pool = {Reg.IN_ADDR: a, Reg.IN_ROW: 4, Reg.IN_IMG: 16, Reg.IN_CW: 1, Reg.IN_H: 4,
+            Reg.IN_W: 4, Reg.CIN: C, Reg.KH: 2, Reg.KW: 2, Reg.STRIDE_Y: 2, Reg.STRIDE_X: 2,
+            Reg.PAD_TOP: 0, Reg.PAD_LEFT: 0, Reg.IN_ZP: 0, Reg.OUT_ADDR: b, Reg.OUT_ROW: 2,
+            Reg.OUT_IMG: 6, Reg.OUT_CW: 1, Reg.OUT_H: 3, Reg.OUT_W: 2, Reg.BATCH: 1,
+            Reg.POOL_MODE: 0}
+    prog = ([encode_load(Mem.ACT, b, 4)] + [encode_set(r, v) for r, v in pool.items()]
+            + [encode(Op.POOL), encode(Op.DONE)])
+    st = await expect_error(host, prog, Error.CONFIG, pattern,
+                            what="POOL with OUT_H = 3 for 2 output rows")
+    assert st.error_pc == len(prog) - 2, st
+    await host.load_program([encode_store(b, 4), encode(Op.DONE)])
+    st = await host.run(0)
+    assert st.done and not st.failed, st
+    assert np.array_equal(await host.receive(4), pattern), "a refused POOL wrote ACT"
     # SOFTMAX: SM_MODE 1 before any SM_EXP LOAD since reset, and an unknown SM_MODE after
     # one, are refused before any write (the output words 2, 3 keep the pattern).
     smx = {Reg.IN_ADDR: 0, Reg.IN_H: 1, Reg.IN_W: 1, Reg.IN_CW: 1, Reg.IN_ROW: 1,
