@@ -634,9 +634,36 @@ def save_model(path, model):
     np.savez_compressed(path, **arrays)
 
 
+def _check_member_sizes(path, source):
+    """Refuse an archive member whose ``.npy`` header declares more data than the member
+    holds, before NumPy allocates it (a hostile header could ask for terabytes)."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile):
+        return                      # not a zip: np.load reports it
+    with zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as member:
+                try:
+                    version = np.lib.format.read_magic(member)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(member)
+                except (ValueError, EOFError) as e:
+                    raise ModelFormatError(f"{source}: member {info.filename}: {e}") from None
+            declared = math.prod(shape) * dtype.itemsize
+            if declared > info.file_size:
+                raise ModelFormatError(
+                    f"{source}: member {info.filename} declares shape {shape} of {dtype} "
+                    f"({declared} bytes) but holds {info.file_size} bytes")
+
+
 def load_model(path):
     """Read and validate a model file; :class:`ModelFormatError` on any problem."""
     source = str(path)
+    _check_member_sizes(path, source)
     try:
         f = np.load(path, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
@@ -657,6 +684,8 @@ def load_model(path):
         header = json.loads(hdr.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFormatError(f"{source}: header is not valid UTF-8 JSON: {e}") from None
+    except RecursionError:
+        raise ModelFormatError(f"{source}: header JSON is nested too deeply") from None
     return model_from_arrays(header, arrays, source=source)
 
 

@@ -476,3 +476,27 @@ def test_fuzzed_headers_and_tensors_are_refused_cleanly(seed, tmp_path):
         except Exception as e:  # noqa: BLE001 - the point of the test
             pytest.fail(f"seed {seed}: {desc}: {type(e).__name__}: {e}")
     assert refused >= 30, f"seed {seed}: only {refused} corruptions refused"
+
+
+def test_hostile_archives_refused_before_allocating(tmp_path):
+    """A member whose .npy header declares far more data than it holds, and a header of
+    deeply nested JSON: each a ModelFormatError naming the problem (no MemoryError or
+    RecursionError)."""
+    import io
+    import zipfile
+    nested = tmp_path / "nested.npz"
+    buf = io.BytesIO()
+    np.save(buf, np.frombuffer(("[" * 100000 + "]" * 100000).encode(), np.uint8))
+    with zipfile.ZipFile(nested, "w") as z:
+        z.writestr("header.npy", buf.getvalue())
+    with pytest.raises(ModelFormatError, match="nested too deeply"):
+        load_model(nested)
+    huge = tmp_path / "huge.npz"
+    d = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000,), }"
+    d = d + " " * (117 - len(d)) + "\n"
+    with zipfile.ZipFile(huge, "w") as z:
+        z.writestr("header.npy", buf.getvalue())
+        z.writestr("conv1/m0.npy", b"\x93NUMPY\x01\x00" + len(d).to_bytes(2, "little")
+                   + d.encode())
+    with pytest.raises(ModelFormatError, match=r"conv1/m0.npy declares shape \(100000000000,\)"):
+        load_model(huge)
