@@ -381,13 +381,7 @@ def _gemm_layer(ctx, L, arrays, used, where):
     """conv2d, depthwise_conv2d, dense: tensors, requantization, folded bias, bound."""
     a, lname = L.attrs, L.name
     (s_x, z_x), (s_y, _) = L.in_quant[0], (L.out_scale, L.out_zero_point)
-    act = a.get("fused_activation", "none")
-    if act not in FUSED_ACTIVATIONS:
-        ctx.fail(f"fused_activation must be one of {FUSED_ACTIVATIONS}, got {act!r}", where)
-    qmin, qmax = a.get("qmin"), a.get("qmax")
-    if not (_is_int(qmin) and _is_int(qmax) and -128 <= qmin <= qmax <= 127):
-        ctx.fail(f"need integers -128 <= qmin <= qmax <= 127, got qmin={qmin!r}, "
-                 f"qmax={qmax!r}", where)
+    _check_clamp(ctx, a, where)
     if a.get("rounding", "double") not in ROUNDINGS:
         ctx.fail(f"rounding must be one of {ROUNDINGS}, got {a['rounding']!r}", where)
     if L.type == "conv2d":
@@ -487,15 +481,21 @@ def _softmax_layer(ctx, L, arrays, used, where):
     L.softmax_params = want
 
 
-def _add_layer(ctx, L, arrays, used, where):
-    from .eltwise import AddParams, add_params
-    a = L.attrs
+def _check_clamp(ctx, a, where):
+    """A conv/dense/add layer's fused activation name and its requantizer clamp."""
+    act = a.get("fused_activation", "none")
+    if act not in FUSED_ACTIVATIONS:
+        ctx.fail(f"fused_activation must be one of {FUSED_ACTIVATIONS}, got {act!r}", where)
     qmin, qmax = a.get("qmin"), a.get("qmax")
     if not (_is_int(qmin) and _is_int(qmax) and -128 <= qmin <= qmax <= 127):
         ctx.fail(f"need integers -128 <= qmin <= qmax <= 127, got qmin={qmin!r}, "
                  f"qmax={qmax!r}", where)
-    if a.get("fused_activation", "none") not in FUSED_ACTIVATIONS:
-        ctx.fail(f"fused_activation must be one of {FUSED_ACTIVATIONS}", where)
+
+
+def _add_layer(ctx, L, arrays, used, where):
+    from .eltwise import AddParams, add_params
+    a = L.attrs
+    _check_clamp(ctx, a, where)
     (s1, z1), (s2, z2) = L.in_quant
     try:
         want = add_params(s1, z1, s2, z2, L.out_scale, L.out_zero_point)

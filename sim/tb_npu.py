@@ -107,6 +107,17 @@ async def expect_error(host, program, code, beats=None, what=""):
     return st
 
 
+async def expect_refused_untouched(host, program, code, pattern, addr, what):
+    """``program`` (a LOAD of ``pattern`` to ``addr``, ..., the instruction, DONE) ends with
+    ``code`` at the instruction's pc, and ACT at ``addr`` still holds ``pattern``."""
+    st = await expect_error(host, program, code, pattern, what=what)
+    assert st.error_pc == len(program) - 2, st
+    await host.load_program([encode_store(addr, len(pattern)), encode(Op.DONE)])
+    st = await host.run(0)
+    assert st.done and not st.failed, st
+    assert np.array_equal(await host.receive(len(pattern)), pattern), f"{what}: it wrote ACT"
+
+
 @cocotb.test()
 async def error_paths(dut):
     """Illegal instruction and out-of-range accesses set ERROR and leave the NPU idle and
@@ -168,13 +179,8 @@ async def error_paths(dut):
     prog = ([encode_load(Mem.ACT, b, 4)] + [encode_set(r, v) for r, v in elt.items()]
             + [encode(Op.ELTWISE), encode_set(Reg.OUT_ADDR, b + 2), encode(Op.ELTWISE),
                encode(Op.DONE)])
-    st = await expect_error(host, prog, Error.ADDRESS, pattern,
-                            what="ELTWISE output overlapping its input, after a valid ELTWISE")
-    assert st.error_pc == len(prog) - 2, st
-    await host.load_program([encode_store(b, 4), encode(Op.DONE)])
-    st = await host.run(0)
-    assert st.done and not st.failed, st
-    assert np.array_equal(await host.receive(4), pattern), "a refused ELTWISE wrote ACT"
+    await expect_refused_untouched(host, prog, Error.ADDRESS, pattern, b,
+                                   "ELTWISE output overlapping its input, after a valid ELTWISE")
     # A POOL whose OUT_H disagrees with its input geometry (4x4, 2x2 windows, stride 2: 2
     # rows, not 3) ends with CONFIG before it writes: its output region keeps the pattern.
     pool = {Reg.IN_ADDR: a, Reg.IN_ROW: 4, Reg.IN_IMG: 16, Reg.IN_CW: 1, Reg.IN_H: 4,
@@ -184,13 +190,8 @@ async def error_paths(dut):
             Reg.POOL_MODE: 0}
     prog = ([encode_load(Mem.ACT, b, 4)] + [encode_set(r, v) for r, v in pool.items()]
             + [encode(Op.POOL), encode(Op.DONE)])
-    st = await expect_error(host, prog, Error.CONFIG, pattern,
-                            what="POOL with OUT_H = 3 for 2 output rows")
-    assert st.error_pc == len(prog) - 2, st
-    await host.load_program([encode_store(b, 4), encode(Op.DONE)])
-    st = await host.run(0)
-    assert st.done and not st.failed, st
-    assert np.array_equal(await host.receive(4), pattern), "a refused POOL wrote ACT"
+    await expect_refused_untouched(host, prog, Error.CONFIG, pattern, b,
+                                   "POOL with OUT_H = 3 for 2 output rows")
     # SOFTMAX: SM_MODE 1 before any SM_EXP LOAD since reset, and an unknown SM_MODE after
     # one, are refused before any write (the output words 2, 3 keep the pattern).
     smx = {Reg.IN_ADDR: 0, Reg.IN_H: 1, Reg.IN_W: 1, Reg.IN_CW: 1, Reg.IN_ROW: 1,
