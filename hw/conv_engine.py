@@ -11,6 +11,16 @@ beats (kh, kw) per tile, and row i carries the whole input word of its tap, colu
 lane j (:class:`hw.systolic.SystolicArray` with word operands), so depthwise layers use every
 PE as a plain convolution does.
 
+K-split mode (CONV_MODE = 2, where R == C and C is a power of two: :func:`ksplit_supported`)
+is for layers with few output pixels, above all dense layers at batch 1, which the plain
+mapping runs on one row of R: a tile is one output pixel's column block, row i computes its
+output channel nb*C + i and column j the input lanes j of every input word. Each beat reads
+one input word (the tap's ceil(CIN / C) words in turn) as the ``b`` operand, lane j to
+column j, and one WGT word per row as row i's ``a`` word (WGT is R banks: row i reads bank i,
+all at one row), so all R x C PEs multiply. :class:`hw.row_sum.RowSum` adds each result
+row's C partial sums before the requantizer, which sees one row per tile. Its WGT layout is
+R words per beat (:func:`wgt_words_per_block`), from a W_ADDR that is a multiple of R.
+
 Tensors in ACT have a pixel pitch (IN_CW / OUT_CW words, a power of two), a row pitch and an
 image pitch (IN_ROW/IN_IMG, OUT_ROW/OUT_IMG, words); see :mod:`hw.act_memory`.
 
@@ -43,7 +53,7 @@ Datapath
   shift from PARAM (prefetched), then optionally :class:`hw.activation.ActivationLUT`.
 * *Writeback* (registered): row i of the tile of column block nb goes to the address of
   output pixel ``m`` (OUT_ADDR + image, row and pixel pitches) + nb; rows past M (padding of
-  the last block) are dropped.
+  the last block) are dropped. In K-split mode a block is one pixel and its tile one row.
 
 Throughput: one operand beat per cycle, i.e. each tile takes max(K, R) cycles in steady state
 (see :mod:`npu.perf` for the exact cycle count).
@@ -64,13 +74,53 @@ from .activation import ActivationLUT, table_layout
 from .isa import Error, Reg, param_entry_layout
 from .ram import RAM_LATENCY
 from .requantizer import Requantizer, acc_layout, params_layout, result_layout
+from .row_sum import RowSum
 from .sizes import (SIZE_BITS, STEP_LATENCY, ProductSteps, act_write_members, addr_bits,
                     aligned, cfg_layout, engine_fsm, pixel_shift, regions_disjoint,
                     step_schedule, tensor_end)
 from .systolic import SystolicArray
 
 __all__ = ["ConvEngine", "cfg_layout", "OPERAND_FIFO_DEPTH", "SETUP_DEPS", "STEPPER_START",
-           "OPERAND_STAGES", "layout_ok"]
+           "OPERAND_STAGES", "layout_ok", "Mode", "ksplit_supported", "wgt_banks",
+           "beats_per_tile", "wgt_words_per_block"]
+
+
+class Mode:
+    """CONV_MODE values (documented with the register in :mod:`hw.isa`)."""
+    CONV = 0
+    DEPTHWISE = 1
+    KSPLIT = 2
+
+
+def ksplit_supported(rows, cols):
+    """Whether an R x C configuration has the dense K-split mode: the R row sums of a tile
+    fill one output word (R == C) and an input word splits into lanes by a shift (C a power
+    of two)."""
+    return rows == cols and cols >= 2 and not cols & (cols - 1)
+
+
+def wgt_banks(rows, cols):
+    """WGT is R banks of C-byte words (word w in bank w mod R) where the K-split mode reads a
+    word per row each beat; one memory otherwise."""
+    return rows if ksplit_supported(rows, cols) else 1
+
+
+def beats_per_tile(mode, kh, kw, cin, cols):
+    """Operand beats of one tile: K = KH * KW * CIN (cin fastest), depthwise KH * KW (a word
+    per tap), K-split KH * KW * ceil(CIN / C) (a word per beat)."""
+    if mode == Mode.DEPTHWISE:
+        return kh * kw
+    if mode == Mode.KSPLIT:
+        return kh * kw * -(-cin // cols)
+    return kh * kw * cin
+
+
+def wgt_words_per_block(mode, kh, kw, cin, rows, cols):
+    """WGT words of one column block of a CONV: a word of C weights per beat; in K-split
+    mode R words per beat (output channel i's weights of the beat's input lanes in word
+    ``R * beat + i``)."""
+    words = beats_per_tile(mode, kh, kw, cin, cols)
+    return words * rows if mode == Mode.KSPLIT else words
 
 #: Operand beats in flight between the walker and the array (pipeline stages + FIFO).
 OPERAND_FIFO_DEPTH = 16
@@ -112,10 +162,14 @@ class ConvEngine(wiring.Component):
         self.rows, self.cols = rows, cols
         self.act_depth, self.wgt_depth, self.param_depth = act_depth, wgt_depth, param_depth
         self.dsp = dsp
+        self.ksplit = ksplit_supported(rows, cols)
+        self.wgt_banks = wgt_banks(rows, cols)
         self.array = SystolicArray(rows, cols, word_operands=True, dsp=dsp)
         self.requant = Requantizer(lanes=cols, dsp=dsp)
         self.lut = ActivationLUT(lanes=cols, dsp=dsp)
-        aw, ww, pw = addr_bits(act_depth), addr_bits(wgt_depth), addr_bits(param_depth)
+        self.row_sum = RowSum(cols) if self.ksplit else None
+        aw, pw = addr_bits(act_depth), addr_bits(param_depth)
+        ww = addr_bits(-(-wgt_depth // self.wgt_banks))
         super().__init__({
             "cfg": In(cfg_layout()),
             "start": In(1),
@@ -127,8 +181,9 @@ class ConvEngine(wiring.Component):
             "act_rd_shift": Out(SHIFT_BITS),
             "act_rd_data": In(data.ArrayLayout(unsigned(8 * cols), rows)),
             **act_write_members(cols, act_depth),
+            # The row every WGT bank reads (word address // banks; K-split: the row).
             "wgt_rd_addr": Out(ww),
-            "wgt_rd_data": In(8 * cols),
+            "wgt_rd_data": In(data.ArrayLayout(unsigned(8 * cols), self.wgt_banks)),
             "prm_rd_addr": Out(pw),
             "prm_rd_data": In(param_entry_layout(cols)),
             "lut_table": In(stream.Signature(table_layout())),
@@ -145,6 +200,8 @@ class ConvEngine(wiring.Component):
         m.submodules.array = self.array
         m.submodules.requant = self.requant
         m.submodules.lut = self.lut
+        if self.row_sum is not None:
+            m.submodules.row_sum = self.row_sum
         wiring.connect(m, wiring.flipped(self.lut_table), self.lut.table)
         geo, sizes, checks = self._setup(m)
         run = Signal()                    # the walkers are active (RUN)
@@ -177,9 +234,16 @@ class ConvEngine(wiring.Component):
         g = SimpleNamespace()
         for name in SETUP_STEPS + ("p_off",):
             setattr(g, name, Signal(32, name=name))
-        g.depthwise = reg(Reg.CONV_MODE)[0]
+        # The mode, registered (the configuration is stable from the start; SETUP begins
+        # two cycles later), so no 32-bit compare sits in front of the walkers.
+        g.depthwise, g.ksplit = Signal(), Signal()
+        m.d.sync += [g.depthwise.eq(reg(Reg.CONV_MODE) == Mode.DEPTHWISE),
+                     g.ksplit.eq((reg(Reg.CONV_MODE) == Mode.KSPLIT) if self.ksplit else 0)]
         g.nb_count = reg(Reg.OUT_NB)
-        cin_per_tap = Mux(g.depthwise, 1, reg(Reg.CIN))
+        # K-split: a beat is a whole input word, so a tap has ceil(CIN / C) beats.
+        g.cin_words = Signal(SIZE_BITS)
+        m.d.sync += g.cin_words.eq((reg(Reg.CIN)[:SIZE_BITS] + (C - 1)) >> (C - 1).bit_length())
+        cin_per_tap = Mux(g.depthwise, 1, Mux(g.ksplit, g.cin_words, reg(Reg.CIN)))
         # s_cw: next pixel along x; s_row: next output row; p_off: offset of the top-left tap
         # of output pixel (0, 0) from the input's pixel (0, 0).
         factors = {"hw": (reg(Reg.OUT_H), reg(Reg.OUT_W)),
@@ -215,19 +279,26 @@ class ConvEngine(wiring.Component):
             aligned(m, reg(Reg.OUT_ROW), reg(Reg.OUT_CW), "out_row"),
             aligned(m, reg(Reg.OUT_IMG), reg(Reg.OUT_CW), "out_img")).all())
         group_ok = self._group_check(m, g)
+        # K-split reads every WGT bank at one row: its blocks start at a multiple of R.
+        bank_bits = (self.wgt_banks - 1).bit_length()
+        w_aligned = (~g.ksplit | (reg(Reg.W_ADDR)[:bank_bits] == 0)) if bank_bits else 1
+        last_mode = Mode.KSPLIT if self.ksplit else Mode.DEPTHWISE
         other_ok = ((reg(Reg.PAD_TOP) < (1 << SIZE_BITS)) &
                     (reg(Reg.PAD_LEFT) < (1 << SIZE_BITS)) & (reg(Reg.USE_LUT) <= 1) &
-                    (reg(Reg.CONV_MODE) <= 1) & (reg(Reg.ROUNDING) <= 1) & (s8(Reg.QMIN) <= s8(Reg.QMAX)))
+                    (reg(Reg.CONV_MODE) <= last_mode) & w_aligned & (reg(Reg.ROUNDING) <= 1) &
+                    (s8(Reg.QMIN) <= s8(Reg.QMAX)))
 
         # Region ends, registered (one adder per register; the checks read them after
         # SETTLE). The output region of this CONV ends with its last pixel's column blocks:
         # OUT_ADDR + (BATCH - 1) * OUT_IMG + (OUT_H - 1) * OUT_ROW + (OUT_W - 1) * OUT_CW +
         # OUT_NB.
-        in_end, w_end, p_end = (Signal(34, name=n) for n in ("in_end", "w_end", "p_end"))
+        in_end, p_end = (Signal(34, name=n) for n in ("in_end", "p_end"))
+        w_end = Signal(34 + bank_bits)
         last_col = Signal(32)
         m.d.sync += [in_end.eq(reg(Reg.IN_ADDR) + g.in_total),
                      last_col.eq((reg(Reg.OUT_W) - 1)[:SIZE_BITS] << g.out_shift),
-                     w_end.eq(reg(Reg.W_ADDR) + g.w_total),
+                     w_end.eq(reg(Reg.W_ADDR) + Mux(g.ksplit, g.w_total << bank_bits,
+                                                    g.w_total)),
                      p_end.eq(reg(Reg.P_ADDR) + g.nb_count)]
         out_end = tensor_end(m, reg(Reg.OUT_ADDR), g.out_total, reg(Reg.OUT_IMG), g.last_row,
                              last_col, g.nb_count, "out")
@@ -235,7 +306,7 @@ class ConvEngine(wiring.Component):
                                     reg(Reg.OUT_ADDR), out_end, g.out_shift)
         addr_ok = ((in_end <= self.act_depth) & (out_end <= self.act_depth) &
                    (w_end <= self.wgt_depth) & (p_end <= self.param_depth) & disjoint)
-        layout = self._layout_check(m, g)
+        layout = self._layout_check(m, g) | g.ksplit     # K-split: one read per beat
 
         # Bounds the walkers compare against, registered: their inputs (the configuration
         # and the SETUP products) are stable from SETTLE on, so the walkers compare a counter
@@ -246,8 +317,11 @@ class ConvEngine(wiring.Component):
         g.kh_last = Signal(SIZE_BITS)
         g.ow_last = Signal(SIZE_BITS)
         g.oh_last = Signal(SIZE_BITS)
-        g.m_less_r = Signal(signed(34))       # M - R: a block starting past it is the last
-        g.m_less_2r = Signal(signed(34))      # M - 2R
+        # A block is R output pixels (K-split: one, its tiles' rows being output channels).
+        g.blk = Signal(range(R + 1))
+        g.m_less_b = Signal(signed(34))       # M - blk: a block starting past it is the last
+        g.m_less_2b = Signal(signed(34))      # M - 2 blk
+        g.w_start = Signal(32)                # the walker's first WGT address (K-split: row)
         g.k_is_1 = Signal()
         g.k_less2 = Signal(32)                # K - 2
         g.nb_is_1 = Signal()
@@ -255,10 +329,15 @@ class ConvEngine(wiring.Component):
         m.d.sync += [g.k_is_1.eq(g.K == 1), g.k_less2.eq(g.K - 2),
                      g.nb_is_1.eq(g.nb_count == 1), g.nb_less2.eq(g.nb_count - 2),
                      g.nb_last.eq(g.nb_count - 1),
-                     g.cin_last.eq(Mux(g.depthwise, 0, reg(Reg.CIN) - 1)),
+                     g.cin_last.eq(Mux(g.depthwise, 0,
+                                       Mux(g.ksplit, g.cin_words - 1, reg(Reg.CIN) - 1))),
                      g.kw_last.eq(reg(Reg.KW) - 1), g.kh_last.eq(reg(Reg.KH) - 1),
                      g.ow_last.eq(reg(Reg.OUT_W) - 1), g.oh_last.eq(reg(Reg.OUT_H) - 1),
-                     g.m_less_r.eq(g.M - R), g.m_less_2r.eq(g.M - 2 * R)]
+                     g.blk.eq(Mux(g.ksplit, 1, R)),
+                     g.m_less_b.eq(g.M - Mux(g.ksplit, 1, R)),
+                     g.m_less_2b.eq(g.M - Mux(g.ksplit, 2, 2 * R)),
+                     g.w_start.eq(Mux(g.ksplit, reg(Reg.W_ADDR) >> bank_bits,
+                                      reg(Reg.W_ADDR)))]
         checks = (sizes_ok & int8_ok & other_ok,
                   [(pitch_ok & group_ok & layout, Error.CONFIG), (g.K <= MAX_K, Error.CONFIG),
                    (addr_ok, Error.ADDRESS)])
@@ -324,6 +403,8 @@ class ConvEngine(wiring.Component):
         rowbase = Signal(signed(34))
         imgbase = Signal(signed(34))
         st.fill = Signal(range(R + 1))    # pixels already in `nxt`
+        st.ready = Signal()               # `nxt` holds a whole block (K-split: in row R - 1)
+        m.d.comb += st.ready.eq(st.fill == g.blk)
         row_layout = data.StructLayout({"base": signed(34), "y0": signed(SIZE_BITS + 2),
                                         "x0": signed(SIZE_BITS + 2), "valid": 1})
         nxt = Signal(data.ArrayLayout(row_layout, R))
@@ -333,7 +414,7 @@ class ConvEngine(wiring.Component):
         pad_y = -reg(Reg.PAD_TOP).as_signed()
         pad_x = -reg(Reg.PAD_LEFT).as_signed()
         # On a swap the stepper keeps going: `cur` takes the old `nxt` while `nxt` shifts.
-        with m.If(stepping & ((st.fill != R) | st.swap)):
+        with m.If(stepping & (~st.ready | st.swap)):
             new = Signal(row_layout)
             m.d.comb += [new.base.eq(base), new.y0.eq(y0), new.x0.eq(x0),
                          new.valid.eq(px < g.M)]
@@ -401,7 +482,7 @@ class ConvEngine(wiring.Component):
             m.d.sync += [k.eq(k + 1), w.waddr.eq(w.waddr + 1)]
             with m.If(cin != g.cin_last):
                 m.d.sync += cin.eq(cin + 1)
-                with m.If(w.lane == C - 1):
+                with m.If((w.lane == C - 1) | g.ksplit):    # K-split: a word per beat
                     m.d.sync += [w.lane.eq(0), w.koff.eq(w.koff + 1)]
                 with m.Else():
                     m.d.sync += w.lane.eq(w.lane + 1)
@@ -426,22 +507,22 @@ class ConvEngine(wiring.Component):
             with m.Else():
                 m.d.sync += w.k_last.eq(k == g.k_less2)
             with m.If(blk_last):
-                m.d.sync += [nb.eq(0), nb_at_last.eq(g.nb_is_1), w.waddr.eq(reg(Reg.W_ADDR)),
-                             mbase.eq(mbase + R), next_group.eq(g.depthwise)]
-                with m.If(more & (st.fill == R)):
+                m.d.sync += [nb.eq(0), nb_at_last.eq(g.nb_is_1), w.waddr.eq(g.w_start),
+                             mbase.eq(mbase + g.blk), next_group.eq(g.depthwise)]
+                with m.If(more & st.ready):
                     m.d.comb += st.swap.eq(1)
-                    m.d.sync += more.eq(mbase < g.m_less_2r)
+                    m.d.sync += more.eq(mbase < g.m_less_2b)
                 with m.Else():
                     m.d.sync += w.active.eq(0)
-        with m.If(run & ~w.active & more & (st.fill == R)):
+        with m.If(run & ~w.active & more & st.ready):
             # Start the next block (after a wait for the stepper, or the very first one).
             m.d.comb += st.swap.eq(1)
-            m.d.sync += [w.active.eq(1), more.eq(mbase < g.m_less_r)]
+            m.d.sync += [w.active.eq(1), more.eq(mbase < g.m_less_b)]
         w.on_start = [w.active.eq(0), more.eq(1), mbase.eq(0), nb.eq(0),
                       next_group.eq(g.depthwise),
                       k.eq(0), w.k_last.eq(g.k_is_1), nb_at_last.eq(g.nb_is_1),
                       cin.eq(0), w.lane.eq(0), w.kh.eq(0), w.kw.eq(0),
-                      w.koff.eq(0), kwoff.eq(0), khoff.eq(0), w.waddr.eq(reg(Reg.W_ADDR))]
+                      w.koff.eq(0), kwoff.eq(0), khoff.eq(0), w.waddr.eq(g.w_start)]
         w.on_done = [w.active.eq(0), more.eq(0)]
         return w
 
@@ -451,7 +532,9 @@ class ConvEngine(wiring.Component):
         addresses; the in-range check (taps in the padding read nothing and give
         ``IN_ZP``); the R parallel ACT reads (with the WGT read timed to arrive with them);
         the operand words (normal mode: lane ``cin % C`` in every lane; depthwise: the
-        word)."""
+        word). K-split: row R - 1 alone reads ACT, its word is the ``b`` operand (lane j to
+        column j) and row i's ``a`` word is WGT bank i (output channel i's weights of those
+        lanes)."""
         R, C = self.rows, self.cols
         reg, s8 = self._reg, self._s8
         arr = self.array
@@ -489,7 +572,8 @@ class ConvEngine(wiring.Component):
             y, x = s0_y[i], s0_x[i]
             tap = (s0_in[i] & (y >= 0) & (y < reg(Reg.IN_H)) & (x >= 0) & (x < reg(Reg.IN_W)))
             m.d.sync += [s1.tap[i].eq(tap), s1_addr[i].eq(Mux(tap, s0_addr[i], 0))]
-        m.d.comb += [self.act_rd_en.eq(s1.tap & Cat(*[s1.valid] * R)),
+        readers = Cat(*[~g.ksplit] * (R - 1), 1)
+        m.d.comb += [self.act_rd_en.eq(s1.tap & Cat(*[s1.valid] * R) & readers),
                      self.act_rd_addr.eq(s1_addr), self.act_rd_shift.eq(g.in_shift)]
 
         # The ACT read takes ACT_LATENCY cycles; WGT (a block RAM) is read RAM_LATENCY cycles
@@ -499,7 +583,14 @@ class ConvEngine(wiring.Component):
             d = Signal.like(waddr, name=f"waddr_d{n}")
             m.d.sync += d.eq(waddr)
             waddr = d
-        m.d.comb += self.wgt_rd_addr.eq(waddr)
+        bank_bits = (self.wgt_banks - 1).bit_length()
+        bank = waddr[:bank_bits]
+        m.d.comb += self.wgt_rd_addr.eq(Mux(g.ksplit, waddr, waddr >> bank_bits))
+        for n in range(RAM_LATENCY):
+            d = Signal.like(bank, name=f"bank_d{n}")
+            m.d.sync += d.eq(bank)
+            bank = d
+        wgt_word = self.wgt_rd_data[bank] if bank_bits else self.wgt_rd_data[0]
         sd = s1
         for n in range(ACT_LATENCY):
             nxt = SimpleNamespace(**{f: Signal.like(v, name=f"s{n + 2}_{f}")
@@ -514,10 +605,17 @@ class ConvEngine(wiring.Component):
         for i in range(R):
             got = word(self.act_rd_data[i])
             lane = Cat(*[got[sd.lane]] * C)
-            a_words.append(Mux(sd.tap[i], Mux(depthwise, got.as_value(), lane), zp_word))
+            a_word = Mux(sd.tap[i], Mux(depthwise, got.as_value(), lane), zp_word)
+            if self.ksplit:
+                a_word = Mux(g.ksplit, self.wgt_rd_data[i], a_word)
+            a_words.append(a_word)
+        b_word = wgt_word
+        if self.ksplit:
+            reader = Mux(sd.tap[R - 1], self.act_rd_data[R - 1], zp_word)
+            b_word = Mux(g.ksplit, reader, wgt_word)
         m.d.comb += [
             opfifo.w_en.eq(sd.valid),
-            opfifo.w_data.eq(Cat(*a_words, self.wgt_rd_data, sd.last)),
+            opfifo.w_data.eq(Cat(*a_words, b_word, sd.last)),
             arr.operands.payload.as_value().eq(opfifo.r_data),
             arr.operands.valid.eq(opfifo.r_rdy),
             opfifo.r_en.eq(arr.operands.ready),
@@ -547,8 +645,8 @@ class ConvEngine(wiring.Component):
         entry = entry_layout(pfifo.r_data)
         with m.If(p_issue):
             with m.If(nb == g.nb_last):
-                m.d.sync += [nb.eq(0), mbase.eq(mbase + R)]
-                with m.If(mbase >= g.m_less_r):
+                m.d.sync += [nb.eq(0), mbase.eq(mbase + g.blk)]
+                with m.If(mbase >= g.m_less_b):
                     m.d.sync += active.eq(0)
             with m.Else():
                 m.d.sync += nb.eq(nb + 1)
@@ -572,13 +670,28 @@ class ConvEngine(wiring.Component):
                 rq.params.payload.rounding.eq(reg(Reg.ROUNDING)[0]),
                 rq.params.valid.eq(pfifo.r_rdy),
                 pfifo.r_en.eq(rq.params.ready),
-                rq.acc.payload.eq(self.array.result.payload),
-                rq.acc.valid.eq(self.array.result.valid),
-                self.array.result.ready.eq(rq.acc.ready),
             ]
+            self._results_to_requantizer(m, g)
         p.on_start = [active.eq(1), nb.eq(0), mbase.eq(0)]
         p.on_done = [active.eq(0)]
         return p
+
+    def _results_to_requantizer(self, m, g):
+        """The array's result rows, or in K-split mode their row sums (:class:`RowSum`, one
+        beat per tile), are the requantizer's sums."""
+        rq, res, rs = self.requant, self.array.result, self.row_sum
+        if rs is None:
+            m.d.comb += [rq.acc.payload.eq(res.payload), rq.acc.valid.eq(res.valid),
+                         res.ready.eq(rq.acc.ready)]
+            return
+        m.d.comb += rs.input.payload.eq(res.payload)
+        with m.If(g.ksplit):
+            m.d.comb += [rs.input.valid.eq(res.valid), res.ready.eq(rs.input.ready),
+                         rq.acc.payload.eq(rs.output.payload), rq.acc.valid.eq(rs.output.valid),
+                         rs.output.ready.eq(rq.acc.ready)]
+        with m.Else():
+            m.d.comb += [rq.acc.payload.eq(res.payload), rq.acc.valid.eq(res.valid),
+                         res.ready.eq(rq.acc.ready)]
 
     # ---- writeback ---------------------------------------------------------------------------
     def _writeback(self, m, g):
@@ -655,7 +768,7 @@ class ConvEngine(wiring.Component):
             with m.If(wb_last):
                 with m.If(nb == g.nb_last):
                     m.d.sync += [nb.eq(0), blk.eq(nxt)]
-                    with m.If(blk.m >= g.m_less_r):
+                    with m.If(blk.m >= g.m_less_b):
                         m.d.comb += finished.eq(1)
                 with m.Else():
                     m.d.sync += [nb.eq(nb + 1), cur.eq(blk)]

@@ -213,7 +213,10 @@ REGISTERS = (
                         "average pool as a convolution)"),
     ("USE_LUT", False, "1: apply the activation table after requantization"),
     ("CONV_MODE", False, "CONV: 0 convolution / dense, 1 depthwise (channel c of the output "
-                         "from channel c of the input; K = KH*KW)"),
+                         "from channel c of the input; K = KH*KW), 2 K-split (R == C, C a "
+                         "power of two: a tile is one output pixel's column block, output "
+                         "channels on the rows, each beat one input word across the columns; "
+                         "W_ADDR a multiple of R)"),
     ("POOL_MODE", False, "POOL: 0 max, 1 average (padding counts as IN_ZP, divisor KH*KH)"),
     ("SM_MULT", False, "SOFTMAX: M0 of golden.softmax.softmax_params (31 bits)"),
     ("SM_SHIFT", False, "SOFTMAX: its right shift (-shift, 0..31)"),

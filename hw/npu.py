@@ -201,7 +201,14 @@ class NpuTop(wiring.Component):
         s.imem = (imem_lo, imem_hi)
         counters = s.counters = m.submodules.counters = BlockRam(32, cfg.imem_depth, reads=1,
                                                                  dsp=dsp)
-        wgt = m.submodules.wgt = BlockRam(8 * C, cfg.wgt_depth, reads=1, dsp=dsp)
+        # WGT in banks (hw.conv_engine.wgt_banks): word w in bank w mod banks, at row
+        # w // banks; the CONV engine reads one row of every bank.
+        nbanks = conv.wgt_banks
+        bank_bits = (nbanks - 1).bit_length()
+        wgt = [BlockRam(8 * C, -(-cfg.wgt_depth // nbanks), reads=1, dsp=dsp)
+               for _ in range(nbanks)]
+        for b, bank in enumerate(wgt):
+            m.submodules[f"wgt{b}" if nbanks > 1 else "wgt"] = bank
         prm = m.submodules.prm = BlockRam(param_entry_layout(C).size, cfg.param_depth, reads=1,
                                           dsp=dsp)
 
@@ -216,9 +223,12 @@ class NpuTop(wiring.Component):
                      counters.w_addr.eq(s.pc), counters.w_data.eq(s.instr_cycles),
                      counters.w_en.eq(s.cnt_we)]
         self._act_ports(m, s)
-        m.d.comb += [wgt.w_en.eq(load.wgt_we), wgt.w_addr.eq(load.wgt_addr),
-                     wgt.w_data.eq(load.wgt_data), wgt.r0_en.eq(1),
-                     wgt.r0_addr.eq(conv.wgt_rd_addr), conv.wgt_rd_data.eq(wgt.r0_data)]
+        for b, bank in enumerate(wgt):
+            m.d.comb += [bank.w_en.eq(load.wgt_we & (load.wgt_addr[:bank_bits] == b)),
+                         bank.w_addr.eq(load.wgt_addr >> bank_bits),
+                         bank.w_data.eq(load.wgt_data), bank.r0_en.eq(1),
+                         bank.r0_addr.eq(conv.wgt_rd_addr),
+                         conv.wgt_rd_data[b].eq(bank.r0_data)]
         m.d.comb += [prm.w_en.eq(load.prm_we), prm.w_addr.eq(load.prm_addr),
                      prm.w_data.eq(load.prm_data), prm.r0_en.eq(1),
                      prm.r0_addr.eq(conv.prm_rd_addr), conv.prm_rd_data.eq(prm.r0_data)]

@@ -33,6 +33,8 @@ from golden.gemm import MAX_K
 from golden.model import GEMM_TYPES, INPUT
 from golden.pooling import average_requantizer
 from golden.tflite import SOFTMAX_TFLITE_MAX_LEN, softmax_exp_table
+from hw.conv_engine import Mode as ConvMode
+from hw.conv_engine import beats_per_tile, ksplit_supported, wgt_banks, wgt_words_per_block
 from hw.dma import LUT_BEATS
 from hw.act_memory import banks
 from hw.isa import Mem, Reg, decode, encode, encode_load, encode_set, encode_store
@@ -40,6 +42,7 @@ from hw.isa import Op as Op_
 from hw.isa import pack_param_entries, pack_sm_exp_table
 from hw.npu import NpuConfig
 from hw.softmax import MODES as SOFTMAX_MODES
+from npu.perf import conv_cycles
 from npu.layout import (ConvUse, LayoutError, TensorLayout, choose_layout, pack_tensor,
                         unpack_tensor)
 
@@ -107,7 +110,7 @@ class Program:
         return out.reshape(self.batch, *self.output_shape)
 
 
-def check_background_loads(instructions):
+def check_background_loads(instructions, rows, cols):
     """Refuse a program that reads what a running background LOAD writes: a CONV whose WGT
     (or PARAM) region overlaps a background LOAD not yet waited for (WAIT, LOAD or DONE)."""
     regs, pending = {}, []
@@ -123,8 +126,9 @@ def check_background_loads(instructions):
         elif op == Op_.CONV and pending:
             g = lambda r: regs.get(r, 0)  # noqa: E731
             nb = g(Reg.OUT_NB)
-            K = g(Reg.KH) * g(Reg.KW) * (1 if g(Reg.CONV_MODE) else g(Reg.CIN))
-            reads = {Mem.WGT: (g(Reg.W_ADDR), g(Reg.W_ADDR) + nb * K),
+            words = wgt_words_per_block(g(Reg.CONV_MODE), g(Reg.KH), g(Reg.KW), g(Reg.CIN),
+                                        rows, cols)
+            reads = {Mem.WGT: (g(Reg.W_ADDR), g(Reg.W_ADDR) + nb * words),
                      Mem.PARAM: (g(Reg.P_ADDR), g(Reg.P_ADDR) + nb)}
             for mem, lo, hi in pending:
                 rlo, rhi = reads[mem]
@@ -148,6 +152,7 @@ class Op:
     act: object = None        # a fused "activation" layer
     srcs: list = field(default_factory=list)
     dst: int = 0
+    mode: int = ConvMode.CONV  # conv/dense/depthwise: the CONV_MODE (:func:`plan_mappings`)
 
     @property
     def src(self):
@@ -287,8 +292,42 @@ def _conv_geometry(op, in_shape):
 
 
 def _conv_k(op, shapes):
+    """The reduction length K of a conv, depthwise or dense op (its MACs per output)."""
     win = _conv_geometry(op, shapes[op.src])[0]
     return win.kh * win.kw * (1 if op.kind == "depthwise" else shapes[op.src][2])
+
+
+def _wgt_words(op, shapes, cfg):
+    """WGT words of one column block of the op, in its mapping."""
+    win = _conv_geometry(op, shapes[op.src])[0]
+    return wgt_words_per_block(op.mode, win.kh, win.kw, shapes[op.src][2], cfg.rows, cfg.cols)
+
+
+# ---- pass 1c: the mapping of each conv/dense op onto the array -----------------------------
+
+def gemm_cycles(op, shapes, cfg, batch, mode):
+    """Cycles of the op's CONV in ``mode`` (the whole layer as one instruction)."""
+    win, Ho, Wo, Cout = _conv_geometry(op, shapes[op.src])
+    K = beats_per_tile(mode, win.kh, win.kw, shapes[op.src][2], cfg.cols)
+    N = -(-Cout // cfg.cols) * cfg.cols
+    return conv_cycles(cfg.rows, cfg.cols, batch * Ho * Wo, K, N, op.act is not None,
+                       mode == ConvMode.KSPLIT)
+
+
+def plan_mappings(ops, shapes, cfg, batch):
+    """Each conv/dense op runs in the mapping the cycle model finds faster: output pixels on
+    the rows (CONV_MODE 0), or, where the configuration has it, the K-split mode (output
+    channels on the rows, the reduction split across the columns: all R x C PEs busy on a
+    single output pixel, a dense layer at batch 1). Depthwise ops run in depthwise mode."""
+    def mapped(op):
+        if op.kind == "depthwise":
+            return dataclasses.replace(op, mode=ConvMode.DEPTHWISE)
+        if op.kind in GEMM_KINDS and ksplit_supported(cfg.rows, cfg.cols) and (
+                gemm_cycles(op, shapes, cfg, batch, ConvMode.KSPLIT) <
+                gemm_cycles(op, shapes, cfg, batch, ConvMode.CONV)):
+            return dataclasses.replace(op, mode=ConvMode.KSPLIT)
+        return op
+    return [mapped(op) for op in ops]
 
 
 # ---- pass 2: layouts ------------------------------------------------------------------------
@@ -419,11 +458,14 @@ def plan_slices(ops, shapes, cfg, double_buffer=True):
     WGT uses all of it, and is loaded in the foreground)."""
     C = cfg.cols
     gemm = [(i, op) for i, op in enumerate(ops) if op.kind in GEMM_KINDS]
-    Ks = {i: _conv_k(op, shapes) for i, op in gemm}
+    Ks = {i: _wgt_words(op, shapes, cfg) for i, op in gemm}
     nbs = {i: -(-shapes[op.dst][2] // C) for i, op in gemm}
-    w_stream = sum(Ks[i] * nbs[i] for i, _ in gemm) > cfg.wgt_depth
+    # K-split slices start at a multiple of the WGT banks (hw.conv_engine)
+    B = wgt_banks(cfg.rows, cfg.cols)
+    align = {i: B if op.mode == ConvMode.KSPLIT else 1 for i, op in gemm}
+    w_stream = sum(-(-Ks[i] * nbs[i] // align[i]) * align[i] for i, _ in gemm) > cfg.wgt_depth
     p_stream = sum(nbs.values()) > cfg.param_depth
-    w_half = cfg.wgt_depth // 2 if double_buffer else 0
+    w_half = cfg.wgt_depth // 2 // B * B if double_buffer else 0
     p_half = cfg.param_depth // 2 if double_buffer else 0
     slices = []
     w_next = p_next = 0               # resident: next free word / entry
@@ -443,7 +485,8 @@ def plan_slices(ops, shapes, cfg, double_buffer=True):
             if w_stream:
                 w_addr = _other_half(slices, "w", K * n, w_half)
             else:
-                w_addr, w_next = w_next, w_next + K * n
+                w_addr = -(-w_next // align[i]) * align[i]
+                w_next = w_addr + K * n
             if p_stream:
                 p_addr = _other_half(slices, "p", n, p_half)
             else:
@@ -479,6 +522,7 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
         raise CompileError(f"batch must be an integer >= 1, got {batch!r}")
     ops, shapes, tensor_of = plan_ops(model)
     ops = lower_avgpools(ops, shapes, cfg)
+    ops = plan_mappings(ops, shapes, cfg, batch)
     for op in ops:
         if op.kind in GEMM_KINDS and _conv_k(op, shapes) > MAX_K:
             L = op.layer
@@ -535,7 +579,7 @@ def emit(ops, shapes, layouts, slices, cfg, batch, model, tensor_of):
     e = _Emitter(cfg)
     w_beats, p_beats = {}, {}
     for j, sl in enumerate(slices):
-        w_beats[j], p_beats[j] = _slice_data(ops[sl.op], sl, shapes, C)
+        w_beats[j], p_beats[j] = _slice_data(ops[sl.op], sl, shapes, cfg)
     src0 = layouts[0]
     e.load(Mem.ACT, src0.addr, None, src0.words, shift=src0.shift)
     sm_exp = resident_exp_table(ops, C)
@@ -549,7 +593,8 @@ def emit(ops, shapes, layouts, slices, cfg, batch, model, tensor_of):
     e.infer.append(encode(Op_.DONE))
 
     setup = []
-    setup_w = [w_beats[j] for j, sl in enumerate(slices) if not sl.w_streamed]
+    setup_w = [_resident_weights([(sl.w_addr, w_beats[j]) for j, sl in enumerate(slices)
+                                  if not sl.w_streamed], C)]
     setup_p = [p_beats[j] for j, sl in enumerate(slices) if not sl.p_streamed]
     wgt_words = sum(len(b) for b in setup_w)
     prm_entries = sum(sl.n for sl in slices if not sl.p_streamed)
@@ -563,7 +608,7 @@ def emit(ops, shapes, layouts, slices, cfg, batch, model, tensor_of):
     # the setup LOADs take them in this order
     parts = setup_w + setup_p + ([sm_exp] if sm_exp is not None else [])
     stream = np.concatenate(parts, axis=0) if parts else np.zeros((0, C), np.uint8)
-    check_background_loads(e.infer)
+    check_background_loads(e.infer, cfg.rows, cfg.cols)
     for plan in e.plans:
         plan.conv_pc += len(setup)
         plan.extra_pcs = [pc + len(setup) for pc in plan.extra_pcs]
@@ -573,6 +618,16 @@ def emit(ops, shapes, layouts, slices, cfg, batch, model, tensor_of):
                    if live[u][0] <= i <= live[u][1]) for i in range(-1, len(ops) + 1))
     return Program(cfg, batch, setup, e.infer, stream, e.chunks, tuple(model.input_shape),
                    layouts[0], tuple(model.output_shape), out, e.plans, layouts, peak)
+
+
+def _resident_weights(placed, C):
+    """The setup LOAD's WGT words from 0: each resident slice's words at its address, zeros
+    in the gaps that K-split slices' alignment leaves."""
+    end = max((addr + len(words) for addr, words in placed), default=0)
+    image = np.zeros((end, C), np.uint8)
+    for addr, words in placed:
+        image[addr:addr + len(words)] = words
+    return image
 
 
 def _lower_gemm(e, ctx, k, op):
@@ -595,7 +650,7 @@ def _lower_gemm(e, ctx, k, op):
         Reg.PAD_TOP: win.pt, Reg.PAD_LEFT: win.pl, Reg.IN_ZP: L.in_zero_point,
         **tensor_regs("OUT", dst), Reg.OUT_H: Ho, Reg.OUT_W: Wo, Reg.BATCH: ctx.batch,
         Reg.OUT_ZP: L.out_zero_point, Reg.QMIN: a["qmin"], Reg.QMAX: a["qmax"],
-        Reg.USE_LUT: int(op.act is not None), Reg.CONV_MODE: int(depthwise),
+        Reg.USE_LUT: int(op.act is not None), Reg.CONV_MODE: op.mode,
         Reg.ROUNDING: int(a.get("rounding", "double") == "single"),
     }
     pcs = []
@@ -724,17 +779,22 @@ LOWER = {"conv": _lower_gemm, "depthwise": _lower_gemm, "dense": _lower_gemm,
          "pool": _lower_pool, "softmax": _lower_softmax, "add": _lower_add}
 
 
-def _slice_data(op, sl, shapes, C):
-    """uint8 LOAD beats of a slice: its WGT words (block nb, word k = B[k, nb*C .. +C]) and
-    its PARAM entries."""
-    L = op.layer
+def _slice_data(op, sl, shapes, cfg):
+    """uint8 LOAD beats of a slice: its WGT words and its PARAM entries. WGT: block nb, word
+    k = B[k, nb*C .. +C] (K-split: :func:`_ksplit_words`)."""
+    L, C = op.layer, cfg.cols
     Cout = shapes[op.dst][2]
-    K = sl.K
     lo, hi = sl.nb0 * C, (sl.nb0 + sl.n) * C
-    w = np.zeros((K, sl.n * C), np.int8)
     cols = min(hi, Cout) - lo
-    w[:, :cols] = L.tensors["weights"][:, lo:lo + cols]
-    wbeats = w.reshape(K, sl.n, C).transpose(1, 0, 2).reshape(sl.n * K, C).view(np.uint8)
+    weights = L.tensors["weights"]
+    w = np.zeros((weights.shape[0], sl.n * C), np.int8)
+    w[:, :cols] = weights[:, lo:lo + cols]
+    if op.mode == ConvMode.KSPLIT:
+        wbeats = _ksplit_words(w, shapes[op.src][2], cfg.rows, C).view(np.uint8)
+    else:
+        K = sl.K
+        wbeats = w.reshape(K, sl.n, C).transpose(1, 0, 2).reshape(sl.n * K, C).view(np.uint8)
+    assert len(wbeats) == sl.K * sl.n
     bias = np.zeros(sl.n * C, np.int32)
     m0 = np.zeros(sl.n * C, np.int32)
     sh = np.zeros(sl.n * C, np.int8)
@@ -742,3 +802,19 @@ def _slice_data(op, sl, shapes, C):
     m0[:cols] = L.tensors["m0"][lo:lo + cols]
     sh[:cols] = L.tensors["shift"][lo:lo + cols]
     return wbeats, pack_param_entries(bias, m0, sh, C)
+
+
+def _ksplit_words(w, cin, R, C):
+    """WGT words of K-split column blocks (R == C): ``w`` is (K, n * C), K = taps * cin in
+    (kh, kw, cin) order. Beat t of block nb reads input word t (tap t // G, channels
+    (t % G) * C ..., G = ceil(cin / C)) and row i multiplies its lanes with output channel
+    nb * C + i: word (nb * T + t) * R + i holds B[those channels, nb * C + i], zero for
+    channels past cin."""
+    G = -(-cin // C)
+    taps = w.shape[0] // cin
+    n = w.shape[1] // C
+    padded = np.zeros((taps, G * C, n, R), np.int8)
+    padded[:, :cin] = w.reshape(taps, cin, n, R)
+    # (taps, G, lane, nb, row) -> (nb, taps, G, row, lane)
+    words = padded.reshape(taps, G, C, n, R).transpose(3, 0, 1, 4, 2)
+    return words.reshape(n * taps * G * R, C)

@@ -22,7 +22,9 @@ of SETs: 2 cycles each). Engine costs, derived from the RTL (R x C array, beats 
   max(K, R) cycles except that the first takes only K (the drain-spacing rule of
   :mod:`hw.systolic` waits on the previous tile), and :func:`conv_tail` cycles (array
   latency, the tile's other rows, requantizer; the activation table's latency with it) until the
-  last row is written;
+  last row is written. K-split mode (CONV_MODE 2): K = KH * KW * ceil(CIN / C) beats, a
+  block is one pixel (M * ceil(N/C) tiles, the first ready after one pixel), and the row
+  sums add :func:`hw.row_sum.latency` to the tail;
 * POOL: POOL_SETUP cycles to start, then per image (H + 2p) * (W + 2p) * G cycles (padding
   positions cost a cycle each, G = words per pixel; 3 cycles per beat when (W + 2p) * G < 5);
   the instruction ends 15 cycles after the last beat any window needs, or 2 cycles after the
@@ -55,7 +57,9 @@ from hw.softmax import MUL_STAGES as SM_MUL_STAGES
 from hw.softmax import TFLITE_OUT_EXTRA as SM_TFLITE_OUT_EXTRA
 from hw.softmax import TFLITE_RECIP_STEPS as SM_TFLITE_RECIP_STEPS
 from hw.act_memory import READ_LATENCY as ACT_LATENCY
-from hw.conv_engine import OPERAND_STAGES, STEPPER_START
+from hw.conv_engine import OPERAND_STAGES, STEPPER_START, beats_per_tile
+from hw.conv_engine import Mode as ConvMode
+from hw.row_sum import latency as row_sum_latency
 from hw.ram import RAM_LATENCY
 from hw.sizes import CHECK_SETTLE, setup_cycles, step_schedule
 from hw.softmax_engine import SETUP_DEPS as SOFTMAX_SETUP_DEPS
@@ -108,11 +112,15 @@ POOL_IN_TAIL = 3       # the reader's registered done, the engine's done
 SOFTMAX_SETUP = setup_cycles(SOFTMAX_SETUP_DEPS) - 1 + ACT_READ_EXTRA
 
 
-def conv_cycles(R, C, M, K, N, use_lut=False):
-    tiles = ceil(M / R) * ceil(N / C)
+def conv_cycles(R, C, M, K, N, use_lut=False, ksplit=False):
+    """A CONV of M output pixels, K beats per tile and N output channels. K-split mode
+    (``ksplit``; K = its beats, a word each): a tile is one pixel's column block, a block
+    one pixel, and the tile's row sums (:mod:`hw.row_sum`) add their latency."""
+    blk = 1 if ksplit else R
+    tiles = ceil(M / blk) * ceil(N / C)
     body = K + (tiles - 1) * max(K, R)
-    return (EXEC_SEQ + CONV_SETUP + conv_first_block(R) + body + conv_tail(R, C) +
-            (LUT_LATENCY if use_lut else 0))
+    return (EXEC_SEQ + CONV_SETUP + conv_first_block(blk) + body + conv_tail(R, C) +
+            (row_sum_latency(C) if ksplit else 0) + (LUT_LATENCY if use_lut else 0))
 
 
 def pool_cycles(C, batch, H, W, cin, k, stride, pad):
@@ -223,8 +231,10 @@ def _instr_cycles(word, regs, cfg):
     g = {r: regs.get(r, 0) for r in Reg}
     if op == Op.CONV:
         M = g[Reg.BATCH] * g[Reg.OUT_H] * g[Reg.OUT_W]
-        K = g[Reg.KH] * g[Reg.KW] * (1 if g[Reg.CONV_MODE] else g[Reg.CIN])
-        return conv_cycles(R, C, M, K, g[Reg.OUT_NB] * C, g[Reg.USE_LUT])
+        mode = g[Reg.CONV_MODE]
+        K = beats_per_tile(mode, g[Reg.KH], g[Reg.KW], g[Reg.CIN], C)
+        return conv_cycles(R, C, M, K, g[Reg.OUT_NB] * C, g[Reg.USE_LUT],
+                           mode == ConvMode.KSPLIT)
     if op == Op.POOL:
         return pool_cycles(C, g[Reg.BATCH], g[Reg.IN_H], g[Reg.IN_W], g[Reg.IN_CW] * C,
                            g[Reg.KH], g[Reg.STRIDE_Y], g[Reg.PAD_TOP])

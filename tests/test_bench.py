@@ -29,6 +29,6 @@ def test_layer_table_shows_the_replicated_act_cycles(capsys):
                        "predicted": 9309, "utilization": 589824 / (64 * 9309)},
                       {"layer": "pool", "type": "maxpool2d", "macs": 0, "measured": 1065,
                        "predicted": 1065, "utilization": None}]}
-    bench.print_layers(run, 8, 8)
+    bench.print_layers(run, 8, 8, 8)
     out = capsys.readouterr().out
     assert "before: 9308 cycles, 99.0%" in out and "before: 1069 cycles" in out

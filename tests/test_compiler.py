@@ -27,9 +27,14 @@ def test_reference_compiles(reference):
         assert ops.count(Op.CONV) == 4 and ops.count(Op.POOL) == 1 and ops.count(Op.SOFTMAX) == 1
         assert ops[-1] == Op.DONE and decode(prog.setup[-1])["op"] == Op.DONE
         assert len(predict(prog.instructions, prog.config)) == len(prog.instructions)
-        # one WGT word per (column block, k) of every conv/dense layer
+        # one WGT word per (column block, k) of every conv/dense layer; at batch 1 the dense
+        # layers run K-split (R words per input word: as many, their CIN being multiples
+        # of C), from a multiple of R: 7 zero words after conv1 and conv2's 153
+        modes = [L.regs["CONV_MODE"] for L in prog.layers if L.type in ("conv2d", "dense")]
+        assert modes == ([0, 0, 2, 2] if batch == 1 else [0, 0, 0, 0])
         words = sum(-(-L.out_shape[-1] // 8) * L.tensors["weights"].shape[0]
                     for L in reference.layers if L.type in ("conv2d", "dense"))
+        words += 7 if batch == 1 else 0
         assert len(prog.setup_stream) == words + 9 * sum(
             -(-L.out_shape[-1] // 8) for L in reference.layers if L.type in ("conv2d", "dense"))
 
@@ -147,8 +152,8 @@ def test_background_load_hazard_is_refused():
             encode_set(Reg.KW, 1), encode_set(Reg.CIN, 8), encode_set(Reg.OUT_NB, 1),
             encode_set(Reg.W_ADDR, 56), encode(Op.CONV), encode(Op.DONE)]
     with pytest.raises(CompileError, match=r"instruction 6: CONV reads WGT \[56, 64\)"):
-        check_background_loads(prog)
-    check_background_loads(prog[:6] + [encode(Op.WAIT)] + prog[6:])     # waited: fine
+        check_background_loads(prog, 8, 8)
+    check_background_loads(prog[:6] + [encode(Op.WAIT)] + prog[6:], 8, 8)     # waited: fine
     with pytest.raises(ValueError, match="background LOAD must target WGT or PARAM"):
         encode_load(Mem.ACT, 0, 4, background=True)
 

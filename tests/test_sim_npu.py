@@ -10,6 +10,7 @@ import pytest
 from golden import float_model
 from golden.model import save_model
 from golden.ptq import activation_qparams, quantize_model
+from hw.conv_engine import Mode as ConvMode
 from hw.isa import Mem, Op, decode
 from npu.compiler import compile_model
 from npu.perf import predict
@@ -248,6 +249,41 @@ def test_verilator_weights_streamed_in_slices(tmp_path, sim_seed):
     rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(51), batch=2, model=model)
     assert all(r["exact"] for r in rep["records"])
     check_cycle_model(model, 2, rep)
+
+
+def ksplit_model(seed):
+    """Layers the compiler maps K-split at small batches (hw.conv_engine, CONV_MODE 2): a
+    3x3 convolution with padding 1 on a 1x1 map (its taps in the padding read IN_ZP), dense
+    layers whose input channels are not multiples of C (zero weights on the spare lanes),
+    a fused table activation, and a dense layer of fewer than C outputs."""
+    rng = np.random.default_rng(seed)
+    c0, c1, c2 = (int(rng.integers(lo, hi)) for lo, hi in ((3, 20), (9, 40), (9, 30)))
+    arch = {"name": f"ksplit{seed}", "input_shape": [1, 1, c0], "layers": [
+        {"type": "conv2d", "name": "conv_1x1map", "kernel": 3, "stride": 1, "padding": 1,
+         "in_channels": c0, "out_channels": c1, "activation": "relu"},
+        {"type": "flatten", "name": "flatten"},
+        {"type": "dense", "name": "fc0", "in_features": c1, "out_features": c2,
+         "activation": "none"},
+        {"type": "activation", "name": "act0", "function": "tanh"},
+        {"type": "dense", "name": "fc1", "in_features": c2,
+         "out_features": int(rng.integers(2, 8)), "activation": "none"},
+    ]}
+    return quantized(arch, rng)
+
+
+@pytest.mark.parametrize("seed,batch", [(1, 1), (2, 1), (3, 3)])
+def test_verilator_ksplit_models(tmp_path, sim_seed, seed, batch):
+    """Convolutions and dense layers in the K-split mapping (output channels on the rows,
+    the reduction across the columns, row sums before the requantizer): bit-exact and
+    cycle-exact, and the program does map them K-split."""
+    model = ksplit_model(sim_seed(seed))
+    prog = compile_model(model, CONFIG, batch=batch)
+    modes = [p.regs["CONV_MODE"] for p in prog.layers if "CONV_MODE" in p.regs]
+    assert modes[0] == ConvMode.KSPLIT, modes
+    rep = run_npu(tmp_path, "verilator", "model_inference", sim_seed(seed), batch=batch,
+                  model=model)
+    assert all(r["exact"] for r in rep["records"])
+    check_cycle_model(model, batch, rep)
 
 
 def dscnn_shaped_model(seed):
