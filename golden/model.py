@@ -113,6 +113,7 @@ import json
 import math
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -660,21 +661,32 @@ def _check_member_sizes(path, source):
                     f"({declared} bytes) but holds {info.file_size} bytes")
 
 
-def load_model(path):
-    """Read and validate a model file; :class:`ModelFormatError` on any problem."""
-    source = str(path)
+def read_npz(path, source=None):
+    """Every array of an ``.npz`` archive, read without pickle, as a dict. A missing file, a
+    file that is no archive, a pickled member or a member whose header declares more data
+    than it holds (checked before NumPy allocates) is a :class:`ModelFormatError` naming
+    ``source`` (default: the path). The model, calibration and data files all go through it."""
+    source = source or str(path)
+    if not Path(path).is_file():
+        raise ModelFormatError(f"{source}: cannot read it: no such file")
     _check_member_sizes(path, source)
     try:
         f = np.load(path, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
             raise ModelFormatError(f"{source}: a single .npy array, not an .npz archive")
         with f:
-            arrays = {k: f[k] for k in f.files}
+            return {k: f[k] for k in f.files}
     except ModelFormatError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise ModelFormatError(f"{source}: cannot read as a NumPy .npz archive without "
                                f"pickle: {e}") from None
+
+
+def load_model(path):
+    """Read and validate a model file; :class:`ModelFormatError` on any problem."""
+    source = str(path)
+    arrays = read_npz(path, source)
     hdr = arrays.get("header")
     if hdr is None:
         raise ModelFormatError(f"{source}: no 'header' array")
