@@ -112,6 +112,7 @@ import dataclasses
 import json
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -635,6 +636,11 @@ def save_model(path, model):
     np.savez_compressed(path, **arrays)
 
 
+#: What reading a corrupt zip archive raises (zipfile and zlib): a refusal of the file.
+ZIP_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
+              NotImplementedError, RuntimeError)
+
+
 def _check_member_sizes(path, source):
     """Refuse an archive member whose ``.npy`` header declares more data than the member
     holds, before NumPy allocates it (a hostile header could ask for terabytes)."""
@@ -646,14 +652,15 @@ def _check_member_sizes(path, source):
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
                 continue
-            with zf.open(info) as member:
-                try:
+            try:
+                with zf.open(info) as member:
                     version = np.lib.format.read_magic(member)
                     read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                             else np.lib.format.read_array_header_2_0)
                     shape, _, dtype = read(member)
-                except (ValueError, EOFError) as e:
-                    raise ModelFormatError(f"{source}: member {info.filename}: {e}") from None
+            except ZIP_ERRORS as e:
+                raise ModelFormatError(f"{source}: member {info.filename!r}: "
+                                       f"{type(e).__name__}: {e}") from None
             declared = math.prod(shape) * dtype.itemsize
             if declared > info.file_size:
                 raise ModelFormatError(
@@ -678,7 +685,7 @@ def read_npz(path, source=None):
             return {k: f[k] for k in f.files}
     except ModelFormatError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    except ZIP_ERRORS as e:
         raise ModelFormatError(f"{source}: cannot read as a NumPy .npz archive without "
                                f"pickle: {e}") from None
 

@@ -514,8 +514,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.command_main(args)
     except (CompileError, ModelFormatError, ValueError) as e:
         # A bad parameter, model or program: one line naming it, not a traceback.
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: runs of white space (the newlines of a message quoted
+    from a library, such as the ONNX checker's) become one space, other control characters
+    (a corrupt file's names) are escaped."""
+    text = " ".join(text.split())
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 if __name__ == "__main__":

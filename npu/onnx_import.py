@@ -210,7 +210,11 @@ class _Importer:
         init = {t.name for t in g.initializer}
         from onnx import numpy_helper
         for t in g.initializer:
-            self.consts[t.name] = numpy_helper.to_array(t)
+            try:
+                self.consts[t.name] = numpy_helper.to_array(t)
+            except Exception as e:      # a corrupt file: unknown data type, short data, ...
+                self.fail(f"initializer {t.name!r} is not a readable tensor "
+                          f"({type(e).__name__}: {str(e).strip()[:200]})")
         for n in g.node:
             for i in n.input:
                 self.readers[i] = self.readers.get(i, 0) + 1
