@@ -17,9 +17,11 @@ RTL in chunks (a progress bar on stderr), checks every output against the golden
 inference and prints per image the class, the cycles and whether it matched, then a per-layer
 table: cycle model against the hardware counters, PE utilization against the ideal bound
 MACs / (R*C), and the SCALE-Sim textbook prediction. It exits 1 on any mismatch.
-Images: ``A:B`` indexes the reference test set (scikit-learn digits, committed), or the
+Images: ``A:B`` indexes the reference test set (scikit-learn digits, committed; only for a
+model whose input is theirs, 8 x 8 x 1 at the reference CNN's input quantization), or the
 ``images`` array of ``--data FILE.npz`` (int8 N x H x W x C, or float in the ONNX input
-layout; optional ``labels``). With an ``.onnx`` model and float images, ``npu run`` also
+layout; optional ``labels``, one integer per image), checked before any simulation. Every
+bad input (an option value, a file, a model too big) ends in one line, exit status 2. With an ``.onnx`` model and float images, ``npu run`` also
 reports the float reference (:mod:`npu.float_reference`: onnxruntime's float graph on the same
 images against the int8 outputs of the RTL, and onnxruntime's own static quantization).
 A ``.tflite`` ``--model`` (int8) is imported as it is (npu/tflite_import.py) and its images
