@@ -437,7 +437,7 @@ def test_cli_refusals_of_data_and_files(tmp_path, capsys):
         try:
             status = cli.main(argv)
             err = capsys.readouterr().err.strip()
-        except SystemExit as e:       # npu run's own checks exit with the message (status 1)
+        except SystemExit as e:       # a missing simulator exits with the message (status 1)
             status, err = 1, str(e.code)
         assert status in (1, 2) and needle in err and err.count("\n") == 0, (argv, err)
 
