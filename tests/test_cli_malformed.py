@@ -5,7 +5,7 @@ simulation, within a time bound.
 The classes: model files (.npz: truncated, corrupt bytes, a member whose header declares
 more data than it holds, header fields out of range or of the wrong type, a member of the
 wrong dtype or missing), ONNX files (random bytes, truncated or with flipped bytes) and
-their calibration files, --data files (images of a wrong dtype, shape, NaN or Inf; labels
+their calibration files, .tflite files (the same corruptions), --data files (images of a wrong dtype, shape, NaN or Inf; labels
 not one integer per image) and option values. ``npu`` runs in-process (:func:`npu.cli.main`)
 with its simulation replaced by :class:`Simulated`, which a refusal must come before.
 
@@ -188,6 +188,21 @@ def onnx_cases(rng, tmp):
     return cases
 
 
+def tflite_cases(rng, tmp):
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed (make venv)")
+    from tflite_nets import small_resnet
+    good = small_resnet(np.random.default_rng(401))
+    cases = []
+    for i in range(4):
+        label, bad = _corrupt(rng, good)
+        path = tmp / f"bad{i}.tflite"
+        path.write_bytes(bad)
+        # flipped bytes may only change a weight: a valid model
+        cases.append((f"tflite file: {label}", ["compile", "--model", str(path)],
+                      label == "flipped bytes"))
+    return cases
+
+
 def data_cases(rng, tmp):
     n = int(rng.integers(1, 5))
     good = rng.integers(-128, 128, (n, 8, 8, 1)).astype(np.int8)
@@ -241,7 +256,8 @@ def option_cases(rng, tmp):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("generate", [model_cases, onnx_cases, data_cases, option_cases])
+@pytest.mark.parametrize("generate", [model_cases, onnx_cases, tflite_cases, data_cases,
+                                      option_cases])
 def test_malformed_input_is_refused_in_one_line(seed, generate, tmp_path, capsys,
                                                 no_simulation):
     rng = np.random.default_rng([seed, sum(generate.__name__.encode())])
