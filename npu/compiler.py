@@ -519,10 +519,9 @@ def capacity_shortfalls(ops, shapes, cfg, batch):
     window the unit does not take, ...) is a :class:`CompileError` at once."""
     short = {}
 
-    def need(param, value, why):
-        if value > getattr(cfg, param):
-            old = short.get(param, (0, None))
-            short[param] = (max(old[0], value), old[1] or why)
+    def need(param, value, why):       # the largest need of a parameter, and its reason
+        if value > max(getattr(cfg, param), short.get(param, (0, None))[0]):
+            short[param] = (value, why)
 
     for op in ops:
         L, in_shape = op.layer, shapes[op.src]
