@@ -144,8 +144,11 @@ def main(args: argparse.Namespace) -> int:
     check_params(args.design, args.params)
     text, top = generate(args.design, **args.params)
     out = args.output or Path("build") / f"{top}.v"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as e:            # one line naming the path, like every refusal of npu
+        raise ValueError(f"-o {out}: cannot write it ({e.strerror or e})") from None
     # The accelerator's line lists its whole configuration, defaults included.
     config = NpuConfig(**args.params) if args.design == "npu" else describe_params(args.params)
     print(f"wrote {out}: top module {top}, {config}, {len(text.splitlines())} lines, "

@@ -112,7 +112,9 @@ import dataclasses
 import json
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -634,6 +636,11 @@ def save_model(path, model):
     np.savez_compressed(path, **arrays)
 
 
+#: What reading a corrupt zip archive raises (zipfile and zlib): a refusal of the file.
+ZIP_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
+              NotImplementedError, RuntimeError)
+
+
 def _check_member_sizes(path, source):
     """Refuse an archive member whose ``.npy`` header declares more data than the member
     holds, before NumPy allocates it (a hostile header could ask for terabytes)."""
@@ -645,14 +652,15 @@ def _check_member_sizes(path, source):
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
                 continue
-            with zf.open(info) as member:
-                try:
+            try:
+                with zf.open(info) as member:
                     version = np.lib.format.read_magic(member)
                     read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                             else np.lib.format.read_array_header_2_0)
                     shape, _, dtype = read(member)
-                except (ValueError, EOFError) as e:
-                    raise ModelFormatError(f"{source}: member {info.filename}: {e}") from None
+            except ZIP_ERRORS as e:
+                raise ModelFormatError(f"{source}: member {info.filename!r}: "
+                                       f"{type(e).__name__}: {e}") from None
             declared = math.prod(shape) * dtype.itemsize
             if declared > info.file_size:
                 raise ModelFormatError(
@@ -660,21 +668,32 @@ def _check_member_sizes(path, source):
                     f"({declared} bytes) but holds {info.file_size} bytes")
 
 
-def load_model(path):
-    """Read and validate a model file; :class:`ModelFormatError` on any problem."""
-    source = str(path)
+def read_npz(path, source=None):
+    """Every array of an ``.npz`` archive, read without pickle, as a dict. A missing file, a
+    file that is no archive, a pickled member or a member whose header declares more data
+    than it holds (checked before NumPy allocates) is a :class:`ModelFormatError` naming
+    ``source`` (default: the path). The model, calibration and data files all go through it."""
+    source = source or str(path)
+    if not Path(path).is_file():
+        raise ModelFormatError(f"{source}: cannot read it: no such file")
     _check_member_sizes(path, source)
     try:
         f = np.load(path, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
             raise ModelFormatError(f"{source}: a single .npy array, not an .npz archive")
         with f:
-            arrays = {k: f[k] for k in f.files}
+            return {k: f[k] for k in f.files}
     except ModelFormatError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    except ZIP_ERRORS as e:
         raise ModelFormatError(f"{source}: cannot read as a NumPy .npz archive without "
                                f"pickle: {e}") from None
+
+
+def load_model(path):
+    """Read and validate a model file; :class:`ModelFormatError` on any problem."""
+    source = str(path)
+    arrays = read_npz(path, source)
     hdr = arrays.get("header")
     if hdr is None:
         raise ModelFormatError(f"{source}: no 'header' array")

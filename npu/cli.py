@@ -17,9 +17,11 @@ RTL in chunks (a progress bar on stderr), checks every output against the golden
 inference and prints per image the class, the cycles and whether it matched, then a per-layer
 table: cycle model against the hardware counters, PE utilization against the ideal bound
 MACs / (R*C), and the SCALE-Sim textbook prediction. It exits 1 on any mismatch.
-Images: ``A:B`` indexes the reference test set (scikit-learn digits, committed), or the
+Images: ``A:B`` indexes the reference test set (scikit-learn digits, committed; only for a
+model whose input is theirs, 8 x 8 x 1 at the reference CNN's input quantization), or the
 ``images`` array of ``--data FILE.npz`` (int8 N x H x W x C, or float in the ONNX input
-layout; optional ``labels``). With an ``.onnx`` model and float images, ``npu run`` also
+layout; optional ``labels``, one integer per image), checked before any simulation. Every
+bad input (an option value, a file, a model too big) ends in one line, exit status 2. With an ``.onnx`` model and float images, ``npu run`` also
 reports the float reference (:mod:`npu.float_reference`: onnxruntime's float graph on the same
 images against the int8 outputs of the RTL, and onnxruntime's own static quantization).
 A ``.tflite`` ``--model`` (int8) is imported as it is (npu/tflite_import.py) and its images
@@ -36,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from flow.simulate import SIMULATORS, missing_simulator, run
-from golden.model import ModelFormatError, load_model
+from golden.model import ModelFormatError, load_model, read_npz
 from hw.npu import NpuConfig
 from hw.verilog import DESIGNS
 from npu.compiler import CompileError, compile_model
@@ -53,6 +56,41 @@ REFERENCE_MODEL = Path(__file__).resolve().parent.parent / "golden" / "data" / "
 
 
 # ---- Options shared by the subcommands ------------------------------------------------------
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose refusal of a bad option is one line (``error: npu run:
+    argument --stall: ...``) with exit status 2, like every other refusal of ``npu``; the usage
+    is one ``--help`` away."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def probability(text: str) -> float:
+    """A pause probability in [0, 1): at 1 (or above) a stream never moves, NaN is no number."""
+    try:
+        p = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= p < 1:              # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{text} is not a probability in [0, 1) (at 1 the "
+                                         f"streams never move)")
+    return p
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """The type of an integer option of at least ``low``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{text} is below {low}, the smallest it can be")
+        return v
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
 
 def parse_param(text: str) -> tuple[str, int]:
     """``NAME=VALUE`` of ``-p`` as ``(name, value)``; the value is an integer (``0x..`` too)."""
@@ -67,7 +105,7 @@ def parse_param(text: str) -> tuple[str, int]:
 
 def config_parser() -> argparse.ArgumentParser:
     """The configuration options, the parent parser of every subcommand that takes them."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = OneLineParser(add_help=False)
     group = parser.add_argument_group("configuration")
     group.add_argument("--rows", type=int, help="array rows R (default 8)")
     group.add_argument("--cols", type=int, help="array columns C (default 8)")
@@ -80,7 +118,7 @@ def config_parser() -> argparse.ArgumentParser:
 
 def design_parser() -> argparse.ArgumentParser:
     """The design argument, the parent parser of every subcommand that builds any design."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = OneLineParser(add_help=False)
     parser.add_argument("design", nargs="?", default="npu", choices=sorted(DESIGNS),
                         metavar="DESIGN", help=f"one of {', '.join(sorted(DESIGNS))} "
                         "(hw/verilog.py DESIGNS; default npu, the accelerator npu_top)")
@@ -139,34 +177,88 @@ def cmd_compile(args: argparse.Namespace) -> int:
               f"predicted {row['predicted']} cycles")
     if args.output:
         out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, instructions=np.array(prog.instructions, np.uint64),
-                 setup_stream=prog.setup_stream, infer_pc=np.int64(prog.infer_pc),
-                 summary=np.frombuffer(json.dumps({
-                     "config": cfg.as_dict(), "batch": prog.batch,
-                     "layers": [{"name": L.name, "type": L.type, "gemm": L.gemm, "pc": L.conv_pc,
-                                 "regs": L.regs} for L in prog.layers]}).encode(), np.uint8))
+        with output_file(out) as f:
+            np.savez(f, instructions=np.array(prog.instructions, np.uint64),
+                     setup_stream=prog.setup_stream, infer_pc=np.int64(prog.infer_pc),
+                     summary=np.frombuffer(json.dumps({
+                         "config": cfg.as_dict(), "batch": prog.batch,
+                         "layers": [{"name": L.name, "type": L.type, "gemm": L.gemm,
+                                     "pc": L.conv_pc, "regs": L.regs}
+                                    for L in prog.layers]}).encode(), np.uint8))
         print(f"wrote {out}")
     return 0
 
 
-def _images(args):
-    if args.data:
-        d = np.load(args.data)
-        images = d["images"]
-        labels = d["labels"] if "labels" in d else None
-    else:
-        from golden import digits
-        x, labels = digits.load_test()
-        images = digits.to_int8(x)
+@contextmanager
+def output_file(path: Path, option: str = "-o"):
+    """``path`` open for writing in binary, its directory made first; a path that cannot be
+    written is a ``ValueError`` naming the option, the path and why (one line, exit 2)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "wb")
+    except OSError as e:
+        raise ValueError(f"{option} {path}: cannot write it ({e.strerror or e})") from None
+    with f:
+        yield f
+
+
+def load_data(path: str):
+    """``(images, labels or None)`` of a ``--data`` file, checked before any simulation:
+    ``images`` int8 or float (NaN and Inf refused), N >= 1 of them; ``labels``, if present,
+    one integer per image."""
+    from npu.onnx_import import check_finite
+    source = f"--data {path}"
+    arrays = read_npz(path, source)
+    if "images" not in arrays:
+        raise ValueError(f"{source}: no 'images' array (it has: "
+                         f"{', '.join(sorted(arrays)) or 'nothing'})")
+    images, labels = arrays["images"], arrays.get("labels")
+    if images.ndim < 2 or not len(images):
+        raise ValueError(f"{source}: 'images' of shape {images.shape}; want (N, ...) with "
+                         f"N >= 1 images")
+    if images.dtype != np.int8 and images.dtype.kind != "f":
+        raise ValueError(f"{source}: 'images' are {images.dtype}; want int8 in the model's "
+                         f"input layout or float in the ONNX input layout")
+    check_finite(images, f"{source}: 'images'")
+    if labels is not None and (labels.dtype.kind not in "iu" or labels.ndim != 1):
+        raise ValueError(f"{source}: 'labels' are {labels.dtype} of shape {labels.shape}; "
+                         f"want one integer per image")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{source}: {len(labels)} labels for {len(images)} images; want one "
+                         f"label per image")
+    return images, labels
+
+
+def _reference_digits(args, model):
+    """The reference test set (the images without ``--data``), if it is this model's input:
+    int8 at the reference CNN's input shape and quantization; otherwise refused, naming both."""
+    from golden import digits
+    x, labels = digits.load_test()
+    images = digits.to_int8(x)
+    want = (tuple(images.shape[1:]), digits.INPUT_SCALE, digits.INPUT_ZERO_POINT)
+    got = (tuple(model.input_shape), model.input_scale, model.input_zero_point)
+    if got != want:
+        kind = "float images in the ONNX input layout" if args.onnx else "its images"
+        raise ValueError(
+            f"{args.onnx or args.model}: pass --data with {kind}: without --data the images are "
+            f"the reference digits, int8 {want[0]} at input scale {want[1]:.6g} and zero point "
+            f"{want[2]}, while this model takes {got[0]} at scale {got[1]:.6g} and zero point "
+            f"{got[2]}")
+    return images, labels
+
+
+def _images(args, model):
+    """``(indices, images, labels or None)``: ``--images A:B`` of the ``--data`` file or of the
+    reference digits, each checked."""
+    images, labels = load_data(args.data) if args.data else _reference_digits(args, model)
     try:
         a, b = (int(v) if v else None for v in args.images.split(":"))
     except ValueError:
-        raise SystemExit(f"error: --images wants A:B, got {args.images!r}") from None
+        raise ValueError(f"--images wants A:B, got {args.images!r}") from None
     a = 0 if a is None else a
     b = len(images) if b is None else b
     if not 0 <= a < b <= len(images):
-        raise SystemExit(f"error: --images {args.images}: the set has {len(images)} images")
+        raise ValueError(f"--images {args.images}: the set has {len(images)} images")
     return np.arange(a, b), images[a:b], (None if labels is None else labels[a:b])
 
 
@@ -175,19 +267,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problem:
         raise SystemExit(f"error: {problem}")
     model, prog = _load(args)
-    index, images, labels = _images(args)
-    from golden import digits
-    if args.onnx and not args.data and (model.input_scale, model.input_zero_point) != (
-            digits.INPUT_SCALE, digits.INPUT_ZERO_POINT):
-        raise SystemExit(f"error: {args.onnx}: pass --data with float images in the ONNX "
-                         f"input layout (the reference digits are quantized for the "
-                         f"reference CNN's input, not this model's)")
+    index, images, labels = _images(args, model)
     float_images = None
     if images.dtype.kind == "f" and not args.tflite:   # float images in ONNX's (N, C, H, W)
         from npu.onnx_import import to_model_input
         float_images, images = images, to_model_input(model, images)
     if images.shape[1:] != tuple(model.input_shape) or images.dtype != np.int8:
-        raise SystemExit(f"error: images are {images.dtype} {images.shape[1:]}, the model takes "
+        raise ValueError(f"images are {images.dtype} {images.shape[1:]}, the model takes "
                          f"int8 {tuple(model.input_shape)}")
     params = args.params
     cfg = NpuConfig(**params)
@@ -332,18 +418,23 @@ def _add_compile_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add_model_arguments(parser)
     parser.add_argument("--images", default="0:32", help="A:B range of images (default 0:32)")
-    parser.add_argument("--data", help=".npz with 'images' (and 'labels'): int8 in the model's "
-                        "input layout, N x H x W x C (a .tflite model's NHWC input without its "
-                        "batch axis), or float in the ONNX input layout (an .onnx --model then "
-                        "also reports the float reference: onnxruntime on the same images)")
+    parser.add_argument("--data", help=".npz with 'images' (and 'labels', one integer per "
+                        "image): int8 in the model's input layout, N x H x W x C (a .tflite "
+                        "model's NHWC input without its batch axis), or float in the ONNX input "
+                        "layout (an .onnx --model then also reports the float reference: "
+                        "onnxruntime on the same images). Required unless the model takes the "
+                        "reference digits (the default set: 8 x 8 x 1 at the reference CNN's "
+                        "input quantization)")
     parser.add_argument("--sim", default="verilator", choices=SIMULATORS)
     parser.add_argument("--waves", action="store_true",
                         help="write an FST trace (Verilator needs zlib1g-dev, else VCD)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the backpressure")
-    parser.add_argument("--stall", type=float, default=0.0,
-                        help="pause probability on both AXI streams")
-    parser.add_argument("--chunk", type=int, default=64, help="images per simulator run")
+    parser.add_argument("--seed", type=int_at_least(0), default=1,
+                        help="seed of the backpressure (an integer >= 0)")
+    parser.add_argument("--stall", type=probability, default=0.0,
+                        help="pause probability on both AXI streams, in [0, 1)")
+    parser.add_argument("--chunk", type=int_at_least(1), default=64,
+                        help="images per simulator run")
     parser.add_argument("--progress", action="store_true",
                         help="progress bar even if stderr is not a terminal")
     parser.add_argument("-v", "--verbose", action="store_true", help="a line per image")
@@ -404,7 +495,7 @@ def subcommands() -> list[Subcommand]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="npu", description="The one command of the int8 accelerator generator.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config, design = config_parser(), design_parser()
@@ -425,8 +516,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.command_main(args)
     except (CompileError, ModelFormatError, ValueError) as e:
         # A bad parameter, model or program: one line naming it, not a traceback.
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: runs of white space (the newlines of a message quoted
+    from a library, such as the ONNX checker's) become one space, other control characters
+    (a corrupt file's names) are escaped."""
+    text = " ".join(text.split())
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 if __name__ == "__main__":

@@ -215,11 +215,9 @@ def plan_ops(model):
 
 # ---- pass 1b: average pooling the pooling unit cannot take -> depthwise convolution ------
 
-def pool_unit_problem(L, in_shape, cfg):
-    """Why the pooling unit cannot run pooling layer ``L`` on an ``(H, W, C)`` input, or
-    None: it takes square windows and strides with equal padding of at most half the window,
-    up to its size, channel and kernel limits."""
-    H, W, Cin = in_shape
+def pool_window_problem(L):
+    """Why no configuration of the pooling unit runs pooling layer ``L``, or None: it takes
+    square windows and strides with equal padding of at most half the window."""
     sq = L.window.square
     if sq is None or sq[2] > sq[0] // 2:
         return (f"the pooling unit takes square windows and strides with equal padding of at "
@@ -227,12 +225,28 @@ def pool_unit_problem(L, in_shape, cfg):
     if L.type == "avgpool2d" and L.attrs.get("count", "kernel") != "kernel" and sq[2]:
         return ("average pooling that counts only the taps inside the input, with padding, "
                 "is not supported by the pooling unit")
-    channels = -(-Cin // cfg.cols) * cfg.cols
-    for what, v, lim in (("height", H, cfg.pool_max_size), ("width", W, cfg.pool_max_size),
-                         ("channels", channels, cfg.pool_max_c),
-                         ("kernel", sq[0], cfg.pool_max_k)):
-        if v > lim:
-            return f"pooling {what} {v} exceeds the pooling unit's limit {lim}"
+    return None
+
+
+def pool_unit_sizes(L, in_shape, cols):
+    """What pooling layer ``L`` (a square window) asks of the pooling unit on an ``(H, W, C)``
+    input: ``(what, value, the NpuConfig parameter that bounds it)``."""
+    H, W, Cin = in_shape
+    return (("height", H, "pool_max_size"), ("width", W, "pool_max_size"),
+            ("channels", -(-Cin // cols) * cols, "pool_max_c"),
+            ("kernel", L.window.square[0], "pool_max_k"))
+
+
+def pool_unit_problem(L, in_shape, cfg):
+    """Why the pooling unit cannot run pooling layer ``L`` on an ``(H, W, C)`` input, or
+    None: its window (:func:`pool_window_problem`), then its size, channel and kernel
+    limits."""
+    problem = pool_window_problem(L)
+    if problem:
+        return problem
+    for what, v, param in pool_unit_sizes(L, in_shape, cfg.cols):
+        if v > getattr(cfg, param):
+            return f"pooling {what} {v} exceeds the pooling unit's limit {getattr(cfg, param)}"
     return None
 
 
@@ -368,13 +382,15 @@ def liveness(ops, n_tensors):
     return list(zip(first, last))
 
 
-def place_tensors(layouts, cfg, live=None):
+def place_tensors(layouts, cfg, live=None, depth=None):
     """ACT addresses by liveness: each tensor, in the order they are written, takes the
     lowest address (aligned to whole groups of B pixels) free of the tensors alive at the
     same time (an operation's inputs and output are alive together). Returns the placed
     layouts and None, or None and ``(tensor, words live then)`` for the first that does
-    not fit."""
+    not fit in ``depth`` words (default ``cfg.act_depth``; the placement does not depend on
+    it, only whether it fits)."""
     B = banks(cfg.rows)
+    depth = cfg.act_depth if depth is None else depth
     if live is None:                      # a chain: tensor t is written by op t - 1
         live = [(t - 1, t) for t in range(len(layouts))]
     placed = [None] * len(layouts)
@@ -389,7 +405,7 @@ def place_tensors(layouts, cfg, live=None):
             if addr + fp <= lo:
                 break
             addr = max(addr, -(-hi // unit) * unit)
-        if addr + fp > cfg.act_depth:
+        if addr + fp > depth:
             return None, (t, sum(hi - lo for lo, hi in busy) + fp)
         placed[t] = L.at(addr)
     return placed, None
@@ -399,31 +415,59 @@ def plan_memory(ops, shapes, cfg, batch):
     """Layouts and addresses of every tensor at ``batch``; ``CompileError`` naming the tensor,
     its size, what is live with it and the capacity when ACT is too small (and the largest
     batch that fits)."""
+    placed = place_tensors(plan_layouts(ops, shapes, cfg, batch, tensor_names(ops, shapes)),
+                           cfg, liveness(ops, len(shapes)))[0]
+    if placed is None:
+        raise CompileError(f"{act_shortfall(ops, shapes, cfg, batch)}: the hardware has "
+                           f"act_depth={cfg.act_depth}")
+    return placed
+
+
+def act_shortfall(ops, shapes, cfg, batch):
+    """None when every tensor fits ACT at ``batch``; else why not: the first tensor that does
+    not fit, its words and those alive with it, and the largest batch that fits."""
     names = tensor_names(ops, shapes)
     live = liveness(ops, len(shapes))
     layouts = plan_layouts(ops, shapes, cfg, batch, names)
     placed, problem = place_tensors(layouts, cfg, live)
     if placed is not None:
-        return placed
+        return None
     t, need = problem
     fits = _largest_batch(ops, shapes, cfg, batch - 1, live) if batch > 1 else 0
-    hint = f"the largest batch that fits is {fits}" if fits else "even one image does not fit"
-    B = banks(cfg.rows)
-    raise CompileError(
-        f"{names[t]}: {layouts[t].footprint(B)} ACT words at batch {batch}, with the tensors "
-        f"alive at the same time {need} ACT words, the hardware has act_depth={cfg.act_depth}; "
-        f"{hint} (or use a larger act_depth)")
+    hint = (f"the largest batch that fits is {fits} at this act_depth" if fits
+            else "even one image does not fit")
+    return (f"{names[t]}: {layouts[t].footprint(banks(cfg.rows))} ACT words at batch {batch}, "
+            f"with the tensors alive at the same time {need} ACT words; {hint}")
 
 
 def _largest_batch(ops, shapes, cfg, limit, live):
-    for b in range(limit, 0, -1):
+    """A batch ``b <= limit`` that fits ACT while ``b + 1`` does not (0: not even one image),
+    by bisection: a batch of billions is answered in a few dozen plans, not a loop."""
+    def fits(b):
         try:
             layouts = plan_layouts(ops, shapes, cfg, b)
         except CompileError:
-            continue
-        if place_tensors(layouts, cfg, live)[0] is not None:
-            return b
-    return 0
+            return False
+        return place_tensors(layouts, cfg, live)[0] is not None
+
+    if fits(limit):
+        return limit
+    lo, hi = 0, limit                 # fits(lo) (0: trivially), not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def act_words_needed(ops, shapes, cfg, batch):
+    """The smallest ``act_depth`` (a multiple of the ACT banks) that holds every tensor at
+    ``batch``: the end of the highest tensor, placed as :func:`place_tensors` places them."""
+    B = banks(cfg.rows)
+    layouts = plan_layouts(ops, shapes, cfg, batch)
+    everything = sum(L.footprint(B) + B * L.cw for L in layouts)
+    placed, _ = place_tensors(layouts, cfg, liveness(ops, len(shapes)), depth=everything)
+    end = max(L.addr + L.footprint(B) for L in placed)
+    return -(-end // B) * B
 
 
 @dataclass
@@ -509,6 +553,73 @@ def _overlap(a, b):
     return a[0] < b[1] and b[0] < a[1]
 
 
+# ---- capacity: every limit of the configuration the model exceeds, at once -----------------
+
+def capacity_shortfalls(ops, shapes, cfg, batch):
+    """``{NpuConfig parameter: (the smallest value that fits, why)}`` for every memory or unit
+    limit the model exceeds at ``batch`` (ACT, WGT, the pooling and softmax units; the
+    instruction memory is counted once the rest fits). What no configuration runs (a pooling
+    window the unit does not take, ...) is a :class:`CompileError` at once."""
+    short = {}
+
+    def need(param, value, why):       # the largest need of a parameter, and its reason
+        if value > max(getattr(cfg, param), short.get(param, (0, None))[0]):
+            short[param] = (value, why)
+
+    for op in ops:
+        L, in_shape = op.layer, shapes[op.src]
+        if op.kind == "pool":
+            problem = pool_window_problem(L)
+            if problem:
+                raise CompileError(f"layer {L.index} {L.name!r}: {problem}")
+            for what, v, param in pool_unit_sizes(L, in_shape, cfg.cols):
+                need(param, v, f"layer {L.name!r}: pooling {what} {v}")
+        elif op.kind == "softmax":
+            need("softmax_max_len", in_shape[2], f"layer {L.name!r}: softmax over "
+                 f"{in_shape[2]} values")
+    gemm = [op for op in ops if op.kind in GEMM_KINDS]
+    if gemm:
+        C = cfg.cols
+        words = sum(_conv_k(op, shapes) * -(-shapes[op.dst][2] // C) for op in gemm)
+        widest = max(gemm, key=lambda op: _conv_k(op, shapes))
+        K = _conv_k(widest, shapes)
+        if words > cfg.wgt_depth:            # streamed: one column block at a time must fit
+            need("wgt_depth", K, f"layer {widest.layer.name!r}: one column block of weights "
+                 f"needs K={K} WGT words")
+    why = act_shortfall(ops, shapes, cfg, batch)
+    if why:
+        need("act_depth", act_words_needed(ops, shapes, cfg, batch), why)
+    return short
+
+
+def _bounds(param):
+    return next(f.metadata["bounds"] for f in dataclasses.fields(NpuConfig) if f.name == param)
+
+
+def capacity_error(model, cfg, short):
+    """One :class:`CompileError` naming every limit in ``short`` (see
+    :func:`capacity_shortfalls`), what needs it, and the ``-p`` options that fit, or which
+    value no configuration reaches."""
+    limits = "; ".join(f"{p}={getattr(cfg, p)} is too small ({why})"
+                       for p, (_, why) in short.items())
+    beyond = [(p, v, _bounds(p)[1]) for p, (v, _) in short.items() if v > _bounds(p)[1]]
+    if beyond:
+        fix = "no configuration holds it: " + ", ".join(
+            f"{p} would have to be {v}, at most {hi}" for p, v, hi in beyond)
+    else:
+        fix = "it fits with " + " ".join(f"-p {p}={v}" for p, (v, _) in short.items())
+    n = len(short)
+    return CompileError(f"model {model.name!r} exceeds {n} limit{'s' * (n > 1)} of this "
+                        f"configuration: {limits}; {fix}")
+
+
+def _instruction_shortfall(prog, cfg):
+    total = len(prog.setup) + len(prog.infer)
+    if total <= cfg.imem_depth:
+        return {}
+    return {"imem_depth": (total, f"a program of {total} instructions")}
+
+
 def compile_model(model, config=None, batch=1, double_buffer=True):
     """Lower a validated :class:`golden.model.Model` to a :class:`Program`, pass by pass:
     :func:`plan_ops`, :func:`plan_memory` (layouts and addresses by liveness),
@@ -528,14 +639,24 @@ def compile_model(model, config=None, batch=1, double_buffer=True):
             L = op.layer
             raise CompileError(f"layer {L.index} {L.name!r}: reduction K={_conv_k(op, shapes)} "
                                f"exceeds MAX_K={MAX_K} (int32 accumulators could overflow)")
+    short = capacity_shortfalls(ops, shapes, cfg, batch)
+    if short:      # how many instructions, once the rest fits (if any configuration holds it)
+        if all(v <= _bounds(p)[1] for p, (v, _) in short.items()):
+            fitting = dataclasses.replace(cfg, **{p: v for p, (v, _) in short.items()})
+            short.update(_instruction_shortfall(
+                _emit_all(ops, shapes, fitting, batch, model, tensor_of, double_buffer), cfg))
+        raise capacity_error(model, cfg, short)
+    prog = _emit_all(ops, shapes, cfg, batch, model, tensor_of, double_buffer)
+    short = _instruction_shortfall(prog, cfg)
+    if short:
+        raise capacity_error(model, cfg, short)
+    return prog
+
+
+def _emit_all(ops, shapes, cfg, batch, model, tensor_of, double_buffer):
     layouts = plan_memory(ops, shapes, cfg, batch)
     slices = plan_slices(ops, shapes, cfg, double_buffer)
-    prog = emit(ops, shapes, layouts, slices, cfg, batch, model, tensor_of)
-    total = len(prog.setup) + len(prog.infer)
-    if total > cfg.imem_depth:
-        raise CompileError(f"model {model.name!r}: program of {total} instructions exceeds "
-                           f"imem_depth={cfg.imem_depth}")
-    return prog
+    return emit(ops, shapes, layouts, slices, cfg, batch, model, tensor_of)
 
 
 class _Emitter:

@@ -85,7 +85,7 @@ import numpy as np
 from golden import activation as _act_tables
 from golden.conv import Window
 from golden.float_model import forward, output_shapes
-from golden.model import INPUT, ModelFormatError, load_model, save_model
+from golden.model import INPUT, ModelFormatError, load_model, read_npz, save_model
 from golden.pooling import MAX_DIVISOR
 from golden.ptq import activation_qparams, quantize_model
 
@@ -210,7 +210,11 @@ class _Importer:
         init = {t.name for t in g.initializer}
         from onnx import numpy_helper
         for t in g.initializer:
-            self.consts[t.name] = numpy_helper.to_array(t)
+            try:
+                self.consts[t.name] = numpy_helper.to_array(t)
+            except Exception as e:      # a corrupt file: unknown data type, short data, ...
+                self.fail(f"initializer {t.name!r} is not a readable tensor "
+                          f"({type(e).__name__}: {str(e).strip()[:200]})")
         for n in g.node:
             for i in n.input:
                 self.readers[i] = self.readers.get(i, 0) + 1
@@ -869,21 +873,30 @@ def nchw_forward(arch, params, x, keep=False):
 def load_calibration(path):
     """``(images NCHW float32, input_scale or None, input_zero_point or None)``."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if "images" not in f.files:
-                raise OnnxImportError(f"{path}: the calibration file needs an 'images' array")
-            images = np.asarray(f["images"], np.float32)
-            s = float(f["input_scale"]) if "input_scale" in f.files else None
-            z = int(f["input_zero_point"]) if "input_zero_point" in f.files else None
-    except OnnxImportError:
-        raise
-    except Exception as e:
-        raise OnnxImportError(f"{path}: cannot read the calibration .npz: {e}") from None
-    _check_finite(images, f"{path}: calibration images")
+        f = read_npz(path, f"--calib {path}")
+    except ModelFormatError as e:
+        raise OnnxImportError(str(e)) from None
+    if "images" not in f:
+        raise OnnxImportError(f"{path}: the calibration file needs an 'images' array")
+    try:
+        images = np.asarray(f["images"], np.float32)
+        s = float(f["input_scale"]) if "input_scale" in f else None
+        z = int(f["input_zero_point"]) if "input_zero_point" in f else None
+    except (TypeError, ValueError) as e:
+        raise OnnxImportError(f"{path}: calibration images, input_scale and input_zero_point "
+                              f"must be numbers: {e}") from None
+    if images.ndim < 2 or not len(images):
+        raise OnnxImportError(f"{path}: calibration 'images' of shape {images.shape}; want "
+                              f"(N, ...) with N >= 1 images in the ONNX input layout")
+    check_finite(images, f"{path}: calibration images")
+    if s is not None and not (np.isfinite(s) and s > 0):
+        raise OnnxImportError(f"{path}: input_scale must be a finite number > 0, got {s}")
+    if z is not None and not -128 <= z <= 127:
+        raise OnnxImportError(f"{path}: input_zero_point must be in [-128, 127], got {z}")
     return images, s, z
 
 
-def _check_finite(images, what):
+def check_finite(images, what):
     """Refuse NaN or Inf images (a calibration on them would give every scale 1.0)."""
     x = np.asarray(images)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
@@ -917,7 +930,7 @@ def import_onnx(onnx_path, calib, input_scale=None, input_zero_point=None, name=
         src = str(calib)
     else:
         images, src = np.asarray(calib, np.float32), "calibration images"
-        _check_finite(images, src)
+        check_finite(images, src)
     x = _to_nhwc(arch, images, src)
     if input_scale is None or input_zero_point is None:
         input_scale, input_zero_point = activation_qparams(x.min(), x.max())
@@ -967,7 +980,7 @@ def to_model_input(model, images):
     if x.dtype == np.int8 or x.dtype.kind != "f":
         return x
     shp = tuple(model.input_shape)
-    _check_finite(x, "images")
+    check_finite(x, "images")
     if x.ndim == 4 and len(shp) == 3 and x.shape[1:] == (shp[2], shp[0], shp[1]):
         x = x.transpose(0, 2, 3, 1)
     elif x.shape[1:] != shp:

@@ -89,6 +89,9 @@ class _Graph:
         raise TfliteImportError(f"{self.source}: operator {op.index} {op.op}: {reason}")
 
     def tensor(self, i):
+        if not 0 <= i < len(self.tfl.tensors):      # a corrupt file's operator
+            raise TfliteImportError(f"{self.source}: tensor index {i} is out of range (the "
+                                    f"model has {len(self.tfl.tensors)} tensors)")
         return self.tfl.tensors[i]
 
     def quant(self, op, i):
@@ -454,7 +457,11 @@ def import_tflite(model, name=None):
             gr.refuse(op, f"operator not supported (supported: {', '.join(HANDLERS)})")
         if len(op.outputs) != 1:
             gr.refuse(op, f"has {len(op.outputs)} outputs, expected 1")
-        handler(gr, op)
+        try:
+            handler(gr, op)
+        except (KeyError, IndexError, TypeError, AttributeError) as e:
+            # options or inputs a valid model has: the flatbuffer is corrupt
+            gr.refuse(op, f"malformed ({type(e).__name__}: {e}); the file may be corrupt")
     (yi,) = tfl.outputs
     out = gr.names.get(yi)
     if out is None or out == INPUT:

@@ -1,5 +1,7 @@
 """The compiler's refusals name the layer and the limit; NpuConfig refuses bad parameters."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ from golden import float_model
 from golden.model import load_model
 from golden.digits import DATA_DIR
 from golden.ptq import activation_qparams, quantize_model
+from hw.act_memory import banks
 from hw.isa import Mem, Op, Reg, decode, encode, encode_load, encode_set
 from hw.npu import NpuConfig
 from npu.compiler import CompileError, check_background_loads, compile_model
@@ -61,7 +64,7 @@ def test_default_act_holds_the_reference_cnn_at_batch_64(reference):
 @pytest.mark.parametrize("config,batch,needles", [
     ({"wgt_depth": 128}, 1, ["'fc1'", "K=256", "wgt_depth=128"]),
     ({"imem_depth": 32}, 1, ["imem_depth=32"]),
-    ({"pool_max_c": 8}, 1, ["'pool'", "limit 8"]),
+    ({"pool_max_c": 8}, 1, ["'pool'", "channels 16", "pool_max_c=8"]),
     ({"softmax_max_len": 8}, 1, ["'softmax'", "softmax_max_len=8"]),
 ])
 def test_refusals_name_layer_and_limit(reference, config, batch, needles):
@@ -69,6 +72,45 @@ def test_refusals_name_layer_and_limit(reference, config, batch, needles):
         compile_model(reference, config, batch=batch)
     for n in needles:
         assert n in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("config,batch,exceeded", [
+    ({"act_depth": 16, "wgt_depth": 16, "imem_depth": 8, "pool_max_c": 1, "pool_max_size": 2,
+      "pool_max_k": 1, "softmax_max_len": 2}, 1,
+     {"act_depth", "wgt_depth", "imem_depth", "pool_max_c", "pool_max_size", "pool_max_k",
+      "softmax_max_len"}),
+    ({"act_depth": 512, "wgt_depth": 64, "imem_depth": 8}, 3,
+     {"act_depth", "wgt_depth", "imem_depth"}),
+    ({"imem_depth": 16}, 1, {"imem_depth"}),
+    ({}, 70, {"act_depth"}),
+])
+def test_refusal_names_every_limit_and_a_configuration_that_fits(reference, config, batch,
+                                                                 exceeded):
+    """A model too big for several limits names every one (issue 21: a user raised act_depth
+    only to meet wgt_depth next) with its value, and the -p options it offers compile, while
+    one step less on any of them is refused again."""
+    with pytest.raises(CompileError) as e:
+        compile_model(reference, config, batch=batch)
+    msg = str(e.value)
+    fix = {k: int(v) for k, v in re.findall(r"-p (\w+)=(\d+)", msg.split("it fits with ")[1])}
+    assert set(fix) == exceeded, msg
+    assert f"exceeds {len(exceeded)} limit" in msg
+    for name in fix:
+        assert f"{name}={config.get(name, getattr(NpuConfig(), name))} is too small" in msg
+    fitting = {**config, **fix}
+    compile_model(reference, fitting, batch=batch)
+    step = {"act_depth": banks(8)}           # act_depth is a multiple of the ACT banks
+    for name, v in fix.items():
+        less = v - step.get(name, 1)
+        with pytest.raises(CompileError, match=f"{name}={less} is too small"):
+            compile_model(reference, {**fitting, name: less}, batch=batch)
+
+
+def test_refusal_says_when_no_configuration_holds_the_model(reference):
+    with pytest.raises(CompileError, match=r"no configuration holds it: act_depth would have "
+                       r"to be \d+, at most 1048576") as e:
+        compile_model(reference, {}, batch=10 ** 11)      # bisection: answered at once
+    assert "the largest batch that fits is 64 at this act_depth" in str(e.value)
 
 
 @pytest.mark.parametrize("config", [{"param_depth": 1}, {"param_depth": 4},

@@ -404,12 +404,14 @@ def test_resnet8_onnx_on_the_rtl(tmp_path, capsys):
     assert status == 0 and res["all_exact"]
 
 
-def test_refuses_an_operator_before_its_symptoms():
-    """An LSTM (rank-3 input) is refused for the operator, not for the input's rank."""
-    lstm = helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="lstm", hidden_size=2)
-    m = _model([lstm], [_init("W", np.ones((1, 8, 3))), _init("R", np.ones((1, 8, 2)))],
-               (5, "N", 3), (5, 1, "N", 2))
-    refuse(m, "'lstm' (LSTM)", "unsupported operator LSTM")
+@pytest.mark.parametrize("op,gates", [("LSTM", 4), ("GRU", 3), ("RNN", 1)])
+def test_refuses_an_operator_before_its_symptoms(op, gates):
+    """A recurrent layer (rank-3 input) is refused for the operator, not for the input's
+    rank (issue 21)."""
+    rnn = helper.make_node(op, ["x", "W", "R"], ["y"], name="rnn", hidden_size=2)
+    m = _model([rnn], [_init("W", np.ones((1, 2 * gates, 3))),
+                       _init("R", np.ones((1, 2 * gates, 2)))], (5, "N", 3), (5, 1, "N", 2))
+    refuse(m, f"'rnn' ({op})", f"unsupported operator {op}")
 
 
 def test_cli_refusals_of_data_and_files(tmp_path, capsys):
@@ -435,7 +437,7 @@ def test_cli_refusals_of_data_and_files(tmp_path, capsys):
         try:
             status = cli.main(argv)
             err = capsys.readouterr().err.strip()
-        except SystemExit as e:       # npu run's own checks exit with the message (status 1)
+        except SystemExit as e:       # a missing simulator exits with the message (status 1)
             status, err = 1, str(e.code)
         assert status in (1, 2) and needle in err and err.count("\n") == 0, (argv, err)
 
