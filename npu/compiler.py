@@ -317,6 +317,23 @@ def _wgt_words(op, shapes, cfg):
     return wgt_words_per_block(op.mode, win.kh, win.kw, shapes[op.src][2], cfg.rows, cfg.cols)
 
 
+def _wgt_alignment(op, cfg):
+    """K-split slices start at a multiple of the WGT banks (hw.conv_engine)."""
+    return wgt_banks(cfg.rows, cfg.cols) if op.mode == ConvMode.KSPLIT else 1
+
+
+def resident_wgt_words(ops, shapes, cfg):
+    """WGT words that keep every conv/dense op's weights resident, laid out in op order
+    (K-split ones aligned)."""
+    end = 0
+    for op in ops:
+        if op.kind in GEMM_KINDS:
+            align = _wgt_alignment(op, cfg)
+            end = -(-end // align) * align
+            end += _wgt_words(op, shapes, cfg) * -(-shapes[op.dst][2] // cfg.cols)
+    return end
+
+
 # ---- pass 1c: the mapping of each conv/dense op onto the array -----------------------------
 
 def gemm_cycles(op, shapes, cfg, batch, mode):
@@ -504,10 +521,9 @@ def plan_slices(ops, shapes, cfg, double_buffer=True):
     gemm = [(i, op) for i, op in enumerate(ops) if op.kind in GEMM_KINDS]
     Ks = {i: _wgt_words(op, shapes, cfg) for i, op in gemm}
     nbs = {i: -(-shapes[op.dst][2] // C) for i, op in gemm}
-    # K-split slices start at a multiple of the WGT banks (hw.conv_engine)
     B = wgt_banks(cfg.rows, cfg.cols)
-    align = {i: B if op.mode == ConvMode.KSPLIT else 1 for i, op in gemm}
-    w_stream = sum(-(-Ks[i] * nbs[i] // align[i]) * align[i] for i, _ in gemm) > cfg.wgt_depth
+    align = {i: _wgt_alignment(op, cfg) for i, op in gemm}
+    w_stream = resident_wgt_words(ops, shapes, cfg) > cfg.wgt_depth
     p_stream = sum(nbs.values()) > cfg.param_depth
     w_half = cfg.wgt_depth // 2 // B * B if double_buffer else 0
     p_half = cfg.param_depth // 2 if double_buffer else 0
@@ -580,9 +596,9 @@ def capacity_shortfalls(ops, shapes, cfg, batch):
     gemm = [op for op in ops if op.kind in GEMM_KINDS]
     if gemm:
         C = cfg.cols
-        words = sum(_conv_k(op, shapes) * -(-shapes[op.dst][2] // C) for op in gemm)
-        widest = max(gemm, key=lambda op: _conv_k(op, shapes))
-        K = _conv_k(widest, shapes)
+        words = resident_wgt_words(ops, shapes, cfg)
+        widest = max(gemm, key=lambda op: _wgt_words(op, shapes, cfg))
+        K = _wgt_words(widest, shapes, cfg)
         if words > cfg.wgt_depth:            # streamed: one column block at a time must fit
             need("wgt_depth", K, f"layer {widest.layer.name!r}: one column block of weights "
                  f"needs K={K} WGT words")
