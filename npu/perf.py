@@ -62,7 +62,7 @@ from hw.softmax_engine import SETUP_DEPS as SOFTMAX_SETUP_DEPS
 from hw.eltwise_engine import PIPELINE as ELT_PIPELINE
 from hw.eltwise_engine import SETUP_DEPS as ELT_SETUP_DEPS
 
-__all__ = ["predict", "program_cycles", "conv_cycles", "pool_cycles", "softmax_cycles", "scalesim_cycles",
+__all__ = ["predict", "program_cycles", "instruction_cycles", "conv_cycles", "pool_cycles", "softmax_cycles", "scalesim_cycles",
            "layer_table"]
 
 SEQ = 4                 # FETCH + LATCH + DECODE + NEXT
@@ -207,7 +207,10 @@ def scalesim_cycles(R, C, M, K, N):
     return ceil(M / R) * ceil(N / C) * (R + C + K - 2) - 1
 
 
-def _instr_cycles(word, regs, cfg):
+def instruction_cycles(word, regs, cfg):
+    """Cycles of one foreground instruction ``word`` that runs with the configuration
+    registers ``regs`` (``{Reg: signed value}``, missing ones 0), as :func:`predict` counts
+    it in isolation (no background LOAD to wait for, fetched by itself)."""
     f = decode(word)
     op = f["op"]
     R, C = cfg.rows, cfg.cols
@@ -282,7 +285,7 @@ def predict(instructions, cfg):
             load_idle = decode_at + wait + load_beats(f, cfg.cols) + BG_BUSY
             cycles = BG_LOAD + wait
         else:
-            cycles = _instr_cycles(word, regs, cfg) + wait
+            cycles = instruction_cycles(word, regs, cfg) + wait
         cycles -= fetched
         out.append(cycles)
         t += cycles
