@@ -22,8 +22,9 @@ Per start:
   known-good program runs (setup, then one inference) and its output must equal the golden
   integer inference bit for bit. Its runs are checked like any start, under random
   backpressure on ``s_axis`` and ``m_axis`` (independent rates, or long bursts) and random
-  AXI4-Lite delays on all five channels (cocotbext-axi pause generators). Fuzz starts run
-  without stalls, so that their cycles are the model's.
+  AXI4-Lite delays on all five channels (cocotbext-axi pause generators). A fraction of the
+  fuzz starts (``STALLED_FUZZ_START``) runs under the same stalls: error paths and resets
+  with stalled streams; their cycles are not the model's, so only a hang is checked there.
 
 Environment: ``NPU_CONFIG`` (JSON; the Verilog's configuration), ``NPU_SEED``,
 ``NPU_FUZZ_WORDS`` (instruction words to generate, default 300), ``NPU_FUZZ_LONG`` (default
@@ -33,6 +34,7 @@ cycle bound of 1, and corrupted weights before the known-good inference.
 """
 
 import json
+import logging
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -56,6 +58,9 @@ from sim.npu_memories import NpuMemories
 RECOVER_AFTER_ERROR = 0.5
 #: Probability that a fuzz start is interrupted by a reset at a random cycle of its bound.
 RESET_FUZZ_START = 0.05
+#: Probability that a fuzz start runs under the known-good runs' random stalls (its cycles
+#: are then not the model's: only a hang is checked, at STALL_FACTOR times the bound).
+STALLED_FUZZ_START = 0.2
 #: Probability that the known-good inference is interrupted by a reset (then run again).
 RESET_KNOWN_GOOD = 0.2
 #: Cycles allowed beyond a stall-free start's bound: the CTRL write and the interrupt.
@@ -63,6 +68,8 @@ BOUND_MARGIN = 16
 #: A stalled run (known-good, under backpressure) is a hang after this many times its bound.
 STALL_FACTOR = 60
 STARTS_PER_PROGRAM = 4
+#: Programs between two progress lines in the log.
+PROGRESS_EVERY = 50
 
 
 def _env(name, default=None):
@@ -98,6 +105,7 @@ class Report:
     recoveries_exact: int = 0
     resets_mid_run: int = 0
     long_starts: int = 0
+    stalled_starts: int = 0
     drains: int = 0
     failures: list = field(default_factory=list)
 
@@ -121,7 +129,7 @@ class Report:
                 f"{self.stray_writes} stray writes, {self.wrong_outcomes} wrong outcomes, "
                 f"{self.recoveries_exact}/{self.recoveries} recoveries bit-exact, "
                 f"{self.resets_mid_run} resets mid-run ({self.long_starts} of long starts), "
-                f"{self.drains} stream drains")
+                f"{self.stalled_starts} starts under stalls, {self.drains} stream drains")
 
 
 class KnownGood:
@@ -137,6 +145,9 @@ class KnownGood:
 class Fuzzer:
     def __init__(self, dut, host, cfg, seed, long_cycles, inject=None):
         self.dut, self.host, self.cfg = dut, host, cfg
+        # Resets mid-run are the point here: no warning with the flushed frame per reset.
+        for port in ("s_axis", "m_axis"):
+            logging.getLogger(f"cocotb.{dut._name}.{port}").setLevel(logging.ERROR)
         self.rng = np.random.default_rng(seed)
         self.long_cycles = long_cycles
         self.inject = inject
@@ -226,12 +237,17 @@ class Fuzzer:
         if fuzz:
             host.sink.clear()
             host.source.clear()
-            await ClockCycles(dut.clk, 2)
-            if dut.s_axis_tvalid.value:
-                rep.drains += 1
-                await self.start(self.drain_pc, stream=np.zeros((0, self.cfg.cols), np.uint8),
-                                 what="drain")
         return status
+
+    async def _drain(self):
+        """Take a beat a refused (or never reached) LOAD left on s_axis with the drain
+        program. Each fuzz beat is a frame of its own, so once the queue is cleared and the
+        stream unpaused, at most the beat on the bus is left."""
+        await ClockCycles(self.dut.clk, 2)
+        if self.dut.s_axis_tvalid.value:
+            self.report.drains += 1
+            await self.start(self.drain_pc, stream=np.zeros((0, self.cfg.cols), np.uint8),
+                             what="drain")
 
     async def _wait_irq(self, cycles):
         timeout = ClockCycles(self.dut.clk, max(1, cycles))
@@ -377,6 +393,8 @@ class Fuzzer:
             self.machine.write(base, prog)
             rep.words += len(prog)
             rep.programs += 1
+            if rep.programs % PROGRESS_EVERY == 0:
+                self.dut._log.info("progress: %s", rep.summary())
             for n in range(int(rng.integers(1, STARTS_PER_PROGRAM + 1))):
                 pc = base if n == 0 else int(rng.integers(base, base + len(prog)))
                 if rng.random() < 0.02:
@@ -384,8 +402,14 @@ class Fuzzer:
                                          int(rng.integers(0, cfg.imem_depth))]))
                 reset_at = (int(rng.integers(1, 400)) if rng.random() < RESET_FUZZ_START
                             else None)
+                stalled = rng.random() < STALLED_FUZZ_START
+                if stalled:
+                    self._stalls()
                 rep.starts += 1
-                st = await self.start(pc, reset_at=reset_at)
+                rep.stalled_starts += stalled
+                st = await self.start(pc, reset_at=reset_at, stalled=stalled)
+                self._no_stalls()
+                await self._drain()
                 if st is None or (st.failed and rng.random() < RECOVER_AFTER_ERROR):
                     await self.known_good()
         return rep

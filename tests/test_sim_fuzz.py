@@ -37,17 +37,18 @@ def run_fuzz(tmp_path, testcase, seed, words):
     return rep
 
 
-def check_counts(rep, words):
+def check_counts(rep, words, endings):
+    """No hang, stray write or wrong outcome, every recovery bit-exact, and at least
+    ``endings`` different ways (DONE, error codes) in which the starts ended."""
     assert rep["words"] >= words and rep["starts"] > rep["programs"] > 0
     assert rep["hangs"] == 0 and rep["stray_writes"] == 0 and rep["wrong_outcomes"] == 0
     assert rep["recoveries"] > 0 and rep["recoveries_exact"] == rep["recoveries"]
-    # the fuzzer reaches every way a run can end
-    assert rep["done"] > 0 and set(rep["errors"]) >= {"ILLEGAL_OPCODE", "ADDRESS", "CONFIG"}
+    assert (rep["done"] > 0) + len(rep["errors"]) >= endings, rep["summary"]
 
 
 def test_verilator_instruction_fuzz(tmp_path, sim_seed):
     words = int(os.environ.get("NPU_FUZZ_WORDS", 300))
-    check_counts(run_fuzz(tmp_path, "instruction_fuzz", sim_seed(1), words), words)
+    check_counts(run_fuzz(tmp_path, "instruction_fuzz", sim_seed(1), words), words, 4)
 
 
 def test_verilator_fuzz_fails_on_injected_faults(tmp_path, sim_seed):
@@ -60,7 +61,8 @@ def test_verilator_fuzz_fails_on_injected_faults(tmp_path, sim_seed):
 def test_regress_instruction_fuzz(tmp_path, request):
     seed = request.config.getoption("--regress-seed")
     words = request.config.getoption("--fuzz-words")
-    check_counts(run_fuzz(tmp_path, "instruction_fuzz", seed, words), words)
+    # DONE and every error code (all of Error but NONE)
+    check_counts(run_fuzz(tmp_path, "instruction_fuzz", seed, words), words, len(Error))
 
 
 # ---- the host-side model (no simulator) ---------------------------------------------------
