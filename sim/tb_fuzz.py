@@ -28,9 +28,10 @@ Per start:
 
 Environment: ``NPU_CONFIG`` (JSON; the Verilog's configuration), ``NPU_SEED``,
 ``NPU_FUZZ_WORDS`` (instruction words to generate, default 300), ``NPU_FUZZ_LONG`` (default
-100000 cycles), ``NPU_REPORT`` (JSON receiving the counts). The test ``injected_faults``
+100000 cycles), ``NPU_REPORT`` (JSON receiving the counts). The test ``fuzzer_checks``
 shows that each check fails when it should: a stray write made through the backdoor, a
-cycle bound of 1, and corrupted weights before the known-good inference.
+cycle bound of 1, and corrupted weights before the known-good inference; and that a legal
+instruction of millions of cycles is ended by a reset, not reported as a hang.
 """
 
 import json
@@ -45,7 +46,7 @@ from cocotb.triggers import ClockCycles, First, RisingEdge
 
 from golden.inference import run as golden_run
 from golden.mlperf_archs import ds_cnn, quantized, residual_net
-from hw.isa import CSR, Error, Mem, Op, encode, encode_load
+from hw.isa import CSR, Error, Mem, Op, Reg, encode, encode_load, encode_set
 from hw.npu import NpuConfig
 from npu.compiler import compile_model
 from sim.bus import set_pause
@@ -439,11 +440,26 @@ async def instruction_fuzz(dut):
     assert not rep.failed, f"fuzzing failed ({rep.summary()}); replay with NPU_SEED={seed}"
 
 
+def huge_conv(cfg):
+    """A legal 1 x 1 CONV of BATCH * OUT_H * OUT_W = 1000 * 1000 * 16 output pixels into one
+    row of 16 words: zero row and image pitches, the input all padding but its first pixels
+    (some 2 * 10**6 cycles)."""
+    regs = {Reg.IN_ADDR: 0, Reg.IN_H: 1, Reg.IN_W: 2, Reg.IN_CW: 1, Reg.IN_ROW: 0,
+            Reg.IN_IMG: 0, Reg.CIN: 1, Reg.KH: 1, Reg.KW: 1, Reg.STRIDE_Y: 1, Reg.STRIDE_X: 1,
+            Reg.PAD_TOP: 0, Reg.PAD_LEFT: 0, Reg.IN_ZP: 0, Reg.OUT_ADDR: cfg.act_depth // 2,
+            Reg.OUT_H: 1000, Reg.OUT_W: 16, Reg.OUT_CW: 1, Reg.OUT_ROW: 0, Reg.OUT_IMG: 0,
+            Reg.OUT_NB: 1, Reg.W_ADDR: 0, Reg.P_ADDR: 0, Reg.BATCH: 1000, Reg.OUT_ZP: 0,
+            Reg.QMIN: -128, Reg.QMAX: 127, Reg.ROUNDING: 0, Reg.USE_LUT: 0, Reg.CONV_MODE: 0}
+    return [encode_set(r, v) for r, v in regs.items()] + [encode(Op.CONV), encode(Op.DONE)]
+
+
 @cocotb.test()
-async def injected_faults(dut):
+async def fuzzer_checks(dut):
     """Each check, given a fault on purpose, must make the fuzzer fail: a word written
     through the backdoor after a refused instruction (stray write), a cycle bound of 1
-    (hang), weights corrupted before the known-good inference (recovery)."""
+    (hang), weights corrupted before the known-good inference (recovery). And a legal CONV
+    of some 2 * 10**6 cycles is no hang: a reset ends it, and the known-good program runs
+    bit-exact after it."""
     seed = int(_env("NPU_SEED", 1))
     host = await bring_up(dut)
     cfg = _config()
@@ -460,7 +476,25 @@ async def injected_faults(dut):
         else:
             assert getattr(rep, count) > 0, rep.summary()
         await fuzzer._reset()
+    seen["long"] = await long_instruction(dut, host, cfg, seed)
     report = _env("NPU_REPORT")
     if report:
         with open(report, "w") as fh:
             json.dump(seen, fh)
+
+
+async def long_instruction(dut, host, cfg, seed):
+    fuzzer = Fuzzer(dut, host, cfg, seed, long_cycles=5_000)
+    await fuzzer.prepare()
+    prog = huge_conv(cfg)
+    fuzzer.machine.write(fuzzer.fuzz_base, prog)
+    await host.load_program(prog, fuzzer.fuzz_base)
+    walk = fuzzer.machine.walk(fuzzer.fuzz_base)
+    bound = fuzzer.machine.cycle_bound(walk, fuzzer.long_cycles)
+    assert bound > 2_000_000, bound
+    st = await fuzzer.start(fuzzer.fuzz_base)
+    await fuzzer.known_good()
+    rep = fuzzer.report
+    dut._log.info("a CONV of %d cycles: %s", bound, rep.summary())
+    assert st is None and rep.long_starts == 1 and not rep.failed, rep.summary()
+    return rep.summary()
