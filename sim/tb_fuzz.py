@@ -187,58 +187,65 @@ class Fuzzer:
         walk may run, one beat per frame, so that beats a refused LOAD leaves are at most one
         beat on the bus); check the outcome, the cycle bound and the memories. Returns the
         status, or ``None`` after a reset."""
-        host, dut, rep = self.host, self.dut, self.report
         walk = self.machine.walk(pc)
         bound = 1 if self.inject == "bound" else self.machine.cycle_bound(walk, self.long_cycles)
         fuzz = stream is None
-        if fuzz:
-            n = self.machine.beats(walk)
-            for beat in self.rng.integers(0, 256, (n, self.cfg.cols), dtype=np.uint8):
-                host.send(beat[None])
-        elif len(stream):
-            host.send(stream)
-        limit = bound * STALL_FACTOR + 20_000 if stalled else bound + BOUND_MARGIN
-        long = bound > self.long_cycles
-        wait = min(limit, self.long_cycles)
-        if reset_at is not None:
-            wait = min(wait, reset_at)
-        await host.write(CSR.CTRL, start_word(pc))
-        ended = bool(dut.irq.value) or await self._wait_irq(wait)
-        context = f"{what} start at pc {pc} (seed {rep.seed})"
-        if not ended:
-            reset_pc = int(dut.pc.value)
-            if reset_at is None and not long:
-                rep.hangs += 1
-                rep.fail(f"hang: {context} still busy after {wait} cycles (bound {bound}); "
-                         f"pc {reset_pc}; program {self._listing(walk)}")
-            rep.resets_mid_run += reset_at is not None or long
-            rep.long_starts += reset_at is None and long
-            await self._reset()
-            executed = self.machine.executed(walk, None, reset_pc=reset_pc)
-            status = None
-        else:
-            status = await host.status()
-            self._check_outcome(walk, status, context)
-            if not stalled and status.cycles > bound:
-                rep.hangs += 1
-                rep.fail(f"over the bound: {context} took {status.cycles} cycles, bound {bound}; "
-                         f"program {self._listing(walk)}")
-            executed = self.machine.executed(walk, status)
+        self._feed(walk, stream)
+        context = f"{what} start at pc {pc} (seed {self.report.seed})"
+        status, reset_pc = await self._run(walk, bound, stalled, reset_at, context)
+        if status is not None:
+            self._check_outcome(walk, status, context, counted=fuzz)
+        executed = self.machine.executed(walk, status, reset_pc=reset_pc)
         if executed is None:
-            rep.wrong_outcomes += 1
-            rep.fail(f"{context}: it ended outside its walk ({status}); {self._listing(walk)}")
+            self.report.wrong_outcomes += 1
+            self.report.fail(f"{context}: it ended outside its walk ({status}); "
+                             f"{self._listing(walk)}")
             executed = list(walk.pcs)
         regions = self.machine.run_instructions(executed)
         if status is None:
             self.machine.reset()
         if self.inject == "stray" and fuzz and status is not None and status.failed:
             self._inject_stray_write(regions)
-            await ClockCycles(dut.clk, 1)
+            await ClockCycles(self.dut.clk, 1)
         await self._check_memories(regions, context, walk)
         if fuzz:
-            host.sink.clear()
-            host.source.clear()
+            self.host.sink.clear()
+            self.host.source.clear()
         return status
+
+    def _feed(self, walk, stream):
+        if stream is None:
+            n = self.machine.beats(walk)
+            for beat in self.rng.integers(0, 256, (n, self.cfg.cols), dtype=np.uint8):
+                self.host.send(beat[None])
+        elif len(stream):
+            self.host.send(stream)
+
+    async def _run(self, walk, bound, stalled, reset_at, context):
+        """START, then wait for the end: within ``bound`` cycles (stall-free; under stalls,
+        STALL_FACTOR times it), or until ``reset_at`` or ``long_cycles``, which end the run
+        with a reset. Returns ``(status, None)``, or ``(None, pc at the reset)``."""
+        host, dut, rep = self.host, self.dut, self.report
+        limit = bound * STALL_FACTOR + 20_000 if stalled else bound + BOUND_MARGIN
+        long = bound > self.long_cycles
+        wait = min(limit, self.long_cycles, reset_at or limit)
+        await host.write(CSR.CTRL, start_word(walk.start))
+        if dut.irq.value or await self._wait_irq(wait):
+            status = await host.status()
+            if not stalled and status.cycles > bound:
+                rep.hangs += 1
+                rep.fail(f"over the bound: {context} took {status.cycles} cycles, bound "
+                         f"{bound}; {self._listing(walk)}")
+            return status, None
+        reset_pc = int(dut.pc.value)
+        if reset_at is None and not long:
+            rep.hangs += 1
+            rep.fail(f"hang: {context} still busy after {wait} cycles (bound {bound}); "
+                     f"pc {reset_pc}; {self._listing(walk)}")
+        rep.resets_mid_run += reset_at is not None or long
+        rep.long_starts += reset_at is None and long
+        await self._reset()
+        return None, reset_pc
 
     async def _drain(self):
         """Take a beat a refused (or never reached) LOAD left on s_axis with the drain
@@ -260,9 +267,9 @@ class Fuzzer:
         self.host.sink.clear()
         await self.host.write(CSR.IRQ_EN, 1)
 
-    def _check_outcome(self, walk, st, context):
+    def _check_outcome(self, walk, st, context, counted):
         """DONE or the walk's certain error at its last pc, or an engine's CONFIG/ADDRESS
-        before it."""
+        before it; ``counted``: a fuzz start, whose ending the report counts."""
         rep = self.report
         if st.busy or st.done == st.failed:
             ok = False
@@ -274,9 +281,9 @@ class Fuzzer:
             engine = (st.error in (Error.CONFIG, Error.ADDRESS) and st.error_pc in walk.pcs
                       and fields(self.machine.imem[st.error_pc])["op"] in ENGINES)
             ok = certain or engine
-        if context.startswith("fuzz") and st.done:
+        if counted and st.done:
             rep.done += 1
-        elif context.startswith("fuzz") and st.failed:
+        elif counted and st.failed:
             rep.errors[Error(st.error).name] += 1
         if not ok:
             rep.wrong_outcomes += 1
