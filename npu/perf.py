@@ -62,8 +62,8 @@ from hw.softmax_engine import SETUP_DEPS as SOFTMAX_SETUP_DEPS
 from hw.eltwise_engine import PIPELINE as ELT_PIPELINE
 from hw.eltwise_engine import SETUP_DEPS as ELT_SETUP_DEPS
 
-__all__ = ["predict", "program_cycles", "instruction_cycles", "conv_cycles", "pool_cycles", "softmax_cycles", "scalesim_cycles",
-           "layer_table"]
+__all__ = ["predict", "program_cycles", "instruction_cycles", "conv_cycles", "pool_cycles",
+           "softmax_cycles", "scalesim_cycles", "layer_table"]
 
 SEQ = 4                 # FETCH + LATCH + DECODE + NEXT
 #: Instructions that run an engine in EXEC take one cycle more: the sequencer registers the

@@ -18,8 +18,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
 
-__all__ = ["quiet", "source", "sink", "pause_generator", "burst_pause_generator", "set_pause", "clock_and_reset",
-           "HandshakeLog"]
+__all__ = ["quiet", "source", "sink", "pause_generator", "burst_pause_generator", "set_pause",
+           "clock_and_reset", "HandshakeLog"]
 
 #: Clock period of :func:`clock_and_reset` in ns; budgets in the testbenches assume it.
 PERIOD_NS = 10
