@@ -3,9 +3,10 @@
 Nothing here touches a simulator; :mod:`sim.tb_fuzz` drives the RTL with it.
 
 * :class:`ProgramGenerator`: seeded programs, fully random (random 64-bit words, or random
-  opcodes with random fields) or near-valid (a slice of a compiled program with mutations:
-  flipped bits, boundary and random SET values, out-of-range LOAD/STORE addresses and
-  counts, random opcodes, inserted SETs of any register, dropped DONE ...).
+  opcodes with random fields) or near-valid (a slice of a compiled program, or one of its
+  engine instructions after SETs of the registers it ran with, with mutations: flipped
+  bits, boundary and random SET values, out-of-range LOAD/STORE addresses and counts,
+  random opcodes, inserted SETs of any register, dropped DONE ...).
 * :class:`Machine`: the architectural state the host can know (IMEM, the configuration
   registers SET writes) and, for a start at some pc, its :class:`Walk`: the instructions the
   run may execute, in order, up to the first DONE or the first instruction that must fail
@@ -47,6 +48,11 @@ WORD_MASK = (1 << 64) - 1
 ENGINES = (Op.CONV, Op.POOL, Op.SOFTMAX, Op.ELTWISE)
 #: A tensor walk of more words than this is taken as its whole span (a superset).
 MAX_WALK_WORDS = 1 << 20
+#: Mutations of near-valid programs (ProgramGenerator._mutate), and those that change the
+#: configuration an engine instruction runs with.
+MUTATIONS = ("flip", "set_value", "flip_value", "transfer", "opcode", "insert_set", "delete",
+             "duplicate", "random_word", "drop_done")
+CONFIG_MUTATIONS = ("set_value", "flip_value", "insert_set", "delete")
 
 
 @lru_cache(maxsize=1 << 16)
@@ -328,6 +334,17 @@ class ProgramGenerator:
         self.boundaries = sorted({v + d for v in depths for d in (-2, -1, 0, 1)}
                                  | {0, 1, 2, 3, 4, 7, 8, 127, 128, 255, 256, (1 << 16) - 1,
                                     1 << 16, (1 << 31) - 1, 1 << 31, (1 << 32) - 1})
+        # Every engine instruction of the corpus with the registers it ran with (the
+        # compiler's SETs replayed): mutations of a whole configuration run more often than
+        # those of a slice, whose registers are whatever the machine holds.
+        self.anchors = []
+        for src in corpus:
+            regs = [0] * len(Reg)
+            for w in src:
+                f = fields(w)
+                Machine._apply_set(f, regs)
+                if f["op"] in ENGINES:
+                    self.anchors.append((w, tuple(regs)))
 
     def program(self):
         if self.rng.random() < self.random_fraction:
@@ -381,7 +398,17 @@ class ProgramGenerator:
 
     # -- near-valid
     def _near_valid_program(self):
+        """A mutated slice of a compiled program, or (half of the time) an engine instruction
+        of the corpus after SETs of the registers it ran with, with up to two mutations of
+        that configuration."""
         rng = self.rng
+        if self.anchors and rng.random() < 0.5:
+            word, regs = self.anchors[int(rng.integers(len(self.anchors)))]
+            words = [encode_set(r, v) for r, v in enumerate(regs) if v]
+            words += [word, encode(Op.DONE)]
+            for _ in range(int(rng.integers(0, 3))):   # none: a legal run on random data
+                words = self._mutate(words, CONFIG_MUTATIONS)
+            return words
         src = self.corpus[int(rng.integers(len(self.corpus)))]
         n = int(rng.integers(2, min(self.max_len, len(src)) + 1))
         i = int(rng.integers(0, len(src) - n + 1))
@@ -392,34 +419,36 @@ class ProgramGenerator:
             words = self._mutate(words)
         return words[:self.max_len + 8] or [encode(Op.DONE)]
 
-    def _mutate(self, words):
-        """One mutation at a random position; a kind that does not apply to the instruction
-        there flips one of its bits instead."""
+    def _mutate(self, words, kinds=MUTATIONS):
+        """One mutation of a kind in ``kinds`` at a random position; a kind that does not
+        apply to the instruction there flips one of its bits instead."""
         rng = self.rng
         if not words:
             return [self._random_word()]
         k = int(rng.integers(len(words)))
         w = words[k]
         f = fields(w)
-        kind = int(rng.integers(9))
-        if kind == 1 and f["op"] == Op.SET:     # a boundary / near value
+        kind = kinds[int(rng.integers(len(kinds)))]
+        if kind == "set_value" and f["op"] == Op.SET:     # a boundary / near value
             words[k] = encode_set(f["reg"], self._value(f["value"]))
-        elif kind == 2 and f["op"] in (Op.LOAD, Op.STORE):
+        elif kind == "flip_value" and f["op"] == Op.SET:
+            words[k] = encode_set(f["reg"], f["value"] ^ (1 << int(rng.integers(32))))
+        elif kind == "transfer" and f["op"] in (Op.LOAD, Op.STORE):
             words[k] = self._mutate_transfer(f)
-        elif kind == 3:                     # a random opcode
+        elif kind == "opcode":
             words[k] = (w & ~0xFF) | int(rng.integers(256))
-        elif kind == 4:                     # insert a SET of any register (some unknown)
+        elif kind == "insert_set":          # a SET of any register (some unknown)
             reg = int(rng.integers(0, len(Reg) + 4))
             words.insert(k, encode_set(reg, self._value(int(rng.integers(0, 64)))))
-        elif kind == 5 and len(words) > 1:
+        elif kind == "delete" and len(words) > 1:
             del words[k]
-        elif kind == 6:
+        elif kind == "duplicate":
             words.insert(k, w)
-        elif kind == 7:
+        elif kind == "random_word":
             words.insert(k, self._random_word())
-        elif kind == 8:                     # drop DONE: run on into what IMEM holds
+        elif kind == "drop_done":           # run on into what IMEM holds
             words = [x for x in words if fields(x)["op"] != Op.DONE] or words
-        else:                               # flip one bit anywhere
+        else:
             words[k] = w ^ (1 << int(rng.integers(64)))
         return words
 

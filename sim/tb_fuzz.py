@@ -98,6 +98,7 @@ class Report:
     programs: int = 0
     starts: int = 0
     errors: Counter = field(default_factory=Counter)
+    ran: Counter = field(default_factory=Counter)     # fuzz instructions that ran, by opcode
     done: int = 0
     hangs: int = 0
     stray_writes: int = 0
@@ -119,14 +120,22 @@ class Report:
         if len(self.failures) < 20:
             self.failures.append(what)
 
+    def count_ran(self, words):
+        for w in words:
+            op = fields(w)["op"]
+            if op not in (Op.NOP, Op.SET, Op.DONE):
+                self.ran[Op(op).name] += 1
+
     def as_json(self):
-        return asdict(self) | {"errors": dict(self.errors), "failed": self.failed,
-                               "summary": self.summary()}
+        return asdict(self) | {"errors": dict(self.errors), "ran": dict(self.ran),
+                               "failed": self.failed, "summary": self.summary()}
 
     def summary(self):
         errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items()))
+        ran = ", ".join(f"{k} {v}" for k, v in sorted(self.ran.items()))
         return (f"seed {self.seed}: {self.words} words, {self.programs} programs, {self.starts} "
-                f"starts ({self.done} DONE; errors: {errors or 'none'}), {self.hangs} hangs, "
+                f"starts ({self.done} DONE; errors: {errors or 'none'}; instructions run: "
+                f"{ran or 'none'}), {self.hangs} hangs, "
                 f"{self.stray_writes} stray writes, {self.wrong_outcomes} wrong outcomes, "
                 f"{self.recoveries_exact}/{self.recoveries} recoveries bit-exact, "
                 f"{self.resets_mid_run} resets mid-run ({self.long_starts} of long starts), "
@@ -201,6 +210,8 @@ class Fuzzer:
             self.report.fail(f"{context}: it ended outside its walk ({status}); "
                              f"{self._listing(walk)}")
             executed = list(walk.pcs)
+        if fuzz:
+            self.report.count_ran(self.machine.imem[pc] for pc in executed)
         regions = self.machine.run_instructions(executed)
         if status is None:
             self.machine.reset()

@@ -116,8 +116,8 @@ def test_generator_reaches_every_ending():
         gen = ProgramGenerator(np.random.default_rng(7), corpus, cfg)
         programs.append([gen.program() for _ in range(200)])
     assert programs[0] == programs[1]
-    m = Machine(cfg)
     for p in programs[0]:
+        m = Machine(cfg)            # NOPs after the program: no DONE runs to the end of IMEM
         m.write(100, p)
         ends.add(m.walk(100).end)
     assert ends >= {"DONE", Error.ILLEGAL_OPCODE, Error.ADDRESS, Error.CONFIG,
