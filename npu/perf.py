@@ -196,9 +196,11 @@ def softmax_cycles(C, vectors, L, causal=False, words=None, mode=0):
 ELT_EXTRA = 1 + setup_cycles(ELT_SETUP_DEPS) + ACT_LATENCY + ELT_PIPELINE + REQUANT_LATENCY
 
 
-def eltwise_cycles(words):
-    """ELTWISE over ``words`` words of each input: one read per cycle, A and B alternately."""
-    return EXEC_SEQ + 2 * words + ELT_EXTRA
+def eltwise_cycles(words, use_lut=False):
+    """ELTWISE over ``words`` words of each input: one read per cycle, A and B alternately;
+    with USE_LUT the activation table's latency after the requantizer (found by the
+    instruction fuzzer: 2 cycles more than this model had)."""
+    return EXEC_SEQ + 2 * words + ELT_EXTRA + (LUT_LATENCY if use_lut else 0)
 
 
 def scalesim_cycles(R, C, M, K, N):
@@ -235,7 +237,8 @@ def instruction_cycles(word, regs, cfg):
         return softmax_cycles(C, g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W], g[Reg.CIN],
                               bool(g[Reg.SM_CAUSAL]), g[Reg.IN_CW], g[Reg.SM_MODE])
     if op == Op.ELTWISE:
-        return eltwise_cycles(g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W] * g[Reg.IN_CW])
+        return eltwise_cycles(g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W] * g[Reg.IN_CW],
+                              g[Reg.USE_LUT])
     raise ValueError(f"no cycle model for opcode {op:#x}")
 
 
