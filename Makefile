@@ -14,8 +14,10 @@ COLS   ?= 8
 SIM    ?= verilator
 SEED   ?= 1
 JOBS   ?= auto
-# Number of random GEMMs in `make regress`.
+# Number of random GEMMs in `make regress`, and instruction words its fuzzer of npu_top
+# generates (per seed).
 N      ?= 1000
+FUZZ_WORDS ?= 10000
 # `make synth` / `make synth-ice40`: design name of hw/verilog.py DESIGNS (the accelerator top
 # `npu` by default; `gemm` is the array alone), nextpnr target (MHz), iCE40 UP5K design and
 # array size (8 SB_MAC16: 2x4 or 4x2); nextpnr router (router1, or router2: often faster on
@@ -67,10 +69,12 @@ sim-gemm: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests
 
-# Long random sweep, in parallel across cores, JUnit XML in build/regress.xml.
+# Long random sweep, in parallel across cores, JUnit XML in build/regress.xml: random GEMMs,
+# and the instruction fuzzer of npu_top (tests/test_sim_fuzz.py; its counts in the log).
 regress: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) -q -m regress --regress-seed $(SEED) --regress-count $(N) \
-	    --junitxml=build/regress.xml tests/test_regress.py
+	$(PY) -m pytest -n $(JOBS) -q -rA -m regress --regress-seed $(SEED) --regress-count $(N) \
+	    --fuzz-words $(FUZZ_WORDS) --junitxml=build/regress.xml tests/test_regress.py \
+	    tests/test_sim_fuzz.py
 	$(NPU) junit-summary build/regress.xml
 
 # One Verilog file with a stable top-level name, for FPGA/ASIC toolchains: the accelerator

@@ -66,8 +66,8 @@ from hw.softmax_engine import SETUP_DEPS as SOFTMAX_SETUP_DEPS
 from hw.eltwise_engine import PIPELINE as ELT_PIPELINE
 from hw.eltwise_engine import SETUP_DEPS as ELT_SETUP_DEPS
 
-__all__ = ["predict", "program_cycles", "conv_cycles", "pool_cycles", "softmax_cycles", "scalesim_cycles",
-           "layer_table"]
+__all__ = ["predict", "program_cycles", "instruction_cycles", "conv_cycles", "pool_cycles",
+           "softmax_cycles", "scalesim_cycles", "layer_table"]
 
 SEQ = 4                 # FETCH + LATCH + DECODE + NEXT
 #: Instructions that run an engine in EXEC take one cycle more: the sequencer registers the
@@ -204,9 +204,11 @@ def softmax_cycles(C, vectors, L, causal=False, words=None, mode=0):
 ELT_EXTRA = 1 + setup_cycles(ELT_SETUP_DEPS) + ACT_LATENCY + ELT_PIPELINE + REQUANT_LATENCY
 
 
-def eltwise_cycles(words):
-    """ELTWISE over ``words`` words of each input: one read per cycle, A and B alternately."""
-    return EXEC_SEQ + 2 * words + ELT_EXTRA
+def eltwise_cycles(words, use_lut=False):
+    """ELTWISE over ``words`` words of each input: one read per cycle, A and B alternately;
+    with USE_LUT the activation table's latency after the requantizer (found by the
+    instruction fuzzer: 2 cycles more than this model had)."""
+    return EXEC_SEQ + 2 * words + ELT_EXTRA + (LUT_LATENCY if use_lut else 0)
 
 
 def scalesim_cycles(R, C, M, K, N):
@@ -215,7 +217,10 @@ def scalesim_cycles(R, C, M, K, N):
     return ceil(M / R) * ceil(N / C) * (R + C + K - 2) - 1
 
 
-def _instr_cycles(word, regs, cfg):
+def instruction_cycles(word, regs, cfg):
+    """Cycles of one foreground instruction ``word`` that runs with the configuration
+    registers ``regs`` (``{Reg: signed value}``, missing ones 0), as :func:`predict` counts
+    it in isolation (no background LOAD to wait for, fetched by itself)."""
     f = decode(word)
     op = f["op"]
     R, C = cfg.rows, cfg.cols
@@ -242,7 +247,8 @@ def _instr_cycles(word, regs, cfg):
         return softmax_cycles(C, g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W], g[Reg.CIN],
                               bool(g[Reg.SM_CAUSAL]), g[Reg.IN_CW], g[Reg.SM_MODE])
     if op == Op.ELTWISE:
-        return eltwise_cycles(g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W] * g[Reg.IN_CW])
+        return eltwise_cycles(g[Reg.BATCH] * g[Reg.IN_H] * g[Reg.IN_W] * g[Reg.IN_CW],
+                              g[Reg.USE_LUT])
     raise ValueError(f"no cycle model for opcode {op:#x}")
 
 
@@ -292,7 +298,7 @@ def predict(instructions, cfg):
             load_idle = decode_at + wait + load_beats(f, cfg.cols) + BG_BUSY
             cycles = BG_LOAD + wait
         else:
-            cycles = _instr_cycles(word, regs, cfg) + wait
+            cycles = instruction_cycles(word, regs, cfg) + wait
         cycles -= fetched
         out.append(cycles)
         t += cycles

@@ -2,7 +2,8 @@
 
 * :func:`source` / :func:`sink`: a cocotbext-axi ``AxiStreamSource`` / ``AxiStreamSink`` on the
   ports ``<prefix>_tdata/tvalid/tready[/tlast]`` of the DUT, quiet at INFO level (:func:`quiet`);
-* :func:`set_pause`: seeded random backpressure on such an endpoint (:func:`pause_generator`);
+* :func:`set_pause`: seeded random backpressure on such an endpoint (:func:`pause_generator`,
+  or :func:`burst_pause_generator` for long stalls);
 * :func:`clock_and_reset`: start ``clk`` and hold ``rst`` for 3 cycles with some inputs low;
 * :class:`HandshakeLog`: the cycle number of every handshake on some streams, for cycle counts
   and throughput.
@@ -17,8 +18,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
 
-__all__ = ["quiet", "source", "sink", "pause_generator", "set_pause", "clock_and_reset",
-           "HandshakeLog"]
+__all__ = ["quiet", "source", "sink", "pause_generator", "burst_pause_generator", "set_pause",
+           "clock_and_reset", "HandshakeLog"]
 
 #: Clock period of :func:`clock_and_reset` in ns; budgets in the testbenches assume it.
 PERIOD_NS = 10
@@ -46,10 +47,22 @@ def pause_generator(rng, probability):
         yield bool(rng.random() < probability)
 
 
-def set_pause(endpoint, rng, probability):
-    """Seeded random backpressure on a cocotbext-axi endpoint (0 turns it off)."""
+def burst_pause_generator(rng, probability, longest):
+    """Endless seeded pattern of long stalls: each cycle starts, with ``probability``, a pause
+    of 1 .. ``longest`` cycles (uniform)."""
+    while True:
+        if rng.random() < probability:
+            for _ in range(int(rng.integers(1, longest + 1))):
+                yield True
+        yield False
+
+
+def set_pause(endpoint, rng, probability, burst=0):
+    """Seeded random backpressure on a cocotbext-axi endpoint (0 turns it off); with
+    ``burst``, pauses of up to ``burst`` cycles start with ``probability``."""
     if probability > 0:
-        endpoint.set_pause_generator(pause_generator(rng, probability))
+        endpoint.set_pause_generator(burst_pause_generator(rng, probability, burst) if burst
+                                     else pause_generator(rng, probability))
     else:
         endpoint.clear_pause_generator()
         endpoint.pause = False      # clearing the generator leaves the last pause state

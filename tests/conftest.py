@@ -9,6 +9,8 @@ def pytest_addoption(parser):
     parser.addoption("--regress-seed", type=int, default=1, help="base seed of `make regress`")
     parser.addoption("--regress-count", type=int, default=1000,
                      help="number of random GEMMs in `make regress`")
+    parser.addoption("--fuzz-words", type=int, default=10000,
+                     help="instruction words the fuzzer of `make regress` generates per seed")
 
 
 def pytest_collection_modifyitems(config, items):
