@@ -2,7 +2,7 @@
 write) every word of ACT, WGT, PARAM, the activation table (LUT) and the softmax exp table
 (SM_EXP) through the simulator's VPI, without a bus cycle.
 
-The paths are the generated Verilog's hierarchy (hw.npu: ``act.bank<b>``, ``wgt``, ``prm``,
+The paths are the generated Verilog's hierarchy (hw.npu: ``act.bank<b>``, ``wgt<b>``, ``prm``,
 ``conv.lut.table<lane>``, ``softmax.unit.ttab``; each a block RAM whose array is ``mem``), so
 they belong to the RTL, not to the ISA: a renamed submodule fails here with the path named.
 
@@ -12,6 +12,7 @@ word / entry. A snapshot is a dict memory -> list of bit strings.
 """
 
 from hw.act_memory import banks
+from hw.conv_engine import wgt_banks
 
 __all__ = ["NpuMemories"]
 
@@ -27,12 +28,22 @@ def _array(dut, path):
     return [h.mem[i] for i in range(len(h.mem))]
 
 
+def _wgt_words(dut, cfg):
+    """WGT by word address: word w is row w // n of bank w mod n (``wgt<b>``, n =
+    hw.conv_engine.wgt_banks; one memory ``wgt`` when n is 1)."""
+    n = wgt_banks(cfg.rows, cfg.cols)
+    if n == 1:
+        return _array(dut, "wgt")
+    bank = [_array(dut, f"wgt{b}") for b in range(n)]
+    return [bank[w % n][w // n] for w in range(cfg.wgt_depth)]
+
+
 class NpuMemories:
     def __init__(self, dut, cfg):
         nb = banks(cfg.rows)
         self.handles = {
             "ACT": [w for b in range(nb) for w in _array(dut, f"act.bank{b}")],
-            "WGT": _array(dut, "wgt"),
+            "WGT": _wgt_words(dut, cfg),
             "PARAM": _array(dut, "prm"),
             "LUT": [w for lane in range(cfg.cols) for w in _array(dut, f"conv.lut.table{lane}")],
             "SM_EXP": _array(dut, "softmax.unit.ttab"),
