@@ -192,6 +192,21 @@ async def error_paths(dut):
             + [encode(Op.POOL), encode(Op.DONE)])
     await expect_refused_untouched(host, prog, Error.CONFIG, pattern, b,
                                    "POOL with OUT_H = 3 for 2 output rows")
+    # CONV in K-split mode (CONV_MODE 2) from a W_ADDR that is not a multiple of R (the
+    # banks read at one row), and an unknown CONV_MODE: refused before any write (a
+    # configuration without the K-split mode refuses mode 2 alike).
+    ksplit = {Reg.IN_ADDR: a, Reg.IN_H: 1, Reg.IN_W: 1, Reg.IN_CW: 1, Reg.IN_ROW: 1,
+              Reg.IN_IMG: 1, Reg.CIN: C, Reg.KH: 1, Reg.KW: 1, Reg.STRIDE_Y: 1,
+              Reg.STRIDE_X: 1, Reg.PAD_TOP: 0, Reg.PAD_LEFT: 0, Reg.IN_ZP: 0, Reg.OUT_ADDR: b,
+              Reg.OUT_H: 1, Reg.OUT_W: 1, Reg.OUT_CW: 1, Reg.OUT_ROW: 1, Reg.OUT_IMG: 1,
+              Reg.OUT_NB: 1, Reg.W_ADDR: 1, Reg.P_ADDR: 0, Reg.BATCH: 1, Reg.OUT_ZP: 0,
+              Reg.QMIN: -128, Reg.QMAX: 127, Reg.USE_LUT: 0, Reg.CONV_MODE: 2}
+    for mode, w_addr, what in ((2, 1, "K-split CONV from W_ADDR 1"),
+                               (3, 0, "CONV with CONV_MODE 3")):
+        ksplit.update({Reg.CONV_MODE: mode, Reg.W_ADDR: w_addr})
+        prog = ([encode_load(Mem.ACT, b, 4)] + [encode_set(r, v) for r, v in ksplit.items()]
+                + [encode(Op.CONV), encode(Op.DONE)])
+        await expect_refused_untouched(host, prog, Error.CONFIG, pattern, b, what)
     # SOFTMAX: SM_MODE 1 before any SM_EXP LOAD since reset, and an unknown SM_MODE after
     # one, are refused before any write (the output words 2, 3 keep the pattern).
     smx = {Reg.IN_ADDR: 0, Reg.IN_H: 1, Reg.IN_W: 1, Reg.IN_CW: 1, Reg.IN_ROW: 1,
