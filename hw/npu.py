@@ -2,7 +2,8 @@
 
 It holds the systolic array, requantizer and activation table (in :class:`ConvEngine`), the
 pooling unit (:class:`PoolEngine`), the softmax unit (:class:`SoftmaxEngine`), the
-scratchpads (ACT replicated per array row, WGT, PARAM), an instruction memory and the
+scratchpads (ACT banked by pixel, WGT in R banks where the CONV engine has its K-split mode,
+PARAM), an instruction memory and the
 sequencer that runs the instruction set of :mod:`hw.isa`, the LOAD/STORE engines
 (:mod:`hw.dma`), and an AXI4-Lite register block (:mod:`hw.axil`).
 
