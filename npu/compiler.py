@@ -638,7 +638,9 @@ def _instruction_shortfall(prog, cfg):
 
 def compile_model(model, config=None, batch=1, double_buffer=True):
     """Lower a validated :class:`golden.model.Model` to a :class:`Program`, pass by pass:
-    :func:`plan_ops`, :func:`plan_memory` (layouts and addresses by liveness),
+    :func:`plan_ops`, :func:`lower_avgpools`, :func:`plan_mappings` (each conv/dense layer
+    on the array pixel-per-row or K-split, by the cycle model), :func:`plan_memory` (layouts
+    and addresses by liveness),
     :func:`plan_slices` (weights and parameters), :func:`emit` (the instructions, one
     lowering function per operation kind, with the background loads scheduled).
 
