@@ -9,6 +9,8 @@ A test writes testbench coroutines (``async def bench(ctx)``) that call
   that ``last`` is set on the final beat only; :func:`as_array` turns the beats into NumPy;
 * :class:`Stalls`: the seeded pattern of idle cycles the feeder (valid low) or the sink
   (ready low) inserts before each beat;
+* :class:`CycleCounter`: the clock cycles since the start, for latency and throughput checks
+  (its ``process`` goes in :func:`simulate`'s ``processes``);
 
 and :func:`simulate` runs the design with a clock until every testbench has returned, failing
 after a cycle budget instead of hanging. ``valid`` (``ready``) drops after each handshake and
@@ -19,7 +21,8 @@ import numpy as np
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-__all__ = ["Stalls", "send", "receive", "frame", "as_array", "simulate", "PERIOD"]
+__all__ = ["Stalls", "CycleCounter", "send", "receive", "frame", "as_array", "simulate",
+           "PERIOD"]
 
 #: Clock period of :func:`simulate` (seconds); only cycle counts matter.
 PERIOD = 1e-8
@@ -39,6 +42,18 @@ class Stalls:
     async def idle(self, ctx):
         while self.probability and self.rng.random() < self.probability:
             await ctx.tick()
+
+
+class CycleCounter:
+    """``now``: clock cycles since the simulation started, counted by ``process``."""
+
+    def __init__(self):
+        self.now = 0
+
+    async def process(self, ctx):
+        while True:
+            await ctx.tick()
+            self.now += 1
 
 
 async def _put(ctx, stream, payload, stalls):

@@ -10,7 +10,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from sim.amaranth_streams import Stalls, as_array, frame, receive, send, simulate
+from sim.amaranth_streams import (CycleCounter, Stalls, as_array, frame, receive, send,
+                                  simulate)
 
 BYTE_FRAME = data.StructLayout({"data": data.ArrayLayout(8, 2), "last": 1})
 
@@ -60,22 +61,17 @@ def test_frames_through_under_stalls(stall):
 
 def test_back_to_back_is_one_beat_per_cycle():
     dut = FramedFifo()
-    cycle = [0]
+    cycle = CycleCounter()
     done = []
-
-    async def count(ctx):
-        while True:
-            await ctx.tick()
-            cycle[0] += 1
 
     async def feed(ctx):
         await send(ctx, dut.input, frame([[i, i] for i in range(20)]))
 
     async def collect(ctx):
         await receive(ctx, dut.output, 20)
-        done.append(cycle[0])
+        done.append(cycle.now)
 
-    simulate(dut, feed, collect, processes=[count], cycles=100)
+    simulate(dut, feed, collect, processes=[cycle.process], cycles=100)
     assert done[0] <= 20 + 3            # the FIFO's latency, then one beat per cycle
 
 

@@ -9,7 +9,8 @@ import golden.softmax as gs
 import hw.softmax as hs
 from golden.softmax import random_logits, softmax, softmax_params
 from hw.softmax import SoftmaxUnit
-from sim.amaranth_streams import Stalls, as_array, frame, receive, send, simulate
+from sim.amaranth_streams import (CycleCounter, Stalls, as_array, frame, receive, send,
+                                  simulate)
 
 
 def run_unit(vectors, params, max_len, seed, stall_in=0.0, stall_out=0.0, banks=hs.BANKS,
@@ -19,12 +20,7 @@ def run_unit(vectors, params, max_len, seed, stall_in=0.0, stall_out=0.0, banks=
     dut = SoftmaxUnit(max_len, banks)
     outputs, done_cycles, flags = [], [], {}
     expected = sum(1 for v in vectors if len(v) <= max_len)
-    cycle = [0]
-
-    async def clock_count(ctx):
-        while True:
-            await ctx.tick()
-            cycle[0] += 1
+    cycle = CycleCounter()
 
     async def feed(ctx):
         ctx.set(dut.multiplier, params.multiplier)
@@ -37,12 +33,12 @@ def run_unit(vectors, params, max_len, seed, stall_in=0.0, stall_out=0.0, banks=
         stalls = Stalls(stall_out, [seed, 1])
         while len(outputs) < expected:
             outputs.append(as_array(await receive(ctx, dut.probs, stalls=stalls), dtype=np.int8))
-            done_cycles.append(cycle[0])
+            done_cycles.append(cycle.now)
         flags.update(overflow=ctx.get(dut.overflow), dropped=ctx.get(dut.dropped))
 
     total = sum(len(v) for v in vectors)
     slow = 1 + 4 * max(stall_in, stall_out)
-    simulate(dut, feed, collect, processes=[clock_count],
+    simulate(dut, feed, collect, processes=[cycle.process],
              cycles=int((3 * total + 60 * len(vectors)) * slow + 200 + extra_cycles))
     return outputs, done_cycles, flags
 

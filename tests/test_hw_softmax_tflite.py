@@ -12,7 +12,8 @@ import hw.softmax_tflite as ht
 from golden.quant import INT32_MAX, INT32_MIN, saturating_rounding_doubling_high_mul
 from golden.softmax import random_logits
 from hw.softmax import SoftmaxUnit
-from sim.amaranth_streams import Stalls, as_array, frame, receive, send, simulate
+from sim.amaranth_streams import (CycleCounter, Stalls, as_array, frame, receive, send,
+                                  simulate)
 
 
 def test_constants_match_golden():
@@ -84,12 +85,7 @@ def run_tflite(vectors, params, max_len, seed, stall_in=0.0, stall_out=0.0, bank
     table = gt.softmax_exp_table(params)
     outputs = []
     done_cycles = [] if done_cycles is None else done_cycles
-    cycle = [0]
-
-    async def clock_count(ctx):
-        while True:
-            await ctx.tick()
-            cycle[0] += 1
+    cycle = CycleCounter()
 
     async def feed(ctx):
         ctx.set(dut.mode, 1)
@@ -103,11 +99,11 @@ def run_tflite(vectors, params, max_len, seed, stall_in=0.0, stall_out=0.0, bank
         stalls = Stalls(stall_out, [seed, 1])
         while len(outputs) < len(vectors):
             outputs.append(as_array(await receive(ctx, dut.probs, stalls=stalls), dtype=np.int8))
-            done_cycles.append(cycle[0])
+            done_cycles.append(cycle.now)
 
     total = sum(len(v) for v in vectors)
     slow = 1 + 4 * max(stall_in, stall_out)
-    simulate(dut, feed, collect, processes=[clock_count],
+    simulate(dut, feed, collect, processes=[cycle.process],
              cycles=int((3 * total + (ht.RECIP_STEPS + 60) * len(vectors)) * slow + 600))
     return outputs
 
