@@ -97,6 +97,20 @@ def _corrupt(rng, data):
     return "random bytes", rng.integers(0, 256, len(data), dtype=np.uint8).tobytes()
 
 
+def _corrupt_model_files(rng, good, tmp, what, suffix, count, extra=()):
+    """``count`` corrupted copies of the ``what`` model file ``good`` (``tmp/bad<i><suffix>``),
+    each a case of ``npu compile --model`` (with ``extra`` arguments). Flipped bytes may leave
+    a valid model (a zip's timestamps or padding, a weight), which may then compile."""
+    cases = []
+    for i in range(count):
+        label, bad = _corrupt(rng, good)
+        path = tmp / f"bad{i}{suffix}"
+        path.write_bytes(bad)
+        cases.append((f"{what} file: {label}", ["compile", "--model", str(path), *extra],
+                      label == "flipped bytes"))
+    return cases
+
+
 BAD_SCALES = [float("nan"), float("inf"), -1.0, 0.0, "x", None]
 BAD_ZERO_POINTS = [200, -129, 1.5, "x", None]
 BAD_SIZES = [0, -1, 10 ** 9, "3", 2.5]
@@ -116,13 +130,7 @@ def model_cases(rng, tmp):
         _npz(path, {**arrays, "header": np.frombuffer(json.dumps(h).encode(), np.uint8)})
         cases.append((f"model header: {label}", ["compile", "--model", str(path)], False))
 
-    for _ in range(3):
-        label, bad = _corrupt(rng, data)
-        path = tmp / f"model{len(cases)}.npz"
-        path.write_bytes(bad)
-        # a flipped byte in a zip's timestamps or padding leaves the same model
-        cases.append((f"model file: {label}", ["compile", "--model", str(path)],
-                      label == "flipped bytes"))
+    cases += _corrupt_model_files(rng, data, tmp, "model", ".npz", 3)
     layer = int(rng.integers(len(header["layers"])))
     side = str(rng.choice(["input", "output"]))
     scale = BAD_SCALES[rng.integers(len(BAD_SCALES))]
@@ -159,13 +167,7 @@ def onnx_cases(rng, tmp):
     calib = _npz(tmp / "calib.npz",
                  {"images": rng.uniform(-1, 1, (4, 2, 6, 6)).astype(np.float32)})
     good = _small_onnx()
-    cases = []
-    for i in range(3):
-        label, bad = _corrupt(rng, good)
-        path = tmp / f"bad{i}.onnx"
-        path.write_bytes(bad)
-        cases.append((f"onnx file: {label}", ["compile", "--model", str(path), "--calib", calib],
-                      label == "flipped bytes"))
+    cases = _corrupt_model_files(rng, good, tmp, "onnx", ".onnx", 3, ["--calib", calib])
     (tmp / "good.onnx").write_bytes(good)
     images = rng.uniform(-1, 1, (4, 2, 6, 6)).astype(np.float32)
     images[rng.integers(4), rng.integers(2), rng.integers(6), rng.integers(6)] = \
@@ -192,15 +194,7 @@ def tflite_cases(rng, tmp):
     pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed (make venv)")
     from tflite_nets import small_resnet
     good = small_resnet(np.random.default_rng(401))
-    cases = []
-    for i in range(4):
-        label, bad = _corrupt(rng, good)
-        path = tmp / f"bad{i}.tflite"
-        path.write_bytes(bad)
-        # flipped bytes may only change a weight: a valid model
-        cases.append((f"tflite file: {label}", ["compile", "--model", str(path)],
-                      label == "flipped bytes"))
-    return cases
+    return _corrupt_model_files(rng, good, tmp, "tflite", ".tflite", 4)
 
 
 def data_cases(rng, tmp):
